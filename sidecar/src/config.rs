@@ -1,0 +1,440 @@
+//! Configuration: flags, `COHERENCE_*` environment variables and an optional TOML file.
+//!
+//! Every setting is declared once, in the `settings!` table below. The table generates the
+//! command-line flags, the environment variable names, the TOML keys, the effective
+//! [`Config`] and the reference table printed by `--print-config-reference` (which the README's
+//! configuration section is checked against). Precedence: flag or environment variable, then the
+//! TOML file, then the default. A bad value stops the sidecar at start with a message naming the
+//! setting; the binary maps [`ConfigError`] to exit code 64 (`EX_USAGE`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Exit code for a configuration the sidecar refuses (BSD `EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Why a configuration was refused. The message always names the offending setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Flags(String),
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("invalid setting {setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+/// One row of the configuration reference.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDoc {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub toml: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+macro_rules! settings {
+    ($( $(#[$attr:meta])* $name:ident : $ty:ty = $default:expr, $default_doc:literal, $env:literal, $meaning:literal; )*) => {
+        /// Command-line flags and environment variables (each unset unless given).
+        #[derive(Debug, Parser)]
+        #[command(name = "coherence-sidecar", version, about = "coherence sidecar: cache version counters in Redis, served over localhost gRPC")]
+        pub struct Flags {
+            /// Optional TOML configuration file.
+            #[arg(long, env = "COHERENCE_CONFIG")]
+            pub config: Option<PathBuf>,
+            /// Print the effective configuration (secrets redacted) and exit.
+            #[arg(long)]
+            pub print_config: bool,
+            /// Print the configuration reference table (Markdown) and exit.
+            #[arg(long)]
+            pub print_config_reference: bool,
+            $(
+                #[doc = $meaning]
+                #[arg(long, env = $env)]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        /// The same settings as read from the TOML file.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileSettings {
+            $( $name: Option<$ty>, )*
+        }
+
+        /// The effective configuration, before validation.
+        #[derive(Debug, Clone)]
+        pub struct Settings {
+            $( $(#[$attr])* pub $name: $ty, )*
+        }
+
+        impl Settings {
+            fn merge(flags: &Flags, file: FileSettings) -> Self {
+                Settings {
+                    $( $name: flags.$name.clone().or(file.$name).unwrap_or_else(|| $default), )*
+                }
+            }
+        }
+
+        /// Every setting: flag, environment variable, TOML key, default and meaning.
+        pub const SETTINGS: &[SettingDoc] = &[
+            $( SettingDoc {
+                flag: concat!("--", stringify!($name)),
+                env: $env,
+                toml: stringify!($name),
+                default: $default_doc,
+                meaning: $meaning,
+            }, )*
+        ];
+    };
+}
+
+settings! {
+    redis_url: String = "redis://127.0.0.1:6379".to_string(), "redis://127.0.0.1:6379", "COHERENCE_REDIS_URL",
+        "Redis to keep versions in (redis:// or rediss://). A password in the URL is never logged.";
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 50051)), "127.0.0.1:50051", "COHERENCE_LISTEN",
+        "gRPC listen address (loopback unless you mean otherwise).";
+    admin_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464)), "127.0.0.1:9464", "COHERENCE_ADMIN_LISTEN",
+        "HTTP listen address for /metrics, /livez and /readyz.";
+    namespace: String = "default".to_string(), "default", "COHERENCE_NAMESPACE",
+        "This application's share of Redis: every key and channel lives under it.";
+    server_id: String = default_server_id(), "the host name", "COHERENCE_SERVER_ID",
+        "Name of this server in logs, heartbeats and server lists.";
+    shards: u32 = 16, "16", "COHERENCE_SHARDS",
+        "Logical shards per namespace (must be equal on every sidecar of a namespace).";
+    max_key_bytes: usize = 1024, "1024", "COHERENCE_MAX_KEY_BYTES",
+        "Longest key accepted, in bytes.";
+    max_batch_keys: usize = 10_000, "10000", "COHERENCE_MAX_BATCH_KEYS",
+        "Most keys (or entries) accepted in one call.";
+    max_staleness_ms: u64 = 500, "500", "COHERENCE_MAX_STALENESS_MS",
+        "Oldest heartbeat fence the mirror may answer on; past it checks read Redis.";
+    heartbeat_interval_ms: u64 = 100, "100", "COHERENCE_HEARTBEAT_INTERVAL_MS",
+        "How often the sidecar sends a heartbeat fence through Redis (and to Watch streams).";
+    check_deadline_ms: u64 = 250, "250", "COHERENCE_CHECK_DEADLINE_MS",
+        "Longest a Check waits for Redis before answering current = false.";
+    request_timeout_ms: u64 = 2_000, "2000", "COHERENCE_REQUEST_TIMEOUT_MS",
+        "Longest Get and Bump wait for Redis before answering UNAVAILABLE.";
+    replay_log_len: u64 = 10_000, "10000", "COHERENCE_REPLAY_LOG_LEN",
+        "Invalidations kept per shard for gap repair (approximate, capped stream).";
+    reconcile_interval_ms: u64 = 30_000, "30000", "COHERENCE_RECONCILE_INTERVAL_MS",
+        "How often every mirrored version is compared with Redis.";
+    allow_evicting_policy: bool = false, "false", "COHERENCE_ALLOW_EVICTING_POLICY",
+        "Serve even when Redis's maxmemory-policy can evict version keys (unsafe).";
+    drain_timeout_ms: u64 = 5_000, "5000", "COHERENCE_DRAIN_TIMEOUT_MS",
+        "Longest graceful shutdown waits for in-flight calls after SIGTERM.";
+}
+
+fn default_server_id() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "coherence-sidecar".to_string())
+}
+
+/// The validated configuration the sidecar runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+}
+
+impl Config {
+    /// Reads flags and environment (and the TOML file they name) and validates the result.
+    pub fn from_args<I, T>(args: I) -> Result<ConfigOrAction, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let flags = match Flags::try_parse_from(args) {
+            Ok(flags) => flags,
+            Err(err) => {
+                use clap::error::ErrorKind;
+                return match err.kind() {
+                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                        Ok(ConfigOrAction::Print(err.to_string()))
+                    }
+                    _ => Err(ConfigError::Flags(err.to_string())),
+                };
+            }
+        };
+        if flags.print_config_reference {
+            return Ok(ConfigOrAction::Print(reference_table()));
+        }
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let config = Config::validate(Settings::merge(&flags, file))?;
+        if flags.print_config {
+            return Ok(ConfigOrAction::Print(config.render()));
+        }
+        Ok(ConfigOrAction::Run(config))
+    }
+
+    /// The defaults, validated (used by tests, which then override what they need).
+    pub fn defaults() -> Settings {
+        Settings::merge(
+            &Flags::parse_from(["coherence-sidecar"]),
+            FileSettings::default(),
+        )
+    }
+
+    /// Checks every setting and names the first bad one.
+    pub fn validate(settings: Settings) -> Result<Config, ConfigError> {
+        let invalid = |setting: &'static str, message: String| ConfigError::Invalid {
+            setting,
+            message,
+        };
+        let url = settings.redis_url.as_str();
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "redis_url",
+                format!(
+                    "{} is not a redis://, rediss:// or unix:// URL",
+                    redact_url(url)
+                ),
+            ));
+        }
+        if let Err(err) = redis::Client::open(url) {
+            return Err(invalid(
+                "redis_url",
+                format!("{}: {err}", redact_url(url)),
+            ));
+        }
+        crate::keyspace::validate_namespace(&settings.namespace)
+            .map_err(|m| invalid("namespace", m))?;
+        if settings.server_id.is_empty() || settings.server_id.contains('|') {
+            return Err(invalid(
+                "server_id",
+                "must be non-empty and must not contain '|'".into(),
+            ));
+        }
+        if settings.shards == 0 || settings.shards > 1024 {
+            return Err(invalid("shards", "must be between 1 and 1024".into()));
+        }
+        if settings.max_key_bytes == 0 {
+            return Err(invalid("max_key_bytes", "must be at least 1".into()));
+        }
+        if settings.max_batch_keys == 0 {
+            return Err(invalid("max_batch_keys", "must be at least 1".into()));
+        }
+        for (name, value) in [
+            ("heartbeat_interval_ms", settings.heartbeat_interval_ms),
+            ("max_staleness_ms", settings.max_staleness_ms),
+            ("check_deadline_ms", settings.check_deadline_ms),
+            ("request_timeout_ms", settings.request_timeout_ms),
+            ("reconcile_interval_ms", settings.reconcile_interval_ms),
+            ("replay_log_len", settings.replay_log_len),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "must be greater than 0".into()));
+            }
+        }
+        if settings.max_staleness_ms <= settings.heartbeat_interval_ms {
+            return Err(invalid(
+                "max_staleness_ms",
+                format!(
+                    "must be greater than heartbeat_interval_ms ({}), or the mirror could never be trusted",
+                    settings.heartbeat_interval_ms
+                ),
+            ));
+        }
+        Ok(Config { settings })
+    }
+
+    pub fn max_staleness(&self) -> Duration {
+        Duration::from_millis(self.settings.max_staleness_ms)
+    }
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.settings.heartbeat_interval_ms)
+    }
+    pub fn check_deadline(&self) -> Duration {
+        Duration::from_millis(self.settings.check_deadline_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.request_timeout_ms)
+    }
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_millis(self.settings.reconcile_interval_ms)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.drain_timeout_ms)
+    }
+
+    /// The effective configuration as TOML, with the Redis password redacted.
+    pub fn render(&self) -> String {
+        let s = &self.settings;
+        format!(
+            "redis_url = {:?}\nlisten = \"{}\"\nadmin_listen = \"{}\"\nnamespace = {:?}\nserver_id = {:?}\nshards = {}\nmax_key_bytes = {}\nmax_batch_keys = {}\nmax_staleness_ms = {}\nheartbeat_interval_ms = {}\ncheck_deadline_ms = {}\nrequest_timeout_ms = {}\nreplay_log_len = {}\nreconcile_interval_ms = {}\nallow_evicting_policy = {}\ndrain_timeout_ms = {}\n",
+            redact_url(&s.redis_url),
+            s.listen,
+            s.admin_listen,
+            s.namespace,
+            s.server_id,
+            s.shards,
+            s.max_key_bytes,
+            s.max_batch_keys,
+            s.max_staleness_ms,
+            s.heartbeat_interval_ms,
+            s.check_deadline_ms,
+            s.request_timeout_ms,
+            s.replay_log_len,
+            s.reconcile_interval_ms,
+            s.allow_evicting_policy,
+            s.drain_timeout_ms,
+        )
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum ConfigOrAction {
+    /// Run the sidecar with this configuration.
+    Run(Config),
+    /// Print this text and exit successfully (help, version, --print-config).
+    Print(String),
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|err| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    })
+}
+
+/// The configuration reference as a Markdown table.
+pub fn reference_table() -> String {
+    let mut out = String::from(
+        "| flag | environment variable | TOML key | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        out.push_str(&format!(
+            "| `{}` | `{}` | `{}` | `{}` | {} |\n",
+            s.flag.replace('_', "-"),
+            s.env,
+            s.toml,
+            s.default,
+            s.meaning
+        ));
+    }
+    out
+}
+
+/// A Redis URL with any password replaced by `***`, safe for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let redacted = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!(
+                "{}{}@{}",
+                &url[..scheme_end + 3],
+                redacted,
+                &rest[at + 1..]
+            )
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ConfigOrAction, ConfigError> {
+        Config::from_args(std::iter::once("coherence-sidecar").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(
+            redact_url("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://:secret@host"), "redis://:***@host");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = parse(&["--namespace", "a{b"]).unwrap_err();
+        assert!(err.to_string().contains("namespace"), "{err}");
+        let err = parse(&["--shards", "0"]).unwrap_err();
+        assert!(err.to_string().contains("shards"), "{err}");
+        let err = parse(&["--listen", "not-an-address"]).unwrap_err();
+        assert!(err.to_string().contains("--listen"), "{err}");
+        let err = parse(&["--redis-url", "http://x"]).unwrap_err();
+        assert!(err.to_string().contains("redis_url"), "{err}");
+        let err = parse(&["--max-staleness-ms", "50"]).unwrap_err();
+        assert!(err.to_string().contains("max_staleness_ms"), "{err}");
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile_dir();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "namespace = \"fromfile\"\nshards = 8\n").unwrap();
+        let cfg = match parse(&["--config", path.to_str().unwrap(), "--shards", "4"]).unwrap() {
+            ConfigOrAction::Run(c) => c,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(cfg.settings.namespace, "fromfile");
+        assert_eq!(cfg.settings.shards, 4);
+        std::fs::write(&path, "no_such_setting = 1\n").unwrap();
+        let err = parse(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("no_such_setting"), "{err}");
+    }
+
+    #[test]
+    fn print_config_redacts_the_password() {
+        match parse(&["--redis-url", "redis://u:hunter2@h:1", "--print-config"]).unwrap() {
+            ConfigOrAction::Print(text) => {
+                assert!(!text.contains("hunter2"), "{text}");
+                assert!(text.contains("u:***@h:1"), "{text}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "coherence-config-test-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,232 @@
+//! The `coherence.v1.CacheVersions` gRPC service: request validation and translation between
+//! protobuf messages and the [`Versions`] operations.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use coherence_proto::v1 as pb;
+use coherence_proto::v1::cache_versions_server::CacheVersions;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::limits::Limits;
+use crate::metrics::CheckSource;
+use crate::mirror::VersionStr;
+use crate::redis_link::LinkError;
+use crate::state::WatchItem;
+use crate::versions::Versions;
+
+/// The gRPC face of one sidecar's [`Versions`].
+pub struct CacheVersionsService {
+    versions: Arc<Versions>,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl CacheVersionsService {
+    pub fn new(versions: Arc<Versions>, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
+        CacheVersionsService {
+            versions,
+            limits,
+            shutdown,
+        }
+    }
+
+    fn record(&self, method: &'static str, started: Instant, code: tonic::Code) {
+        let metrics = &self.versions.state().metrics;
+        metrics
+            .grpc_requests
+            .get_or_create(&[("method", method), ("code", code_label(code))])
+            .inc();
+        metrics
+            .grpc_request_duration
+            .get_or_create(&[("method", method)])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn finish<T>(&self, method: &'static str, started: Instant, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        self.record(method, started, code);
+        result.map(Response::new)
+    }
+}
+
+fn version(v: VersionStr) -> pb::Version {
+    pb::Version {
+        token: v.to_string(),
+    }
+}
+
+fn unavailable(err: LinkError) -> Status {
+    Status::unavailable(err.to_string())
+}
+
+fn is_strong(consistency: i32) -> bool {
+    consistency == pb::Consistency::Strong as i32
+}
+
+#[tonic::async_trait]
+impl CacheVersions for CacheVersionsService {
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let result = async {
+            self.limits
+                .check_keys("keys", req.keys.iter().map(String::as_str), false)?;
+            let versions = self
+                .versions
+                .get(&req.keys, is_strong(req.consistency))
+                .await
+                .map_err(unavailable)?;
+            Ok(pb::GetResponse {
+                versions: versions.into_iter().map(version).collect(),
+            })
+        }
+        .await;
+        self.finish("Get", started, result)
+    }
+
+    async fn check(&self, request: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let result = async {
+            self.limits.check_count("entries", req.entries.len())?;
+            let mut entries = Vec::with_capacity(req.entries.len());
+            for (i, entry) in req.entries.into_iter().enumerate() {
+                self.limits
+                    .check_key(&format!("entries[{i}].key"), &entry.key, false)?;
+                let Some(v) = entry.version else {
+                    return Err(Status::invalid_argument(format!(
+                        "entries[{i}].version: missing"
+                    )));
+                };
+                entries.push((entry.key, v.token));
+            }
+            let outcomes = self
+                .versions
+                .check(&entries, is_strong(req.consistency))
+                .await;
+            Ok(pb::CheckResponse {
+                results: outcomes
+                    .into_iter()
+                    .map(|o| pb::CheckResult {
+                        current: o.current,
+                        version: o.version.map(version),
+                        source: match o.source {
+                            CheckSource::Mirror => pb::CheckSource::Mirror,
+                            CheckSource::Redis => pb::CheckSource::Redis,
+                            CheckSource::FailClosed => pb::CheckSource::FailClosed,
+                        } as i32,
+                    })
+                    .collect(),
+            })
+        }
+        .await;
+        self.finish("Check", started, result)
+    }
+
+    async fn bump(&self, request: Request<pb::BumpRequest>) -> Result<Response<pb::BumpResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let result = async {
+            self.limits
+                .check_keys("keys", req.keys.iter().map(String::as_str), false)?;
+            let versions = self.versions.bump(&req.keys).await.map_err(unavailable)?;
+            Ok(pb::BumpResponse {
+                versions: versions.into_iter().map(version).collect(),
+            })
+        }
+        .await;
+        self.finish("Bump", started, result)
+    }
+
+    type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let checked = self
+            .limits
+            .check_keys("prefixes", req.prefixes.iter().map(String::as_str), true);
+        self.record("Watch", started, checked.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok));
+        checked?;
+        let state = Arc::clone(self.versions.state());
+        let events = state.events.subscribe();
+        let (tx, rx) = mpsc::channel(1024);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            state.metrics.watch_streams.inc();
+            forward_events(events, tx, req.prefixes, shutdown).await;
+            state.metrics.watch_streams.dec();
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Forwards hub events matching `prefixes` to one Watch stream until the client goes away or
+/// the sidecar shuts down (then the stream ends with `UNAVAILABLE`).
+async fn forward_events(
+    mut events: broadcast::Receiver<WatchItem>,
+    tx: mpsc::Sender<Result<pb::WatchEvent, Status>>,
+    prefixes: Vec<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use pb::watch_event::Event;
+    let matches = |key: &str| prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p.as_str()));
+    loop {
+        let event = tokio::select! {
+            item = events.recv() => match item {
+                Ok(WatchItem::Invalidated(inv)) => {
+                    if !matches(&inv.key) {
+                        continue;
+                    }
+                    Event::Invalidated(pb::Invalidation {
+                        key: inv.key.clone(),
+                        version: Some(version(inv.version.clone())),
+                        sequence: inv.seq,
+                        shard: inv.shard,
+                        bumped_at_unix_ms: inv.bumped_at_unix_ms,
+                    })
+                }
+                Ok(WatchItem::Resync(reason)) => Event::Resync(pb::Resync { reason: reason.to_string() }),
+                Ok(WatchItem::Heartbeat { fence_age_ms }) => Event::Heartbeat(pb::Heartbeat { fence_age_ms }),
+                Err(broadcast::error::RecvError::Lagged(n)) => Event::Resync(pb::Resync {
+                    reason: format!("watcher fell behind and missed {n} events"),
+                }),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = async { let _ = shutdown.wait_for(|down| *down).await; } => {
+                let _ = tx.send(Err(Status::unavailable("sidecar is shutting down"))).await;
+                return;
+            }
+            _ = tx.closed() => return,
+        };
+        if tx.send(Ok(pb::WatchEvent { event: Some(event) })).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

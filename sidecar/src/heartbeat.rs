@@ -1,0 +1,126 @@
+//! Heartbeat fences: how the sidecar proves its mirror fresh with its own clock only.
+//!
+//! Every `heartbeat_interval` the sidecar runs `lua/fence.lua` on each shard, which publishes
+//! a heartbeat carrying the shard's epoch and sequence on the shard's channel. The send instant
+//! is remembered (monotonic clock). When the heartbeat comes back through our own subscription,
+//! every bump completed before that instant has been delivered before it; the subscription
+//! brings the shard up to the carried sequence and marks it fresh as of the send instant
+//! (design guarantee 2). No clock agreement between machines is assumed.
+//!
+//! Each round also sends a `Heartbeat` to Watch streams, so that clients can tell a quiet
+//! stream from a dead one, and refreshes the fence-age and mirror-size gauges.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+use crate::scripts;
+use crate::state::{SidecarState, WatchItem};
+
+/// Fences sent and not yet returned, by nonce.
+#[derive(Default)]
+pub struct Fences {
+    pending: Mutex<HashMap<String, (u32, Instant)>>,
+    last_returned: Mutex<Option<Instant>>,
+    nudge: Notify,
+}
+
+impl Fences {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
+        match self.pending.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Registers a fence about to be sent; returns its nonce.
+    fn register(&self, shard: u32, sent_at: Instant) -> String {
+        let nonce = scripts::random_token();
+        self.pending().insert(nonce.clone(), (shard, sent_at));
+        nonce
+    }
+
+    /// The send instant of our fence `nonce` on `shard`, if it is ours and still pending.
+    pub fn take(&self, shard: u32, nonce: &str) -> Option<Instant> {
+        let taken = self.pending().remove(nonce);
+        let sent_at = taken.filter(|(s, _)| *s == shard).map(|(_, at)| at)?;
+        if let Ok(mut last) = self.last_returned.lock() {
+            *last = Some(Instant::now());
+        }
+        Some(sent_at)
+    }
+
+    /// When one of our fences last came back.
+    pub fn last_returned(&self) -> Option<Instant> {
+        self.last_returned.lock().ok().and_then(|g| *g)
+    }
+
+    /// Asks the heartbeat loop to fence every shard now (after a resubscribe).
+    pub fn fence_now(&self) {
+        self.nudge.notify_one();
+    }
+
+    fn forget_older_than(&self, limit: Instant) {
+        self.pending().retain(|_, (_, sent)| *sent >= limit);
+    }
+}
+
+/// Sends fences and watch heartbeats until `shutdown`.
+pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) {
+    let interval = state.config.heartbeat_interval();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.fences.nudge.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if state.link.is_connected() {
+            tokio::spawn(fence_round(Arc::clone(&state)));
+        }
+        let now = Instant::now();
+        state
+            .fences
+            .forget_older_than(now.checked_sub(interval * 50).unwrap_or(now));
+        let fence_age = state.mirror.oldest_fence_age(now);
+        state
+            .metrics
+            .fence_age
+            .set(fence_age.map_or(f64::INFINITY, |a| a.as_secs_f64()));
+        state.metrics.mirror_keys.set(state.mirror.len() as i64);
+        state.metrics.ready.set(i64::from(state.is_ready()));
+        state.publish(WatchItem::Heartbeat {
+            fence_age_ms: fence_age.map_or(u64::MAX, |a| a.as_millis() as u64),
+        });
+    }
+}
+
+/// One fence per shard, sent concurrently.
+async fn fence_round(state: Arc<SidecarState>) {
+    let timeout = state.config.max_staleness().max(Duration::from_millis(100));
+    let server_id = state.config.settings.server_id.as_str();
+    let fences = (0..state.keyspace.shard_count()).map(|shard| {
+        let state = &state;
+        async move {
+            let nonce = state.fences.register(shard, Instant::now());
+            let keyspace = &state.keyspace;
+            state
+                .link
+                .run("fence", timeout, |mut conn| async move {
+                    scripts::fence(&mut conn, keyspace, shard, server_id, &nonce).await
+                })
+                .await
+        }
+    });
+    for result in futures::future::join_all(fences).await {
+        if let Err(err) = result {
+            tracing::debug!(error = %err, "heartbeat fence not sent");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Where a namespace's state lives in Redis.
+//!
+//! A namespace is split into a fixed number of logical shards; a key belongs to the shard
+//! `fnv1a64(key) mod shards`. Everything one bump touches (the version key, the shard's epoch,
+//! sequence and replay log, and its invalidation channel) carries the same hash tag
+//! `{<namespace>:<shard>}`, so one script call covers it and the layout runs unchanged on Redis
+//! Cluster. The hash function is part of the fleet's contract: every sidecar of a namespace must
+//! map keys to the same shards.
+
+/// The Redis names of one namespace.
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    namespace: String,
+    shards: u32,
+}
+
+/// Redis names of one shard's state.
+#[derive(Debug, Clone)]
+pub struct ShardKeys {
+    /// Random token created when the shard's state is (re)created; part of every version.
+    pub epoch: String,
+    /// Per-shard invalidation sequence number.
+    pub seq: String,
+    /// Capped stream of recent invalidations, for gap repair.
+    pub log: String,
+    /// The Redis run id the shard's epoch was last verified against (restart detection).
+    pub incarnation: String,
+    /// Pub/sub channel of the shard's invalidations and heartbeats.
+    pub channel: String,
+}
+
+impl Keyspace {
+    pub fn new(namespace: &str, shards: u32) -> Self {
+        Keyspace {
+            namespace: namespace.to_string(),
+            shards: shards.max(1),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shards
+    }
+
+    /// The logical shard of a key.
+    pub fn shard_of(&self, key: &str) -> u32 {
+        (fnv1a64(key.as_bytes()) % u64::from(self.shards)) as u32
+    }
+
+    fn prefix(&self, shard: u32) -> String {
+        format!("coh:{{{}:{}}}", self.namespace, shard)
+    }
+
+    pub fn shard_keys(&self, shard: u32) -> ShardKeys {
+        let p = self.prefix(shard);
+        ShardKeys {
+            epoch: format!("{p}:epoch"),
+            seq: format!("{p}:seq"),
+            log: format!("{p}:log"),
+            incarnation: format!("{p}:inc"),
+            channel: format!("{p}:inv"),
+        }
+    }
+
+    /// The Redis key holding a cache key's current version.
+    pub fn version_key(&self, shard: u32, key: &str) -> String {
+        format!("{}:v:{}", self.prefix(shard), key)
+    }
+
+    /// Every shard's channel, in shard order.
+    pub fn channels(&self) -> Vec<String> {
+        (0..self.shards)
+            .map(|s| self.shard_keys(s).channel)
+            .collect()
+    }
+
+    /// The shard a channel name belongs to, if it is one of ours.
+    pub fn shard_of_channel(&self, channel: &str) -> Option<u32> {
+        let rest = channel.strip_prefix("coh:{")?.strip_suffix("}:inv")?;
+        let (ns, shard) = rest.rsplit_once(':')?;
+        if ns != self.namespace {
+            return None;
+        }
+        shard.parse().ok().filter(|s| *s < self.shards)
+    }
+}
+
+/// Checks a namespace name: it becomes part of every Redis key and hash tag.
+pub fn validate_namespace(namespace: &str) -> Result<(), String> {
+    if namespace.is_empty() || namespace.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !namespace
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "{namespace:?} may only contain ASCII letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// 64-bit FNV-1a: tiny, stable across platforms and releases, and easy to reimplement in any
+/// language that needs to agree with us on shards.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_one_hash_tag_per_shard() {
+        let ks = Keyspace::new("app", 16);
+        let s = ks.shard_of("content");
+        let keys = ks.shard_keys(s);
+        let tag = format!("{{app:{s}}}");
+        for name in [&keys.epoch, &keys.seq, &keys.log, &keys.channel] {
+            assert!(name.contains(&tag), "{name}");
+        }
+        assert!(ks.version_key(s, "content").contains(&tag));
+        assert_eq!(ks.shard_of_channel(&keys.channel), Some(s));
+        assert_eq!(ks.shard_of_channel("coh:{other:1}:inv"), None);
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        let ks = Keyspace::new("app", 16);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            seen.insert(ks.shard_of(&format!("key:{i}")));
+        }
+        assert_eq!(seen.len(), 16);
+    }
+}

@@ -1,0 +1,225 @@
+//! Prometheus metrics of one sidecar.
+//!
+//! Every metric the sidecar exports is declared here, with Prometheus naming (`coherence_`
+//! prefix, `_total` counters, `_seconds` histograms) and never a cache key as a label, so that
+//! cardinality stays fixed however many keys an application uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+type Labels1 = [(&'static str, &'static str); 1];
+type Labels2 = [(&'static str, &'static str); 2];
+
+/// Where a check was answered from (label `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckSource {
+    Mirror,
+    Redis,
+    FailClosed,
+}
+
+impl CheckSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckSource::Mirror => "mirror",
+            CheckSource::Redis => "redis",
+            CheckSource::FailClosed => "fail_closed",
+        }
+    }
+}
+
+/// The sidecar's metrics; cheap to clone (every handle is shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub grpc_requests: Family<Labels2, Counter>,
+    pub grpc_request_duration: Family<Labels1, Histogram>,
+    pub checks: Family<Labels2, Counter>,
+    pub bumps: Counter,
+    pub invalidations_received: Counter,
+    pub propagation_delay: Histogram,
+    pub mirror_keys: Gauge,
+    pub fence_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub gaps_detected: Counter,
+    pub repairs_from_log: Counter,
+    pub resyncs: Family<Labels1, Counter>,
+    pub reconcile_mismatches: Counter,
+    pub redis_connected: Family<Labels1, Gauge>,
+    pub redis_reconnects: Family<Labels1, Counter>,
+    pub redis_command_duration: Family<Labels1, Histogram>,
+    pub redis_errors: Family<Labels1, Counter>,
+    pub watch_streams: Gauge,
+    pub ready: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~3.3 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 17))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("coherence");
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            grpc_requests: Family::default(),
+            grpc_request_duration: Family::new_with_constructor(latency_histogram),
+            checks: Family::default(),
+            bumps: Counter::default(),
+            invalidations_received: Counter::default(),
+            propagation_delay: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            mirror_keys: Gauge::default(),
+            fence_age: Gauge::default(),
+            gaps_detected: Counter::default(),
+            repairs_from_log: Counter::default(),
+            resyncs: Family::default(),
+            reconcile_mismatches: Counter::default(),
+            redis_connected: Family::default(),
+            redis_reconnects: Family::default(),
+            redis_command_duration: Family::new_with_constructor(latency_histogram),
+            redis_errors: Family::default(),
+            watch_streams: Gauge::default(),
+            ready: Gauge::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "build",
+            "Build information of the sidecar",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        r.register(
+            "grpc_requests",
+            "gRPC calls handled, by method and status code",
+            m.grpc_requests.clone(),
+        );
+        r.register(
+            "grpc_request_duration_seconds",
+            "gRPC call latency, by method",
+            m.grpc_request_duration.clone(),
+        );
+        r.register(
+            "checks",
+            "Version checks answered, by result (current, stale) and source (mirror, redis, fail_closed)",
+            m.checks.clone(),
+        );
+        r.register("bumps", "Keys bumped through this sidecar", m.bumps.clone());
+        r.register(
+            "invalidations_received",
+            "Invalidations applied from the Redis subscription (and replay log)",
+            m.invalidations_received.clone(),
+        );
+        r.register(
+            "propagation_delay_seconds",
+            "Time from a bump on Redis to its invalidation being applied here (Redis clock to local clock)",
+            m.propagation_delay.clone(),
+        );
+        r.register(
+            "mirror_keys",
+            "Versions held in the in-memory mirror",
+            m.mirror_keys.clone(),
+        );
+        r.register(
+            "fence_age_seconds",
+            "Age of the oldest shard's last returned heartbeat fence (+Inf when a shard is unsynced)",
+            m.fence_age.clone(),
+        );
+        r.register(
+            "gaps_detected",
+            "Sequence gaps detected in a shard's invalidations",
+            m.gaps_detected.clone(),
+        );
+        r.register(
+            "repairs_from_log",
+            "Gaps repaired from the replay log without a resync",
+            m.repairs_from_log.clone(),
+        );
+        r.register(
+            "resyncs",
+            "Shard mirrors dropped and watchers told to resync, by reason",
+            m.resyncs.clone(),
+        );
+        r.register(
+            "reconcile_mismatches",
+            "Mirrored versions found different from Redis by periodic reconciliation",
+            m.reconcile_mismatches.clone(),
+        );
+        r.register(
+            "redis_connected",
+            "1 when the Redis connection (command or subscription) is up and verified",
+            m.redis_connected.clone(),
+        );
+        r.register(
+            "redis_reconnects",
+            "Redis connections re-established, by connection",
+            m.redis_reconnects.clone(),
+        );
+        r.register(
+            "redis_command_duration_seconds",
+            "Redis round-trip latency, by operation",
+            m.redis_command_duration.clone(),
+        );
+        r.register(
+            "redis_errors",
+            "Redis operations that failed or timed out, by operation",
+            m.redis_errors.clone(),
+        );
+        r.register(
+            "watch_streams",
+            "Open Watch streams",
+            m.watch_streams.clone(),
+        );
+        r.register(
+            "ready",
+            "1 when the sidecar is ready to serve",
+            m.ready.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            ..m
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn count_check(&self, current: bool, source: CheckSource) {
+        let result = if current { "current" } else { "stale" };
+        self.checks
+            .get_or_create(&[("result", result), ("source", source.label())])
+            .inc();
+    }
+
+    pub fn observe_redis(&self, op: &'static str, took: Duration, ok: bool) {
+        self.redis_command_duration
+            .get_or_create(&[("op", op)])
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.redis_errors.get_or_create(&[("op", op)]).inc();
+        }
+    }
+
+    pub fn set_connected(&self, connection: &'static str, up: bool) {
+        self.redis_connected
+            .get_or_create(&[("connection", connection)])
+            .set(i64::from(up));
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,336 @@
+//! The in-memory mirror of current versions, and the rules that decide when it may answer.
+//!
+//! Each shard's mirror knows the shard's epoch, the highest sequence applied in order
+//! (`applied_seq`), the versions it has seen, and when its last heartbeat fence was *sent* (the
+//! fence proves that every bump completed before that instant has been applied). A shard
+//! answers only while it is synced and its fence is younger than `max_staleness`; otherwise the
+//! caller reads Redis. Entries carry the sequence they are known as of, so that invalidations,
+//! own bumps and Redis reads can arrive in any order and the newest always wins.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+/// A version string shared between the mirror, callers and watchers.
+pub type VersionStr = Arc<str>;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    version: VersionStr,
+    /// The shard sequence this entry is known as of.
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct ShardMirror {
+    epoch: Option<String>,
+    applied_seq: u64,
+    synced: bool,
+    fenced_at: Option<Instant>,
+    entries: HashMap<Box<str>, Entry>,
+}
+
+/// What applying an invalidation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied in order.
+    InOrder,
+    /// Already applied (or older than the shard's state): ignored.
+    Duplicate,
+    /// Sequences `from..=to` are missing before this one; nothing was applied.
+    Gap { from: u64, to: u64 },
+    /// The shard's epoch changed: the shard was dropped and restarted at this invalidation.
+    EpochChanged,
+    /// The shard is not synced yet; the caller repairs it.
+    NotSynced,
+}
+
+/// What a returned heartbeat fence says about a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceCheck {
+    /// Everything up to the fence is applied: the shard is fresh as of the fence's send time.
+    Fresh,
+    /// Invalidations `from..=to` were lost.
+    Behind { from: u64, to: u64 },
+    /// Redis holds another epoch (or went backwards): the shard must be dropped.
+    Diverged,
+}
+
+/// The mirror of every shard of one namespace.
+pub struct Mirror {
+    shards: Vec<RwLock<ShardMirror>>,
+    max_staleness: Duration,
+    len: AtomicUsize,
+}
+
+impl Mirror {
+    pub fn new(shards: u32, max_staleness: Duration) -> Mirror {
+        Mirror {
+            shards: (0..shards).map(|_| RwLock::new(ShardMirror::default())).collect(),
+            max_staleness,
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    fn read(&self, shard: u32) -> RwLockReadGuard<'_, ShardMirror> {
+        match self.shards[shard as usize].read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn write(&self, shard: u32) -> RwLockWriteGuard<'_, ShardMirror> {
+        match self.shards[shard as usize].write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// Versions held, across shards.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn trusted(&self, m: &ShardMirror, now: Instant) -> bool {
+        m.synced
+            && m.fenced_at
+                .is_some_and(|t| now.saturating_duration_since(t) <= self.max_staleness)
+    }
+
+    /// The key's version if the shard may answer now (synced, fence fresh, key known).
+    /// Also returns the entry's sequence and the shard epoch, to judge newer tokens.
+    pub fn lookup(&self, shard: u32, key: &str, now: Instant) -> Option<(VersionStr, u64)> {
+        let m = self.read(shard);
+        if !self.trusted(&m, now) {
+            return None;
+        }
+        m.entries.get(key).map(|e| (e.version.clone(), e.seq))
+    }
+
+    /// Whether the shard is synced (its stream position is known and complete).
+    pub fn is_synced(&self, shard: u32) -> bool {
+        self.read(shard).synced
+    }
+
+    /// Whether every shard is synced (the subscription is live and repaired).
+    pub fn all_synced(&self) -> bool {
+        (0..self.shard_count()).all(|s| self.read(s).synced)
+    }
+
+    /// Age of the oldest shard fence; `None` when a shard is unsynced or never fenced.
+    pub fn oldest_fence_age(&self, now: Instant) -> Option<Duration> {
+        let mut oldest = Duration::ZERO;
+        for s in 0..self.shard_count() {
+            let m = self.read(s);
+            let fenced = m.fenced_at.filter(|_| m.synced)?;
+            oldest = oldest.max(now.saturating_duration_since(fenced));
+        }
+        Some(oldest)
+    }
+
+    /// The shard's epoch and applied sequence, if it has been synced once.
+    pub fn position(&self, shard: u32) -> Option<(String, u64)> {
+        let m = self.read(shard);
+        m.epoch.clone().map(|e| (e, m.applied_seq))
+    }
+
+    /// Applies an invalidation received on the shard's channel.
+    pub fn apply(&self, shard: u32, epoch: &str, seq: u64, key: &str, version: &str) -> Applied {
+        let mut m = self.write(shard);
+        if !m.synced {
+            return Applied::NotSynced;
+        }
+        if m.epoch.as_deref() != Some(epoch) {
+            self.reset_locked(&mut m, epoch, seq - seq.min(1));
+            self.upsert_locked(&mut m, seq, key, version);
+            m.applied_seq = seq;
+            return Applied::EpochChanged;
+        }
+        if seq <= m.applied_seq {
+            return Applied::Duplicate;
+        }
+        if seq > m.applied_seq + 1 {
+            let from = m.applied_seq + 1;
+            m.synced = false;
+            return Applied::Gap { from, to: seq - 1 };
+        }
+        self.upsert_locked(&mut m, seq, key, version);
+        m.applied_seq = seq;
+        Applied::InOrder
+    }
+
+    /// Applies repaired invalidations (from the replay log) that continue `applied_seq`.
+    /// Returns false, applying nothing, if they do not continue it without a hole.
+    pub fn apply_repair(&self, shard: u32, epoch: &str, entries: &[(u64, &str, &str)]) -> bool {
+        let mut m = self.write(shard);
+        if m.epoch.as_deref() != Some(epoch) {
+            return false;
+        }
+        let mut expected = m.applied_seq + 1;
+        for (seq, _, _) in entries {
+            if *seq != expected {
+                return false;
+            }
+            expected += 1;
+        }
+        for (seq, key, version) in entries {
+            self.upsert_locked(&mut m, *seq, key, version);
+            m.applied_seq = *seq;
+        }
+        true
+    }
+
+    /// Records a version learnt from Redis or from an own bump, known as of `seq`.
+    pub fn learn(&self, shard: u32, epoch: &str, seq: u64, key: &str, version: &str) {
+        let mut m = self.write(shard);
+        if m.epoch.as_deref() == Some(epoch) {
+            self.upsert_locked(&mut m, seq, key, version);
+        }
+    }
+
+    /// Marks the shard synced and fresh as of `sent_at`, the send time of a heartbeat fence
+    /// whose `(epoch, seq)` the shard has been brought up to.
+    pub fn mark_fresh(&self, shard: u32, sent_at: Instant) {
+        let mut m = self.write(shard);
+        m.synced = true;
+        m.fenced_at = Some(m.fenced_at.map_or(sent_at, |t| t.max(sent_at)));
+    }
+
+    /// Compares the shard with a state read from Redis (or carried by a heartbeat).
+    pub fn compare(&self, shard: u32, epoch: &str, seq: u64) -> FenceCheck {
+        Self::compare_locked(&self.read(shard), epoch, seq)
+    }
+
+    fn compare_locked(m: &ShardMirror, epoch: &str, seq: u64) -> FenceCheck {
+        if m.epoch.as_deref() != Some(epoch) || seq < m.applied_seq {
+            FenceCheck::Diverged
+        } else if seq > m.applied_seq {
+            FenceCheck::Behind {
+                from: m.applied_seq + 1,
+                to: seq,
+            }
+        } else {
+            FenceCheck::Fresh
+        }
+    }
+
+    /// Drops the shard's versions and restarts it at `(epoch, seq)`, synced but not fenced.
+    pub fn reset(&self, shard: u32, epoch: &str, seq: u64) {
+        let mut m = self.write(shard);
+        self.reset_locked(&mut m, epoch, seq);
+    }
+
+    fn reset_locked(&self, m: &mut ShardMirror, epoch: &str, seq: u64) {
+        self.len.fetch_sub(m.entries.len(), Ordering::Relaxed);
+        m.entries = HashMap::new();
+        m.epoch = Some(epoch.to_string());
+        m.applied_seq = seq;
+        m.synced = true;
+        m.fenced_at = None;
+    }
+
+    /// Marks the shard synced again after a repair (its last fence still holds).
+    pub fn mark_synced(&self, shard: u32) {
+        self.write(shard).synced = true;
+    }
+
+    /// Marks every shard unsynced (the subscription dropped): nothing answers from the mirror
+    /// until each shard is repaired. Versions are kept so that a repair from the log can
+    /// continue from them.
+    pub fn suspend_all(&self) {
+        for s in 0..self.shard_count() {
+            self.write(s).synced = false;
+        }
+    }
+
+    fn upsert_locked(&self, m: &mut ShardMirror, seq: u64, key: &str, version: &str) {
+        match m.entries.get_mut(key) {
+            Some(entry) => {
+                if seq >= entry.seq && &*entry.version != version {
+                    entry.version = Arc::from(version);
+                }
+                entry.seq = entry.seq.max(seq);
+            }
+            None => {
+                m.entries.insert(
+                    Box::from(key),
+                    Entry {
+                        version: Arc::from(version),
+                        seq,
+                    },
+                );
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The keys mirrored in a shard (for reconciliation).
+    pub fn keys(&self, shard: u32) -> Vec<String> {
+        self.read(shard).entries.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// The version mirrored for a key, trusted or not (for reconciliation).
+    pub fn peek(&self, shard: u32, key: &str) -> Option<VersionStr> {
+        self.read(shard).entries.get(key).map(|e| e.version.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synced_mirror() -> Mirror {
+        let m = Mirror::new(1, Duration::from_millis(500));
+        m.reset(0, "e1", 10);
+        m
+    }
+
+    #[test]
+    fn answers_only_while_fenced_recently() {
+        let m = synced_mirror();
+        assert_eq!(m.apply(0, "e1", 11, "k", "e1.11.a"), Applied::InOrder);
+        let now = Instant::now();
+        assert_eq!(m.lookup(0, "k", now), None, "never fenced yet");
+        assert_eq!(m.compare(0, "e1", 11), FenceCheck::Fresh);
+        m.mark_fresh(0, now);
+        assert_eq!(m.lookup(0, "k", now).map(|v| v.0), Some(Arc::from("e1.11.a")));
+        assert_eq!(m.lookup(0, "k", now + Duration::from_millis(501)), None, "fence too old");
+    }
+
+    #[test]
+    fn detects_gaps_duplicates_and_epoch_changes() {
+        let m = synced_mirror();
+        assert_eq!(m.apply(0, "e1", 10, "k", "v"), Applied::Duplicate);
+        assert_eq!(m.apply(0, "e1", 13, "k", "v"), Applied::Gap { from: 11, to: 12 });
+        assert_eq!(m.lookup(0, "k", Instant::now()), None, "unsynced during repair");
+        assert!(m.apply_repair(0, "e1", &[(11, "a", "e1.11.x"), (12, "b", "e1.12.y")]));
+        m.mark_synced(0);
+        assert_eq!(m.apply(0, "e1", 13, "k", "e1.13.z"), Applied::InOrder);
+        assert_eq!(m.apply(0, "e2", 1, "k", "e2.1.z"), Applied::EpochChanged);
+        assert_eq!(m.len(), 1, "epoch change dropped the shard");
+        assert_eq!(m.compare(0, "e2", 0), FenceCheck::Diverged);
+        assert_eq!(m.compare(0, "e1", 1), FenceCheck::Diverged);
+        assert_eq!(m.compare(0, "e2", 3), FenceCheck::Behind { from: 2, to: 3 });
+    }
+
+    #[test]
+    fn newest_version_wins_whatever_the_arrival_order() {
+        let m = synced_mirror();
+        m.learn(0, "e1", 20, "k", "e1.20.own");
+        assert_eq!(m.apply(0, "e1", 11, "k", "e1.11.old"), Applied::InOrder);
+        assert_eq!(m.peek(0, "k"), Some(Arc::from("e1.20.own")));
+        m.learn(0, "e1", 15, "k", "e1.11.old");
+        assert_eq!(m.peek(0, "k"), Some(Arc::from("e1.20.own")));
+        m.learn(0, "other-epoch", 99, "k", "x");
+        assert_eq!(m.peek(0, "k"), Some(Arc::from("e1.20.own")));
+    }
+}

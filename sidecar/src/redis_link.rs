@@ -1,0 +1,296 @@
+//! The sidecar's command connection to Redis, verified before it is used.
+//!
+//! A Redis that restarted may hold an older snapshot in which superseded versions look current
+//! again. A restart always breaks our TCP connection, so every new connection is verified
+//! before any command runs on it: the shard epochs are checked against the server's `run_id`
+//! and rotated when it changed (`lua/verify.lua`), and the eviction policy is checked. Until a
+//! verified connection exists, [`RedisLink::run`] answers [`LinkError::Unavailable`] at once,
+//! which callers turn into a fail-closed answer. Reconnection happens in the background with
+//! exponential backoff; the library's own silent reconnection is deliberately not used.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ProtocolVersion, RedisResult};
+use tokio::sync::{watch, Notify};
+
+use crate::config::redact_url;
+use crate::keyspace::Keyspace;
+use crate::metrics::Metrics;
+use crate::scripts;
+
+/// Why a Redis operation did not produce an answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    #[error("redis is unavailable: {0}")]
+    Unavailable(String),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis error: {0}")]
+    Command(#[from] redis::RedisError),
+}
+
+/// Why a new connection was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("redis maxmemory-policy is {0}, which can evict version keys and make a superseded version look current; set it to noeviction (or a volatile-* policy), or pass --allow-evicting-policy=true to accept the risk")]
+    EvictingPolicy(String),
+    #[error("redis did not answer INFO with a run_id")]
+    NoRunId,
+}
+
+/// A shared handle to the verified command connection.
+#[derive(Clone)]
+pub struct RedisLink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    url_for_logs: String,
+    keyspace: Keyspace,
+    allow_evicting_policy: bool,
+    metrics: Metrics,
+    current: RwLock<Option<Verified>>,
+    broken: Notify,
+    ever_connected: AtomicBool,
+    connected_tx: watch::Sender<bool>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    conn: MultiplexedConnection,
+    generation: u64,
+}
+
+/// Opens a `redis::Client` for `url`, speaking RESP3 (needed for pub/sub push messages).
+pub fn open_client(url: &str) -> RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info()?;
+    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
+impl RedisLink {
+    pub fn new(
+        url: &str,
+        keyspace: Keyspace,
+        allow_evicting_policy: bool,
+        metrics: Metrics,
+    ) -> RedisResult<RedisLink> {
+        let (connected_tx, _) = watch::channel(false);
+        Ok(RedisLink {
+            inner: Arc::new(Inner {
+                client: open_client(url)?,
+                url_for_logs: redact_url(url),
+                keyspace,
+                allow_evicting_policy,
+                metrics,
+                current: RwLock::new(None),
+                broken: Notify::new(),
+                ever_connected: AtomicBool::new(false),
+                connected_tx,
+            }),
+        })
+    }
+
+    /// The client, for connections of other kinds (the subscription).
+    pub fn client(&self) -> &redis::Client {
+        &self.inner.client
+    }
+
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.inner.keyspace
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.read_current().is_some()
+    }
+
+    /// Waits until a verified connection exists (or `timeout` passes).
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.connected_tx.subscribe();
+        let connected = async move { rx.wait_for(|up| *up).await.is_ok() };
+        tokio::time::timeout(timeout, connected).await.unwrap_or(false)
+    }
+
+    fn read_current(&self) -> Option<Verified> {
+        match self.inner.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_current(&self, value: Option<Verified>) {
+        let up = value.is_some();
+        match self.inner.current.write() {
+            Ok(mut guard) => *guard = value,
+            Err(poisoned) => *poisoned.into_inner() = value,
+        }
+        self.inner.metrics.set_connected("command", up);
+        self.inner.connected_tx.send_replace(up);
+    }
+
+    /// Runs `op` on the verified connection within `timeout`, recording its latency under
+    /// `name`. A connection-level failure drops the connection and wakes the reconnect loop.
+    pub async fn run<T, F, Fut>(&self, name: &'static str, timeout: Duration, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let Some(verified) = self.read_current() else {
+            return Err(LinkError::Unavailable("no verified connection to redis".into()));
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, op(verified.conn)).await;
+        let took = started.elapsed();
+        match result {
+            Ok(Ok(value)) => {
+                self.inner.metrics.observe_redis(name, took, true);
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                self.inner.metrics.observe_redis(name, took, false);
+                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
+                    self.mark_broken(verified.generation, &err);
+                }
+                Err(LinkError::Command(err))
+            }
+            Err(_) => {
+                self.inner.metrics.observe_redis(name, took, false);
+                Err(LinkError::Timeout(timeout))
+            }
+        }
+    }
+
+    fn mark_broken(&self, generation: u64, err: &redis::RedisError) {
+        let mut dropped = false;
+        if let Ok(mut guard) = self.inner.current.write() {
+            if guard.as_ref().map(|v| v.generation) == Some(generation) {
+                *guard = None;
+                dropped = true;
+            }
+        }
+        if dropped {
+            tracing::warn!(error = %err, "redis command connection lost; reconnecting");
+            self.inner.metrics.set_connected("command", false);
+            self.inner.connected_tx.send_replace(false);
+            self.inner.broken.notify_one();
+        }
+    }
+
+    /// Keeps a verified connection available until `shutdown` turns true.
+    pub async fn supervise(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(50);
+        let mut generation = 0u64;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if self.is_connected() {
+                tokio::select! {
+                    _ = self.inner.broken.notified() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            match self.connect_and_verify().await {
+                Ok(conn) => {
+                    generation += 1;
+                    if self.inner.ever_connected.swap(true, Ordering::SeqCst) {
+                        self.inner
+                            .metrics
+                            .redis_reconnects
+                            .get_or_create(&[("connection", "command")])
+                            .inc();
+                    }
+                    tracing::info!(redis = %self.inner.url_for_logs, "redis command connection verified");
+                    self.set_current(Some(Verified { conn, generation }));
+                    backoff = Duration::from_millis(50);
+                }
+                Err(err) => {
+                    tracing::warn!(redis = %self.inner.url_for_logs, error = %err, retry_in = ?backoff, "cannot use redis");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Connects once and verifies the connection (eviction policy, epochs against run_id).
+    pub async fn connect_and_verify(&self) -> Result<MultiplexedConnection, VerifyError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let mut conn = self
+            .inner
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        self.check_eviction_policy(&mut conn).await?;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|s| s.trim().to_string())
+            .ok_or(VerifyError::NoRunId)?;
+        let keyspace = &self.inner.keyspace;
+        let checks = (0..keyspace.shard_count()).map(|shard| {
+            let mut conn = conn.clone();
+            let run_id = run_id.clone();
+            async move {
+                scripts::verify(&mut conn, keyspace, shard, &run_id)
+                    .await
+                    .map(|rotated| (shard, rotated))
+            }
+        });
+        let mut rotated = Vec::new();
+        for result in futures::future::join_all(checks).await {
+            let (shard, was_rotated) = result?;
+            if was_rotated {
+                rotated.push(shard);
+            }
+        }
+        if !rotated.is_empty() {
+            tracing::info!(
+                shards = rotated.len(),
+                "redis run_id changed (new or restarted server): rotated shard epochs, retiring every earlier version"
+            );
+        }
+        Ok(conn)
+    }
+
+    async fn check_eviction_policy(&self, conn: &mut MultiplexedConnection) -> Result<(), VerifyError> {
+        let reply: RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(conn)
+            .await;
+        match reply {
+            Ok(pair) => {
+                let policy = pair.get(1).cloned().unwrap_or_default();
+                if policy.starts_with("allkeys-") {
+                    if self.inner.allow_evicting_policy {
+                        tracing::warn!(%policy, "redis can evict version keys; serving anyway because allow_evicting_policy is set");
+                    } else {
+                        return Err(VerifyError::EvictingPolicy(policy));
+                    }
+                }
+                Ok(())
+            }
+            Err(err) if err.is_io_error() || err.is_connection_dropped() => Err(err.into()),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read redis maxmemory-policy (CONFIG GET refused?); make sure it cannot evict version keys");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The Lua scripts that touch a shard's state, and typed calls to them.
+//!
+//! Every change to a shard (new version, sequence, replay-log entry, publish) happens inside one
+//! script call on keys that share the shard's hash tag (design guarantee 6). The scripts live in
+//! `lua/`; `Script::invoke_async` sends EVALSHA and reloads a script that a restarted Redis lost.
+
+use std::sync::LazyLock;
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamRangeReply;
+use redis::{RedisResult, Script};
+
+use crate::keyspace::Keyspace;
+
+static VERSIONS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/versions.lua")));
+static FENCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/fence.lua")));
+static VERIFY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/verify.lua")));
+
+/// A shard's epoch and sequence as of one script call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardState {
+    pub epoch: String,
+    pub seq: u64,
+}
+
+/// What the versions script does to keys without a current version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionsMode {
+    /// Keep current versions; issue one only where there is none.
+    Get,
+    /// Issue a new version for every key.
+    Bump,
+}
+
+/// A random token (hex), for epochs and the unique part of versions.
+pub fn random_token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Reads (or bumps) `keys`, which must all belong to `shard`.
+pub async fn versions(
+    conn: &mut MultiplexedConnection,
+    keyspace: &Keyspace,
+    shard: u32,
+    mode: VersionsMode,
+    keys: &[&str],
+    replay_log_len: u64,
+) -> RedisResult<(ShardState, Vec<String>)> {
+    let sk = keyspace.shard_keys(shard);
+    let mut inv = VERSIONS.prepare_invoke();
+    inv.key(&sk.epoch).key(&sk.seq).key(&sk.log);
+    for key in keys {
+        inv.key(keyspace.version_key(shard, key));
+    }
+    inv.arg(match mode {
+        VersionsMode::Get => "get",
+        VersionsMode::Bump => "bump",
+    })
+    .arg(random_token())
+    .arg(&sk.channel)
+    .arg(replay_log_len)
+    .arg(keys.len());
+    for key in keys {
+        inv.arg(*key);
+    }
+    for _ in keys {
+        inv.arg(random_token());
+    }
+    let mut reply: Vec<String> = inv.invoke_async(conn).await?;
+    if reply.len() != keys.len() + 2 {
+        return Err(malformed("versions script returned the wrong number of values"));
+    }
+    let versions = reply.split_off(2);
+    let seq = reply[1]
+        .parse()
+        .map_err(|_| malformed("versions script returned a bad sequence"))?;
+    let epoch = std::mem::take(&mut reply[0]);
+    Ok((ShardState { epoch, seq }, versions))
+}
+
+/// Publishes a heartbeat fence on `shard`'s channel; returns the shard's state.
+pub async fn fence(
+    conn: &mut MultiplexedConnection,
+    keyspace: &Keyspace,
+    shard: u32,
+    sender: &str,
+    nonce: &str,
+) -> RedisResult<ShardState> {
+    let sk = keyspace.shard_keys(shard);
+    let (epoch, seq): (String, u64) = FENCE
+        .key(&sk.epoch)
+        .key(&sk.seq)
+        .key(&sk.log)
+        .arg(random_token())
+        .arg(&sk.channel)
+        .arg(sender)
+        .arg(nonce)
+        .invoke_async(conn)
+        .await?;
+    Ok(ShardState { epoch, seq })
+}
+
+/// Rotates `shard`'s epoch unless it was verified against this Redis run id already.
+pub async fn verify(
+    conn: &mut MultiplexedConnection,
+    keyspace: &Keyspace,
+    shard: u32,
+    run_id: &str,
+) -> RedisResult<bool> {
+    let sk = keyspace.shard_keys(shard);
+    let rotated: i64 = VERIFY
+        .key(&sk.epoch)
+        .key(&sk.incarnation)
+        .arg(run_id)
+        .arg(random_token())
+        .invoke_async(conn)
+        .await?;
+    Ok(rotated == 1)
+}
+
+/// One replay-log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub key: String,
+    pub version: String,
+    pub bumped_at_unix_ms: u64,
+}
+
+/// The replay-log entries of `shard` with sequence numbers in `from..=to`, in order.
+pub async fn read_log(
+    conn: &mut MultiplexedConnection,
+    keyspace: &Keyspace,
+    shard: u32,
+    from: u64,
+    to: u64,
+) -> RedisResult<Vec<LogEntry>> {
+    let sk = keyspace.shard_keys(shard);
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&sk.log)
+        .arg(format!("{from}-0"))
+        .arg(format!("{to}-0"))
+        .query_async(conn)
+        .await?;
+    let mut entries = Vec::with_capacity(reply.ids.len());
+    for id in reply.ids {
+        let seq = id
+            .id
+            .split_once('-')
+            .and_then(|(s, _)| s.parse().ok())
+            .ok_or_else(|| malformed("replay log entry with a bad id"))?;
+        let key: Option<String> = id.get("k");
+        let version: Option<String> = id.get("v");
+        let bumped_at: Option<u64> = id.get("t");
+        match (key, version) {
+            (Some(key), Some(version)) => entries.push(LogEntry {
+                seq,
+                key,
+                version,
+                bumped_at_unix_ms: bumped_at.unwrap_or(0),
+            }),
+            _ => return Err(malformed("replay log entry without key or version")),
+        }
+    }
+    Ok(entries)
+}
+
+fn malformed(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
+}

@@ -1,0 +1,215 @@
+//! Starting and stopping a sidecar: binds the listeners, spawns the background tasks and
+//! serves gRPC (with `grpc.health.v1` and reflection) and the admin HTTP listener.
+//!
+//! Shutdown is driven by one `watch` signal: readiness drops first (health NOT_SERVING,
+//! `/readyz` 503), Watch streams end with a final `UNAVAILABLE`, then in-flight calls drain for
+//! at most `drain_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coherence_proto::v1::cache_versions_server::CacheVersionsServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::grpc::CacheVersionsService;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::state::SidecarState;
+use crate::versions::Versions;
+use crate::{admin, heartbeat, reconcile, subscription};
+
+/// The gRPC service name health is reported under (besides the overall "").
+pub const SERVICE_NAME: &str = "coherence.v1.CacheVersions";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {what} address {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid redis_url: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<SidecarState>,
+    pub versions: Arc<Versions>,
+    shutdown_tx: watch::Sender<bool>,
+    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sidecar {
+    /// Binds, spawns and starts serving. Redis need not be up: the sidecar reports not ready
+    /// and fails closed until it can verify a connection.
+    pub async fn start(config: Config) -> Result<Sidecar, StartError> {
+        let settings = config.settings.clone();
+        let grpc_listener = bind("gRPC", settings.listen).await?;
+        let admin_listener = bind("admin", settings.admin_listen).await?;
+        let grpc_addr = local_addr("gRPC", &grpc_listener, settings.listen)?;
+        let admin_addr = local_addr("admin", &admin_listener, settings.admin_listen)?;
+        if !settings.listen.ip().is_loopback() {
+            tracing::warn!(listen = %settings.listen, "the gRPC API is bound to a non-loopback address: anyone who can reach it can bump versions; bind 127.0.0.1 unless you mean it");
+        }
+
+        let state = SidecarState::new(config, Metrics::new())?;
+        let versions = Arc::new(Versions::new(Arc::clone(&state)));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        let mut tasks = vec![
+            tokio::spawn(state.link.clone().supervise(shutdown_rx.clone())),
+            tokio::spawn(subscription::run(Arc::clone(&state), shutdown_rx.clone())),
+            tokio::spawn(heartbeat::run(Arc::clone(&state), shutdown_rx.clone())),
+            tokio::spawn(reconcile::run(
+                Arc::clone(&state),
+                Arc::clone(versions.reader()),
+                shutdown_rx.clone(),
+            )),
+        ];
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        tasks.push(tokio::spawn(report_health(
+            Arc::clone(&state),
+            health_reporter,
+            shutdown_rx.clone(),
+        )));
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(coherence_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let limits = Limits {
+            max_key_bytes: settings.max_key_bytes,
+            max_batch_keys: settings.max_batch_keys,
+        };
+        let service = CacheVersionsServer::new(CacheVersionsService::new(
+            Arc::clone(&versions),
+            limits,
+            shutdown_rx.clone(),
+        ))
+        .max_decoding_message_size(limits.max_message_bytes());
+        let mut grpc_shutdown = shutdown_rx.clone();
+        let grpc_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                    let _ = grpc_shutdown.wait_for(|down| *down).await;
+                }),
+        );
+
+        let mut admin_shutdown = shutdown_rx.clone();
+        let admin_router = admin::router(Arc::clone(&state));
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(admin_listener, admin_router)
+                .with_graceful_shutdown(async move {
+                    let _ = admin_shutdown.wait_for(|down| *down).await;
+                })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "admin listener failed");
+            }
+        }));
+
+        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, namespace = %settings.namespace, server_id = %settings.server_id, "coherence sidecar started");
+        Ok(Sidecar {
+            grpc_addr,
+            admin_addr,
+            state,
+            versions,
+            shutdown_tx,
+            grpc_task,
+            tasks,
+        })
+    }
+
+    /// Waits until the sidecar is ready (or `timeout` passes); returns whether it is.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.state.is_ready() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.state.is_ready()
+    }
+
+    /// Graceful shutdown: readiness drops, streams end, in-flight calls drain (bounded).
+    pub async fn shutdown(self) {
+        self.state.shutting_down.store(true, Ordering::SeqCst);
+        self.state.metrics.ready.set(0);
+        let _ = self.shutdown_tx.send(true);
+        let drain = self.state.config.drain_timeout();
+        let mut grpc_task = self.grpc_task;
+        if tokio::time::timeout(drain, &mut grpc_task).await.is_err() {
+            tracing::warn!(?drain, "drain timed out; closing remaining calls");
+            grpc_task.abort();
+        }
+        for task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(1), task).await.is_err() {
+                tracing::debug!("a background task did not stop in time");
+            }
+        }
+        tracing::info!("coherence sidecar stopped");
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(what: &'static str, l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    l.local_addr()
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// Mirrors readiness into `grpc.health.v1`: SERVING only while ready.
+async fn report_health(
+    state: Arc<SidecarState>,
+    reporter: tonic_health::server::HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        let ready = state.is_ready();
+        if last != Some(ready) {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(SERVICE_NAME, status).await;
+            last = Some(ready);
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    reporter.set_service_status("", ServingStatus::NotServing).await;
+                    reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+                    return;
+                }
+            }
+        }
+    }
+}

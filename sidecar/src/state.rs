@@ -1,0 +1,95 @@
+//! The state one sidecar's tasks share: configuration, Redis link, mirror, metrics and the
+//! event hub that feeds Watch streams.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::broadcast;
+
+use crate::config::Config;
+use crate::heartbeat::Fences;
+use crate::keyspace::Keyspace;
+use crate::metrics::Metrics;
+use crate::mirror::{Mirror, VersionStr};
+use crate::redis_link::RedisLink;
+
+/// An event for Watch streams.
+#[derive(Debug, Clone)]
+pub enum WatchItem {
+    /// A key moved to a new version.
+    Invalidated(Arc<Invalidated>),
+    /// Invalidations may have been lost: watchers drop what they cached.
+    Resync(Arc<str>),
+    /// Periodic liveness signal with the age of the sidecar's oldest fence.
+    Heartbeat { fence_age_ms: u64 },
+}
+
+#[derive(Debug)]
+pub struct Invalidated {
+    pub key: String,
+    pub version: VersionStr,
+    pub seq: u64,
+    pub shard: u32,
+    pub bumped_at_unix_ms: u64,
+}
+
+/// Everything the sidecar's tasks share.
+pub struct SidecarState {
+    pub config: Config,
+    pub keyspace: Keyspace,
+    pub link: RedisLink,
+    pub mirror: Mirror,
+    pub metrics: Metrics,
+    pub fences: Fences,
+    pub events: broadcast::Sender<WatchItem>,
+    pub subscription_live: AtomicBool,
+    pub shutting_down: AtomicBool,
+    pub started_at: Instant,
+}
+
+impl SidecarState {
+    pub fn new(config: Config, metrics: Metrics) -> redis::RedisResult<Arc<SidecarState>> {
+        let s = &config.settings;
+        let keyspace = Keyspace::new(&s.namespace, s.shards);
+        let link = RedisLink::new(
+            &s.redis_url,
+            keyspace.clone(),
+            s.allow_evicting_policy,
+            metrics.clone(),
+        )?;
+        let (events, _) = broadcast::channel(65_536);
+        Ok(Arc::new(SidecarState {
+            mirror: Mirror::new(s.shards, config.max_staleness()),
+            keyspace,
+            link,
+            metrics,
+            fences: Fences::default(),
+            events,
+            subscription_live: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            started_at: Instant::now(),
+            config,
+        }))
+    }
+
+    /// Ready to serve: Redis verified, subscription live, every shard synced, not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::SeqCst)
+            && self.link.is_connected()
+            && self.subscription_live.load(Ordering::SeqCst)
+            && self.mirror.all_synced()
+    }
+
+    /// Sends an event to every Watch stream (none listening is fine).
+    pub fn publish(&self, item: WatchItem) {
+        let _ = self.events.send(item);
+    }
+
+    /// Tells every watcher to drop what it cached, and counts why.
+    pub fn resync_watchers(&self, reason: &'static str) {
+        self.metrics.resyncs.get_or_create(&[("reason", reason)]).inc();
+        tracing::warn!(reason, "mirror shard dropped; telling watchers to resync");
+        self.publish(WatchItem::Resync(Arc::from(reason)));
+    }
+}

@@ -1,0 +1,308 @@
+//! The subscription: applies every shard's invalidations to the mirror, in order, and repairs
+//! whatever was lost (design guarantee 5).
+//!
+//! One dedicated RESP3 connection subscribes to every shard channel and sends no other
+//! command. Its push messages are handled one at a time by this task:
+//!
+//! - an invalidation is applied if it is the next sequence of its shard; a gap is repaired
+//!   from the shard's replay log, or, when the log no longer holds the missing entries, the
+//!   shard is dropped and watchers are told to `Resync`;
+//! - a heartbeat (ours or another sidecar's) carries the shard's epoch and sequence: a mirror
+//!   that is behind repairs, one that diverged (new epoch, counters gone backwards) is dropped.
+//!   Our own heartbeat coming back also marks the shard fresh (see `heartbeat`).
+//! - a `Disconnection` push (the only sign redis-rs gives of a dropped connection), a closed
+//!   channel or heartbeats that stop coming back end the session: every shard is suspended,
+//!   the task reconnects with backoff and resubscribes, and each shard is synced again by its
+//!   next returned heartbeat (subscribe first, then read sequences, then serve).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::message::{ChannelMessage, HeartbeatMessage, InvalidationMessage};
+use crate::mirror::{Applied, FenceCheck, VersionStr};
+use crate::redis_link::LinkError;
+use crate::scripts;
+use crate::state::{Invalidated, SidecarState, WatchItem};
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot subscribe: {0}")]
+    Connect(#[from] redis::RedisError),
+    #[error("subscription connection dropped")]
+    Disconnected,
+    #[error("server ended our subscription ({0:?})")]
+    Unsubscribed(PushKind),
+    #[error("no heartbeat came back for {0:?}; the subscription is presumed dead")]
+    Stalled(Duration),
+    #[error("repair failed: {0}")]
+    Repair(#[from] LinkError),
+}
+
+/// Keeps the subscription alive until `shutdown`.
+pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(50);
+    let mut sessions = 0u64;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if !state.link.is_connected() {
+            // Syncing needs the command connection; wait for it rather than spin.
+            tokio::select! {
+                _ = state.link.wait_connected(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
+        let result = session(&state, &mut shutdown, &mut sessions).await;
+        state.subscription_live.store(false, Ordering::SeqCst);
+        state.metrics.set_connected("subscription", false);
+        state.mirror.suspend_all();
+        match result {
+            Ok(()) => return,
+            Err(err) => tracing::warn!(error = %err, retry_in = ?backoff, "subscription lost; invalidations may have been missed, will repair"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        if sessions > 0 && state.subscription_live.load(Ordering::SeqCst) {
+            backoff = Duration::from_millis(50);
+        }
+    }
+}
+
+async fn session(
+    state: &Arc<SidecarState>,
+    shutdown: &mut watch::Receiver<bool>,
+    sessions: &mut u64,
+) -> Result<(), SessionError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PushInfo>();
+    let config = AsyncConnectionConfig::new()
+        .set_push_sender(tx)
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    let mut conn = state
+        .link
+        .client()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    conn.subscribe(state.keyspace.channels()).await?;
+    *sessions += 1;
+    if *sessions > 1 {
+        state
+            .metrics
+            .redis_reconnects
+            .get_or_create(&[("connection", "subscription")])
+            .inc();
+    }
+    state.subscription_live.store(true, Ordering::SeqCst);
+    state.metrics.set_connected("subscription", true);
+    tracing::info!(channels = state.keyspace.shard_count(), "subscribed; syncing shards");
+    state.fences.fence_now();
+
+    let session_start = Instant::now();
+    let stall_limit = (state.config.max_staleness() * 4).max(Duration::from_secs(2));
+    let mut stall_check = tokio::time::interval(stall_limit / 4);
+    loop {
+        tokio::select! {
+            push = rx.recv() => match push {
+                Some(push) => handle_push(state, push).await?,
+                None => return Err(SessionError::Disconnected),
+            },
+            _ = stall_check.tick() => {
+                let last = state.fences.last_returned().map_or(session_start, |t| t.max(session_start));
+                if state.link.is_connected() && last.elapsed() > stall_limit {
+                    return Err(SessionError::Stalled(last.elapsed()));
+                }
+            }
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn handle_push(state: &Arc<SidecarState>, push: PushInfo) -> Result<(), SessionError> {
+    match push.kind {
+        PushKind::Message => {}
+        PushKind::Disconnection => return Err(SessionError::Disconnected),
+        PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+            return Err(SessionError::Unsubscribed(push.kind))
+        }
+        _ => return Ok(()),
+    }
+    let mut data = push.data.into_iter();
+    let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+        return Ok(());
+    };
+    let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) else {
+        return Ok(());
+    };
+    let Some(shard) = std::str::from_utf8(&channel)
+        .ok()
+        .and_then(|c| state.keyspace.shard_of_channel(c))
+    else {
+        return Ok(());
+    };
+    match ChannelMessage::parse(&payload) {
+        Some(ChannelMessage::Invalidation(msg)) => on_invalidation(state, shard, msg).await,
+        Some(ChannelMessage::Heartbeat(msg)) => on_heartbeat(state, shard, msg).await,
+        None => {
+            tracing::debug!(shard, "ignoring a message that is not ours");
+            Ok(())
+        }
+    }
+}
+
+fn bytes(value: Value) -> Option<Vec<u8>> {
+    redis::from_redis_value(value).ok()
+}
+
+async fn on_invalidation(
+    state: &Arc<SidecarState>,
+    shard: u32,
+    msg: InvalidationMessage,
+) -> Result<(), SessionError> {
+    let mut applied = state
+        .mirror
+        .apply(shard, &msg.epoch, msg.seq, &msg.key, &msg.version);
+    if let Applied::Gap { from, to } = applied {
+        state.metrics.gaps_detected.inc();
+        tracing::warn!(shard, from, to, "invalidation sequence gap");
+        repair(state, shard, &msg.epoch, from, to).await?;
+        applied = state
+            .mirror
+            .apply(shard, &msg.epoch, msg.seq, &msg.key, &msg.version);
+    }
+    match applied {
+        Applied::InOrder => {}
+        Applied::EpochChanged => state.resync_watchers("epoch_changed"),
+        _ => return Ok(()),
+    }
+    announce(
+        state,
+        shard,
+        msg.seq,
+        msg.key,
+        VersionStr::from(msg.version),
+        msg.bumped_at_unix_ms,
+    );
+    Ok(())
+}
+
+async fn on_heartbeat(
+    state: &Arc<SidecarState>,
+    shard: u32,
+    msg: HeartbeatMessage,
+) -> Result<(), SessionError> {
+    let own_sent_at = if msg.sender == state.config.settings.server_id {
+        state.fences.take(shard, &msg.nonce)
+    } else {
+        None
+    };
+    let synced_before = state.mirror.position(shard).is_some();
+    if own_sent_at.is_none() && !state.mirror.is_synced(shard) {
+        // Only our own fence may (re)sync a shard: it marks where our stream stands.
+        return Ok(());
+    }
+    match state.mirror.compare(shard, &msg.epoch, msg.seq) {
+        FenceCheck::Fresh => {}
+        FenceCheck::Behind { from, to } => {
+            state.metrics.gaps_detected.inc();
+            if synced_before {
+                repair(state, shard, &msg.epoch, from, to).await?;
+            } else {
+                state.mirror.reset(shard, &msg.epoch, msg.seq);
+            }
+        }
+        FenceCheck::Diverged => {
+            state.mirror.reset(shard, &msg.epoch, msg.seq);
+            if synced_before {
+                state.resync_watchers("epoch_changed");
+            }
+        }
+    }
+    match own_sent_at {
+        Some(sent_at) => state.mirror.mark_fresh(shard, sent_at),
+        None => state.mirror.mark_synced(shard),
+    }
+    Ok(())
+}
+
+/// Brings a shard from `from - 1` up to `to` from its replay log, or drops it when the log no
+/// longer holds those entries.
+async fn repair(
+    state: &Arc<SidecarState>,
+    shard: u32,
+    epoch: &str,
+    from: u64,
+    to: u64,
+) -> Result<(), SessionError> {
+    let keyspace = &state.keyspace;
+    let entries = state
+        .link
+        .run("read_log", state.config.request_timeout(), |mut conn| async move {
+            scripts::read_log(&mut conn, keyspace, shard, from, to).await
+        })
+        .await?;
+    let prefix = format!("{epoch}.");
+    let complete = entries.len() as u64 == to + 1 - from
+        && entries.iter().all(|e| e.version.starts_with(&prefix));
+    let repaired = complete
+        && state.mirror.apply_repair(
+            shard,
+            epoch,
+            &entries
+                .iter()
+                .map(|e| (e.seq, e.key.as_str(), e.version.as_str()))
+                .collect::<Vec<_>>(),
+        );
+    if repaired {
+        state.metrics.repairs_from_log.inc();
+        tracing::info!(shard, from, to, "gap repaired from the replay log");
+        for e in entries {
+            announce(state, shard, e.seq, e.key, VersionStr::from(e.version), e.bumped_at_unix_ms);
+        }
+        state.mirror.mark_synced(shard);
+    } else {
+        state.mirror.reset(shard, epoch, to);
+        state.resync_watchers("gap_beyond_log");
+    }
+    Ok(())
+}
+
+/// Counts an applied invalidation and hands it to watchers.
+fn announce(
+    state: &SidecarState,
+    shard: u32,
+    seq: u64,
+    key: String,
+    version: VersionStr,
+    bumped_at_unix_ms: u64,
+) {
+    state.metrics.invalidations_received.inc();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if bumped_at_unix_ms > 0 {
+        state
+            .metrics
+            .propagation_delay
+            .observe(now_ms.saturating_sub(bumped_at_unix_ms) as f64 / 1000.0);
+    }
+    state.publish(WatchItem::Invalidated(Arc::new(Invalidated {
+        key,
+        version,
+        seq,
+        shard,
+        bumped_at_unix_ms,
+    })));
+}

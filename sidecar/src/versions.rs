@@ -1,0 +1,219 @@
+//! Get, Check and Bump: the cache-version operations, independent of gRPC.
+//!
+//! Checks are answered from the mirror when its shard is proven fresh (bounded staleness), and
+//! otherwise from a coalesced Redis read; when neither can vouch for a version within the
+//! deadline the answer is "not current" (fail closed, guarantee 4). A bump's new versions go
+//! into the mirror before the call returns, so this sidecar sees its own writes at once
+//! (guarantee 7).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::metrics::CheckSource;
+use crate::mirror::VersionStr;
+use crate::reader::Reader;
+use crate::redis_link::LinkError;
+use crate::scripts::{self, VersionsMode};
+use crate::state::SidecarState;
+
+/// The answer to one checked entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOutcome {
+    pub current: bool,
+    /// The current version, when known.
+    pub version: Option<VersionStr>,
+    pub source: CheckSource,
+}
+
+/// The cache-version operations of one sidecar.
+pub struct Versions {
+    state: Arc<SidecarState>,
+    reader: Arc<Reader>,
+}
+
+impl Versions {
+    pub fn new(state: Arc<SidecarState>) -> Versions {
+        Versions {
+            reader: Reader::new(Arc::clone(&state)),
+            state,
+        }
+    }
+
+    pub fn state(&self) -> &Arc<SidecarState> {
+        &self.state
+    }
+
+    pub fn reader(&self) -> &Arc<Reader> {
+        &self.reader
+    }
+
+    /// Current versions of `keys`, in order.
+    pub async fn get(&self, keys: &[String], strong: bool) -> Result<Vec<VersionStr>, LinkError> {
+        let now = Instant::now();
+        let mut out: Vec<Option<VersionStr>> = vec![None; keys.len()];
+        let mut missing = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let hit = if strong {
+                None
+            } else {
+                self.state
+                    .mirror
+                    .lookup(self.state.keyspace.shard_of(key), key, now)
+            };
+            match hit {
+                Some((version, _)) => out[i] = Some(version),
+                None => missing.push(i),
+            }
+        }
+        if !missing.is_empty() {
+            let read_keys = missing.iter().map(|&i| keys[i].clone()).collect();
+            let versions = self.reader.read(read_keys).await?;
+            for (i, version) in missing.into_iter().zip(versions) {
+                out[i] = Some(version);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Whether each `(key, version)` is current, in order. Never fails: what cannot be vouched
+    /// for within the check deadline is answered `current = false`.
+    pub async fn check(&self, entries: &[(String, String)], strong: bool) -> Vec<CheckOutcome> {
+        let now = Instant::now();
+        let mut out: Vec<Option<CheckOutcome>> = vec![None; entries.len()];
+        let mut missing = Vec::new();
+        for (i, (key, token)) in entries.iter().enumerate() {
+            let hit = if strong {
+                None
+            } else {
+                self.state
+                    .mirror
+                    .lookup(self.state.keyspace.shard_of(key), key, now)
+            };
+            match hit {
+                Some((version, _)) if *version == **token => {
+                    out[i] = Some(CheckOutcome {
+                        current: true,
+                        version: Some(version),
+                        source: CheckSource::Mirror,
+                    })
+                }
+                Some((version, seq)) if !may_be_newer(token, &version, seq) => {
+                    out[i] = Some(CheckOutcome {
+                        current: false,
+                        version: Some(version),
+                        source: CheckSource::Mirror,
+                    })
+                }
+                _ => missing.push(i),
+            }
+        }
+        if !missing.is_empty() {
+            let read_keys = missing.iter().map(|&i| entries[i].0.clone()).collect();
+            let deadline = self.state.config.check_deadline();
+            let read = tokio::time::timeout(deadline, self.reader.read(read_keys)).await;
+            match read {
+                Ok(Ok(versions)) => {
+                    for (i, version) in missing.into_iter().zip(versions) {
+                        out[i] = Some(CheckOutcome {
+                            current: *version == *entries[i].1,
+                            version: Some(version),
+                            source: CheckSource::Redis,
+                        });
+                    }
+                }
+                Ok(Err(_)) | Err(_) => {
+                    for i in missing {
+                        out[i] = Some(CheckOutcome {
+                            current: false,
+                            version: None,
+                            source: CheckSource::FailClosed,
+                        });
+                    }
+                }
+            }
+        }
+        let outcomes: Vec<CheckOutcome> = out.into_iter().flatten().collect();
+        for o in &outcomes {
+            self.state.metrics.count_check(o.current, o.source);
+        }
+        outcomes
+    }
+
+    /// Moves every key to a version never issued before; returns them in order. A key named
+    /// twice gets one new version.
+    pub async fn bump(&self, keys: &[String]) -> Result<Vec<VersionStr>, LinkError> {
+        let state = &self.state;
+        let keyspace = &state.keyspace;
+        let mut by_shard: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        for key in keys {
+            let shard_keys = by_shard.entry(keyspace.shard_of(key)).or_default();
+            if !shard_keys.contains(&key.as_str()) {
+                shard_keys.push(key);
+            }
+        }
+        let timeout = state.config.request_timeout();
+        let log_len = state.config.settings.replay_log_len;
+        let bumps = by_shard.iter().map(|(&shard, shard_keys)| async move {
+            let (shard_state, versions) = state
+                .link
+                .run("bump", timeout, |mut conn| async move {
+                    scripts::versions(&mut conn, keyspace, shard, VersionsMode::Bump, shard_keys, log_len)
+                        .await
+                })
+                .await?;
+            // Each bumped key's sequence: the last one is the shard's; earlier keys precede it.
+            let first_seq = shard_state.seq + 1 - shard_keys.len() as u64;
+            let mut learnt = Vec::with_capacity(shard_keys.len());
+            for (offset, (key, version)) in shard_keys.iter().zip(versions).enumerate() {
+                state.mirror.learn(
+                    shard,
+                    &shard_state.epoch,
+                    first_seq + offset as u64,
+                    key,
+                    &version,
+                );
+                learnt.push((*key, VersionStr::from(version)));
+            }
+            Ok::<_, LinkError>(learnt)
+        });
+        let mut new_versions = std::collections::HashMap::new();
+        for result in futures::future::join_all(bumps).await {
+            for (key, version) in result? {
+                new_versions.insert(key, version);
+            }
+        }
+        state.metrics.bumps.inc_by(new_versions.len() as u64);
+        Ok(keys
+            .iter()
+            .filter_map(|k| new_versions.get(k.as_str()).cloned())
+            .collect())
+    }
+}
+
+/// Whether `token` could be newer than the mirrored `version` (known as of `seq`): another
+/// epoch, or a later sequence. Then only Redis can tell, and the check goes there.
+fn may_be_newer(token: &str, version: &str, seq: u64) -> bool {
+    let mut parts = token.splitn(3, '.');
+    let (Some(epoch), Some(token_seq)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let mirrored_epoch = version.split('.').next().unwrap_or("");
+    if epoch != mirrored_epoch {
+        return true;
+    }
+    token_seq.parse::<u64>().is_ok_and(|s| s > seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_be_newer;
+
+    #[test]
+    fn only_later_or_foreign_tokens_go_to_redis() {
+        assert!(!may_be_newer("e1.5.a", "e1.7.b", 7));
+        assert!(may_be_newer("e1.9.a", "e1.7.b", 7));
+        assert!(may_be_newer("e2.1.a", "e1.7.b", 7));
+        assert!(!may_be_newer("garbage", "e1.7.b", 7));
+    }
+}

@@ -1,0 +1,214 @@
+//! Test support: real `redis-server` processes on free ports.
+//!
+//! Tests must talk to a real Redis, and fault tests must kill, pause, restart and roll back
+//! that Redis for real. [`RedisServer`] starts one in its own temporary directory on a free
+//! loopback port (never 6379), waits until it answers, and stops it on drop. Nothing here
+//! touches a Redis the test did not start.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` process owned by a test.
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+/// A free loopback TCP port (the OS picks it).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+impl RedisServer {
+    /// Starts a Redis with persistence off (snapshots only when a test asks for one).
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a Redis with extra `redis-server` arguments (e.g. `["--maxmemory-policy", "allkeys-lru"]`).
+    pub fn start_with(args: &[&str]) -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("coherence-redis-")
+            .tempdir()
+            .expect("create a temporary directory");
+        let mut server = RedisServer {
+            port: 0,
+            dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        for _ in 0..10 {
+            server.port = free_port();
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start; is it installed and on PATH?");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let log = self.dir.path().join("redis.log");
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--dbfilename", "dump.rdb"])
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (is it installed?)");
+        self.child = Some(child);
+        if self.wait_until_answering(Duration::from_secs(10)) {
+            true
+        } else {
+            self.kill();
+            false
+        }
+    }
+
+    fn wait_until_answering(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return false;
+                }
+            }
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+                    if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                        return true;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A synchronous connection for test set-up and inspection.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .expect("connect to the test redis")
+    }
+
+    /// Runs one command and returns its reply.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> redis::RedisResult<T> {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut self.connection())
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory (loading `dump.rdb` if any).
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(self.spawn(), "redis-server did not restart on port {}", self.port);
+    }
+
+    /// SIGKILL, then start again with no data at all.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(self.rdb_path());
+        assert!(self.spawn(), "redis-server did not restart on port {}", self.port);
+    }
+
+    fn rdb_path(&self) -> PathBuf {
+        self.dir.path().join("dump.rdb")
+    }
+
+    /// Takes an RDB snapshot now (SAVE) and keeps a copy under `name`.
+    pub fn snapshot(&self, name: &str) {
+        let _: String = self.cmd(&["SAVE"]).expect("SAVE");
+        std::fs::copy(self.rdb_path(), self.dir.path().join(format!("{name}.rdb")))
+            .expect("copy the snapshot");
+    }
+
+    /// SIGKILL, then start again from the snapshot `name`: the data goes back in time.
+    pub fn restore_snapshot(&mut self, name: &str) {
+        self.kill();
+        std::fs::copy(self.dir.path().join(format!("{name}.rdb")), self.rdb_path())
+            .expect("restore the snapshot");
+        assert!(self.spawn(), "redis-server did not restart from snapshot {name}");
+    }
+
+    /// SIGSTOP: the process stays, connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -42,7 +42,10 @@ async fn livez() -> &'static str {
 async fn readyz(State(state): State<Arc<SidecarState>>) -> (StatusCode, &'static str) {
     if state.is_ready() {
         (StatusCode::OK, "ready\n")
-    } else if state.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+    } else if state
+        .shutting_down
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if !state.link.is_connected() {
         (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n")

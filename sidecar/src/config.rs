@@ -194,10 +194,8 @@ impl Config {
 
     /// Checks every setting and names the first bad one.
     pub fn validate(settings: Settings) -> Result<Config, ConfigError> {
-        let invalid = |setting: &'static str, message: String| ConfigError::Invalid {
-            setting,
-            message,
-        };
+        let invalid =
+            |setting: &'static str, message: String| ConfigError::Invalid { setting, message };
         let url = settings.redis_url.as_str();
         if !(url.starts_with("redis://")
             || url.starts_with("rediss://")
@@ -213,10 +211,7 @@ impl Config {
             ));
         }
         if let Err(err) = redis::Client::open(url) {
-            return Err(invalid(
-                "redis_url",
-                format!("{}: {err}", redact_url(url)),
-            ));
+            return Err(invalid("redis_url", format!("{}: {err}", redact_url(url))));
         }
         crate::keyspace::validate_namespace(&settings.namespace)
             .map_err(|m| invalid("namespace", m))?;
@@ -358,12 +353,7 @@ pub fn redact_url(url: &str) -> String {
             } else {
                 "***".to_string()
             };
-            format!(
-                "{}{}@{}",
-                &url[..scheme_end + 3],
-                redacted,
-                &rest[at + 1..]
-            )
+            format!("{}{}@{}", &url[..scheme_end + 3], redacted, &rest[at + 1..])
         }
         None => url.to_string(),
     }

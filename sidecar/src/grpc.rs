@@ -45,8 +45,15 @@ impl CacheVersionsService {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    fn finish<T>(&self, method: &'static str, started: Instant, result: Result<T, Status>) -> Result<Response<T>, Status> {
-        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+    fn finish<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         self.record(method, started, code);
         result.map(Response::new)
     }
@@ -68,7 +75,10 @@ fn is_strong(consistency: i32) -> bool {
 
 #[tonic::async_trait]
 impl CacheVersions for CacheVersionsService {
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
         let result = async {
@@ -87,7 +97,10 @@ impl CacheVersions for CacheVersionsService {
         self.finish("Get", started, result)
     }
 
-    async fn check(&self, request: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
         let result = async {
@@ -126,7 +139,10 @@ impl CacheVersions for CacheVersionsService {
         self.finish("Check", started, result)
     }
 
-    async fn bump(&self, request: Request<pb::BumpRequest>) -> Result<Response<pb::BumpResponse>, Status> {
+    async fn bump(
+        &self,
+        request: Request<pb::BumpRequest>,
+    ) -> Result<Response<pb::BumpResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
         let result = async {
@@ -143,13 +159,22 @@ impl CacheVersions for CacheVersionsService {
 
     type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
-        let checked = self
-            .limits
-            .check_keys("prefixes", req.prefixes.iter().map(String::as_str), true);
-        self.record("Watch", started, checked.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok));
+        let checked =
+            self.limits
+                .check_keys("prefixes", req.prefixes.iter().map(String::as_str), true);
+        self.record(
+            "Watch",
+            started,
+            checked
+                .as_ref()
+                .map_or_else(|s| s.code(), |_| tonic::Code::Ok),
+        );
         checked?;
         let state = Arc::clone(self.versions.state());
         let events = state.events.subscribe();
@@ -173,7 +198,8 @@ async fn forward_events(
     mut shutdown: watch::Receiver<bool>,
 ) {
     use pb::watch_event::Event;
-    let matches = |key: &str| prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p.as_str()));
+    let matches =
+        |key: &str| prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p.as_str()));
     loop {
         let event = tokio::select! {
             item = events.recv() => match item {
@@ -202,7 +228,11 @@ async fn forward_events(
             }
             _ = tx.closed() => return,
         };
-        if tx.send(Ok(pb::WatchEvent { event: Some(event) })).await.is_err() {
+        if tx
+            .send(Ok(pb::WatchEvent { event: Some(event) }))
+            .await
+            .is_err()
+        {
             return;
         }
     }

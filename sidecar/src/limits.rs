@@ -81,7 +81,13 @@ mod tests {
         let err = limits
             .check_keys("keys", ["a", "b", "c"].into_iter(), false)
             .unwrap_err();
-        assert!(err.message().contains("max_batch_keys"), "{}", err.message());
-        assert!(limits.check_keys("prefixes", [""].into_iter(), true).is_ok());
+        assert!(
+            err.message().contains("max_batch_keys"),
+            "{}",
+            err.message()
+        );
+        assert!(limits
+            .check_keys("prefixes", [""].into_iter(), true)
+            .is_ok());
     }
 }

@@ -91,7 +91,9 @@ mod tests {
     #[test]
     fn parses_heartbeats_and_rejects_garbage() {
         let msg = ChannelMessage::parse(b"h|e1|7|server-a|n1").unwrap();
-        assert!(matches!(msg, ChannelMessage::Heartbeat(h) if h.seq == 7 && h.sender == "server-a"));
+        assert!(
+            matches!(msg, ChannelMessage::Heartbeat(h) if h.seq == 7 && h.sender == "server-a")
+        );
         assert_eq!(ChannelMessage::parse(b"i|e1|notanumber|1|v|k"), None);
         assert_eq!(ChannelMessage::parse(b"x|y"), None);
         assert_eq!(ChannelMessage::parse(&[0xff, 0xfe]), None);

@@ -67,7 +67,9 @@ pub struct Mirror {
 impl Mirror {
     pub fn new(shards: u32, max_staleness: Duration) -> Mirror {
         Mirror {
-            shards: (0..shards).map(|_| RwLock::new(ShardMirror::default())).collect(),
+            shards: (0..shards)
+                .map(|_| RwLock::new(ShardMirror::default()))
+                .collect(),
             max_staleness,
             len: AtomicUsize::new(0),
         }
@@ -275,7 +277,11 @@ impl Mirror {
 
     /// The keys mirrored in a shard (for reconciliation).
     pub fn keys(&self, shard: u32) -> Vec<String> {
-        self.read(shard).entries.keys().map(|k| k.to_string()).collect()
+        self.read(shard)
+            .entries
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
     }
 
     /// The version mirrored for a key, trusted or not (for reconciliation).
@@ -302,16 +308,30 @@ mod tests {
         assert_eq!(m.lookup(0, "k", now), None, "never fenced yet");
         assert_eq!(m.compare(0, "e1", 11), FenceCheck::Fresh);
         m.mark_fresh(0, now);
-        assert_eq!(m.lookup(0, "k", now).map(|v| v.0), Some(Arc::from("e1.11.a")));
-        assert_eq!(m.lookup(0, "k", now + Duration::from_millis(501)), None, "fence too old");
+        assert_eq!(
+            m.lookup(0, "k", now).map(|v| v.0),
+            Some(Arc::from("e1.11.a"))
+        );
+        assert_eq!(
+            m.lookup(0, "k", now + Duration::from_millis(501)),
+            None,
+            "fence too old"
+        );
     }
 
     #[test]
     fn detects_gaps_duplicates_and_epoch_changes() {
         let m = synced_mirror();
         assert_eq!(m.apply(0, "e1", 10, "k", "v"), Applied::Duplicate);
-        assert_eq!(m.apply(0, "e1", 13, "k", "v"), Applied::Gap { from: 11, to: 12 });
-        assert_eq!(m.lookup(0, "k", Instant::now()), None, "unsynced during repair");
+        assert_eq!(
+            m.apply(0, "e1", 13, "k", "v"),
+            Applied::Gap { from: 11, to: 12 }
+        );
+        assert_eq!(
+            m.lookup(0, "k", Instant::now()),
+            None,
+            "unsynced during repair"
+        );
         assert!(m.apply_repair(0, "e1", &[(11, "a", "e1.11.x"), (12, "b", "e1.12.y")]));
         m.mark_synced(0);
         assert_eq!(m.apply(0, "e1", 13, "k", "e1.13.z"), Applied::InOrder);

@@ -97,7 +97,10 @@ impl Reader {
         for keys in &key_lists {
             for key in keys {
                 if seen.insert(key.as_str()) {
-                    by_shard.entry(keyspace.shard_of(key)).or_default().push(key);
+                    by_shard
+                        .entry(keyspace.shard_of(key))
+                        .or_default()
+                        .push(key);
                 }
             }
         }
@@ -107,7 +110,8 @@ impl Reader {
             let result = state
                 .link
                 .run("read", timeout, |mut conn| async move {
-                    scripts::versions(&mut conn, keyspace, shard, VersionsMode::Get, keys, log_len).await
+                    scripts::versions(&mut conn, keyspace, shard, VersionsMode::Get, keys, log_len)
+                        .await
                 })
                 .await;
             (shard, keys, result)
@@ -117,9 +121,13 @@ impl Reader {
             match result {
                 Ok((shard_state, versions)) => {
                     for (key, version) in keys.iter().zip(versions) {
-                        state
-                            .mirror
-                            .learn(shard, &shard_state.epoch, shard_state.seq, key, &version);
+                        state.mirror.learn(
+                            shard,
+                            &shard_state.epoch,
+                            shard_state.seq,
+                            key,
+                            &version,
+                        );
                         found.insert(key, Ok(VersionStr::from(version)));
                     }
                 }

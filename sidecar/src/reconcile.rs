@@ -14,7 +14,11 @@ use crate::state::{Invalidated, SidecarState, WatchItem};
 
 const CHUNK: usize = 1_000;
 
-pub async fn run(state: Arc<SidecarState>, reader: Arc<Reader>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    state: Arc<SidecarState>,
+    reader: Arc<Reader>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(state.config.reconcile_interval());
     tick.tick().await;
     loop {
@@ -27,7 +31,10 @@ pub async fn run(state: Arc<SidecarState>, reader: Arc<Reader>, mut shutdown: wa
         }
         let mismatches = reconcile_once(&state, &reader).await;
         if mismatches > 0 {
-            tracing::warn!(mismatches, "reconciliation corrected mirrored versions that differed from redis");
+            tracing::warn!(
+                mismatches,
+                "reconciliation corrected mirrored versions that differed from redis"
+            );
         }
     }
 }

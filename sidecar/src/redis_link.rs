@@ -72,7 +72,10 @@ struct Verified {
 pub fn open_client(url: &str) -> RedisResult<redis::Client> {
     use redis::IntoConnectionInfo;
     let info = url.into_connection_info()?;
-    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
     redis::Client::open(info.set_redis_settings(settings))
 }
 
@@ -116,7 +119,9 @@ impl RedisLink {
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let mut rx = self.inner.connected_tx.subscribe();
         let connected = async move { rx.wait_for(|up| *up).await.is_ok() };
-        tokio::time::timeout(timeout, connected).await.unwrap_or(false)
+        tokio::time::timeout(timeout, connected)
+            .await
+            .unwrap_or(false)
     }
 
     fn read_current(&self) -> Option<Verified> {
@@ -138,13 +143,20 @@ impl RedisLink {
 
     /// Runs `op` on the verified connection within `timeout`, recording its latency under
     /// `name`. A connection-level failure drops the connection and wakes the reconnect loop.
-    pub async fn run<T, F, Fut>(&self, name: &'static str, timeout: Duration, op: F) -> Result<T, LinkError>
+    pub async fn run<T, F, Fut>(
+        &self,
+        name: &'static str,
+        timeout: Duration,
+        op: F,
+    ) -> Result<T, LinkError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let Some(verified) = self.read_current() else {
-            return Err(LinkError::Unavailable("no verified connection to redis".into()));
+            return Err(LinkError::Unavailable(
+                "no verified connection to redis".into(),
+            ));
         };
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, op(verified.conn)).await;
@@ -156,7 +168,8 @@ impl RedisLink {
             }
             Ok(Err(err)) => {
                 self.inner.metrics.observe_redis(name, took, false);
-                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
+                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error()
+                {
                     self.mark_broken(verified.generation, &err);
                 }
                 Err(LinkError::Command(err))
@@ -236,7 +249,10 @@ impl RedisLink {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         self.check_eviction_policy(&mut conn).await?;
-        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
         let run_id = info
             .lines()
             .find_map(|l| l.strip_prefix("run_id:"))
@@ -268,7 +284,10 @@ impl RedisLink {
         Ok(conn)
     }
 
-    async fn check_eviction_policy(&self, conn: &mut MultiplexedConnection) -> Result<(), VerifyError> {
+    async fn check_eviction_policy(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), VerifyError> {
         let reply: RedisResult<Vec<String>> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("maxmemory-policy")

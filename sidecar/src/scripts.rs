@@ -68,7 +68,9 @@ pub async fn versions(
     }
     let mut reply: Vec<String> = inv.invoke_async(conn).await?;
     if reply.len() != keys.len() + 2 {
-        return Err(malformed("versions script returned the wrong number of values"));
+        return Err(malformed(
+            "versions script returned the wrong number of values",
+        ));
     }
     let versions = reply.split_off(2);
     let seq = reply[1]

@@ -88,7 +88,10 @@ impl SidecarState {
 
     /// Tells every watcher to drop what it cached, and counts why.
     pub fn resync_watchers(&self, reason: &'static str) {
-        self.metrics.resyncs.get_or_create(&[("reason", reason)]).inc();
+        self.metrics
+            .resyncs
+            .get_or_create(&[("reason", reason)])
+            .inc();
         tracing::warn!(reason, "mirror shard dropped; telling watchers to resync");
         self.publish(WatchItem::Resync(Arc::from(reason)));
     }

@@ -64,7 +64,9 @@ pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) 
         state.mirror.suspend_all();
         match result {
             Ok(()) => return,
-            Err(err) => tracing::warn!(error = %err, retry_in = ?backoff, "subscription lost; invalidations may have been missed, will repair"),
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?backoff, "subscription lost; invalidations may have been missed, will repair")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -103,7 +105,10 @@ async fn session(
     }
     state.subscription_live.store(true, Ordering::SeqCst);
     state.metrics.set_connected("subscription", true);
-    tracing::info!(channels = state.keyspace.shard_count(), "subscribed; syncing shards");
+    tracing::info!(
+        channels = state.keyspace.shard_count(),
+        "subscribed; syncing shards"
+    );
     state.fences.fence_now();
 
     let session_start = Instant::now();
@@ -249,9 +254,11 @@ async fn repair(
     let keyspace = &state.keyspace;
     let entries = state
         .link
-        .run("read_log", state.config.request_timeout(), |mut conn| async move {
-            scripts::read_log(&mut conn, keyspace, shard, from, to).await
-        })
+        .run(
+            "read_log",
+            state.config.request_timeout(),
+            |mut conn| async move { scripts::read_log(&mut conn, keyspace, shard, from, to).await },
+        )
         .await?;
     let prefix = format!("{epoch}.");
     let complete = entries.len() as u64 == to + 1 - from
@@ -269,7 +276,14 @@ async fn repair(
         state.metrics.repairs_from_log.inc();
         tracing::info!(shard, from, to, "gap repaired from the replay log");
         for e in entries {
-            announce(state, shard, e.seq, e.key, VersionStr::from(e.version), e.bumped_at_unix_ms);
+            announce(
+                state,
+                shard,
+                e.seq,
+                e.key,
+                VersionStr::from(e.version),
+                e.bumped_at_unix_ms,
+            );
         }
         state.mirror.mark_synced(shard);
     } else {

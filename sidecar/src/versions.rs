@@ -158,8 +158,15 @@ impl Versions {
             let (shard_state, versions) = state
                 .link
                 .run("bump", timeout, |mut conn| async move {
-                    scripts::versions(&mut conn, keyspace, shard, VersionsMode::Bump, shard_keys, log_len)
-                        .await
+                    scripts::versions(
+                        &mut conn,
+                        keyspace,
+                        shard,
+                        VersionsMode::Bump,
+                        shard_keys,
+                        log_len,
+                    )
+                    .await
                 })
                 .await?;
             // Each bumped key's sequence: the last one is the shard's; earlier keys precede it.

@@ -11,7 +11,9 @@ async fn smoke() {
     s.redis_url = redis.url();
     s.listen = "127.0.0.1:0".parse().unwrap();
     s.admin_listen = "127.0.0.1:0".parse().unwrap();
-    let a = Sidecar::start(Config::validate(s.clone()).unwrap()).await.unwrap();
+    let a = Sidecar::start(Config::validate(s.clone()).unwrap())
+        .await
+        .unwrap();
     s.server_id = "b".into();
     let b = Sidecar::start(Config::validate(s).unwrap()).await.unwrap();
     assert!(a.wait_ready(Duration::from_secs(10)).await);
@@ -24,9 +26,13 @@ async fn smoke() {
     let r = a.versions.check(&entries, true).await;
     assert!(!r[0].current, "{r:?}");
     let ok = coherence_testkit::eventually(Duration::from_secs(5), || async {
-        let r = a.versions.check(&[("content".to_string(), v2[0].to_string())], false).await;
+        let r = a
+            .versions
+            .check(&[("content".to_string(), v2[0].to_string())], false)
+            .await;
         r[0].current && r[0].source == coherence_sidecar::metrics::CheckSource::Mirror
-    }).await;
+    })
+    .await;
     assert!(ok);
     println!("{}", a.state.metrics.encode());
     a.shutdown().await;

@@ -86,7 +86,8 @@ impl RedisServer {
                 }
             }
             if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+                if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200))
+                {
                     if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
                         return true;
                     }
@@ -142,14 +143,22 @@ impl RedisServer {
     /// Starts the server again on the same port and directory (loading `dump.rdb` if any).
     pub fn restart(&mut self) {
         self.kill();
-        assert!(self.spawn(), "redis-server did not restart on port {}", self.port);
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
     }
 
     /// SIGKILL, then start again with no data at all.
     pub fn restart_empty(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(self.rdb_path());
-        assert!(self.spawn(), "redis-server did not restart on port {}", self.port);
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
     }
 
     fn rdb_path(&self) -> PathBuf {
@@ -168,7 +177,10 @@ impl RedisServer {
         self.kill();
         std::fs::copy(self.dir.path().join(format!("{name}.rdb")), self.rdb_path())
             .expect("restore the snapshot");
-        assert!(self.spawn(), "redis-server did not restart from snapshot {name}");
+        assert!(
+            self.spawn(),
+            "redis-server did not restart from snapshot {name}"
+        );
     }
 
     /// SIGSTOP: the process stays, connections stay open, nothing is answered.

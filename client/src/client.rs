@@ -1,0 +1,370 @@
+//! The thin typed client: one gRPC call per method, each with a deadline.
+//!
+//! Everything else in the crate (the in-process mirror, the coherent cache) is built on these
+//! calls; apps that want every answer straight from the sidecar use [`Client`] directly.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use coherence_proto::v1 as pb;
+use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
+use futures::Stream;
+
+use crate::error::Error;
+use tonic::transport::{Channel, Endpoint};
+
+/// An opaque version token. Compare for equality; hand it back to the sidecar unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Version(pub(crate) String);
+
+impl Version {
+    /// Wraps a token received earlier (e.g. stored next to a cached value).
+    pub fn from_token(token: impl Into<String>) -> Version {
+        Version(token.into())
+    }
+
+    /// The token, for storing next to a cached value.
+    pub fn token(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How fresh a check must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Reflects every bump completed more than the sidecar's `max_staleness` ago (fast).
+    #[default]
+    Bounded,
+    /// Reflects every bump completed before the call began (one Redis round trip, shared).
+    Strong,
+}
+
+impl Consistency {
+    fn to_proto(self) -> i32 {
+        match self {
+            Consistency::Bounded => pb::Consistency::Unspecified as i32,
+            Consistency::Strong => pb::Consistency::Strong as i32,
+        }
+    }
+}
+
+/// Where the sidecar's answer to a check came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckSource {
+    Mirror,
+    Redis,
+    FailClosed,
+    Unknown,
+}
+
+/// The answer for one checked entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// Whether the checked version is current. `false` also when the sidecar could not vouch
+    /// for it (fail closed): then read the source of truth and do not cache.
+    pub current: bool,
+    /// The current version, when the sidecar knows it.
+    pub version: Option<Version>,
+    pub source: CheckSource,
+}
+
+/// One event of a [`Client::watch`] stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// `key` moved to `version`.
+    Invalidated {
+        key: String,
+        version: Version,
+        sequence: u64,
+        shard: u32,
+        bumped_at_unix_ms: u64,
+    },
+    /// Invalidations may have been lost: drop everything cached under the watched prefixes.
+    Resync { reason: String },
+    /// The stream is alive; the sidecar's mirror was fresh as of `fence_age` ago (`None` when
+    /// the sidecar cannot currently vouch for its mirror).
+    Heartbeat { fence_age: Option<Duration> },
+}
+
+/// A connection to one sidecar. Cheap to clone; clones share the channel.
+#[derive(Debug, Clone)]
+pub struct Client {
+    grpc: CacheVersionsClient<Channel>,
+    timeout: Duration,
+}
+
+/// Default per-call deadline.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Client {
+    /// Connects to a sidecar at `addr` (`http://127.0.0.1:50051` or `127.0.0.1:50051`).
+    pub async fn connect(addr: impl AsRef<str>) -> Result<Client, Error> {
+        let endpoint = endpoint(addr.as_ref())?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| Error::Connect(format!("{}: {e}", addr.as_ref())))?;
+        Ok(Client::from_channel(channel))
+    }
+
+    /// A client that connects on first use (and reconnects after the sidecar restarts).
+    pub fn connect_lazy(addr: impl AsRef<str>) -> Result<Client, Error> {
+        Ok(Client::from_channel(
+            endpoint(addr.as_ref())?.connect_lazy(),
+        ))
+    }
+
+    /// Wraps an existing tonic channel.
+    pub fn from_channel(channel: Channel) -> Client {
+        Client {
+            grpc: CacheVersionsClient::new(channel),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sets the per-call deadline.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The per-call deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    async fn call<T, F>(&self, fut: F) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(Error::from_status(status, self.timeout)),
+            Err(_) => Err(Error::DeadlineExceeded(self.timeout)),
+        }
+    }
+
+    /// Current versions of `keys`, in order. A key never bumped still has one.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: coherence_client::Client) -> Result<(), coherence_client::Error> {
+    /// let versions = client.get(&["content", "media"]).await?;
+    /// assert_eq!(versions.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, keys: &[&str]) -> Result<Vec<Version>, Error> {
+        self.get_with(keys, Consistency::Bounded).await
+    }
+
+    /// [`Client::get`] with an explicit consistency.
+    pub async fn get_with(
+        &self,
+        keys: &[&str],
+        consistency: Consistency,
+    ) -> Result<Vec<Version>, Error> {
+        let mut grpc = self.grpc.clone();
+        let request = self.request(pb::GetRequest {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            consistency: consistency.to_proto(),
+        });
+        let response = self.call(grpc.get(request)).await?;
+        if response.versions.len() != keys.len() {
+            return Err(Error::Malformed(
+                "Get answered a different number of versions",
+            ));
+        }
+        Ok(response
+            .versions
+            .into_iter()
+            .map(|v| Version(v.token))
+            .collect())
+    }
+
+    /// The current version of one key.
+    pub async fn get_one(&self, key: &str) -> Result<Version, Error> {
+        self.get(&[key])
+            .await?
+            .pop()
+            .ok_or(Error::Malformed("Get answered no version"))
+    }
+
+    /// Whether each `(key, version)` is current, in order.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: coherence_client::Client, stamp: coherence_client::Version) -> Result<(), coherence_client::Error> {
+    /// use coherence_client::Consistency;
+    /// let results = client.check(&[("content", &stamp)], Consistency::Strong).await?;
+    /// if !results[0].current { /* reload */ }
+    /// # Ok(()) }
+    /// ```
+    pub async fn check(
+        &self,
+        entries: &[(&str, &Version)],
+        consistency: Consistency,
+    ) -> Result<Vec<CheckResult>, Error> {
+        let mut grpc = self.grpc.clone();
+        let request = self.request(pb::CheckRequest {
+            entries: entries
+                .iter()
+                .map(|(key, version)| pb::KeyVersion {
+                    key: key.to_string(),
+                    version: Some(pb::Version {
+                        token: version.0.clone(),
+                    }),
+                })
+                .collect(),
+            consistency: consistency.to_proto(),
+        });
+        let response = self.call(grpc.check(request)).await?;
+        if response.results.len() != entries.len() {
+            return Err(Error::Malformed(
+                "Check answered a different number of results",
+            ));
+        }
+        Ok(response
+            .results
+            .into_iter()
+            .map(|r| CheckResult {
+                current: r.current,
+                version: r.version.map(|v| Version(v.token)),
+                source: match pb::CheckSource::try_from(r.source) {
+                    Ok(pb::CheckSource::Mirror) => CheckSource::Mirror,
+                    Ok(pb::CheckSource::Redis) => CheckSource::Redis,
+                    Ok(pb::CheckSource::FailClosed) => CheckSource::FailClosed,
+                    _ => CheckSource::Unknown,
+                },
+            })
+            .collect())
+    }
+
+    /// Whether one key's version is current.
+    pub async fn is_current(
+        &self,
+        key: &str,
+        version: &Version,
+        consistency: Consistency,
+    ) -> Result<bool, Error> {
+        Ok(self
+            .check(&[(key, version)], consistency)
+            .await?
+            .first()
+            .is_some_and(|r| r.current))
+    }
+
+    /// Moves `keys` to new versions (call after your write committed); returns them in order.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: coherence_client::Client) -> Result<(), coherence_client::Error> {
+    /// let new_versions = client.bump(&["content"]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn bump(&self, keys: &[&str]) -> Result<Vec<Version>, Error> {
+        let mut grpc = self.grpc.clone();
+        let request = self.request(pb::BumpRequest {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        });
+        let response = self.call(grpc.bump(request)).await?;
+        if response.versions.len() != keys.len() {
+            return Err(Error::Malformed(
+                "Bump answered a different number of versions",
+            ));
+        }
+        Ok(response
+            .versions
+            .into_iter()
+            .map(|v| Version(v.token))
+            .collect())
+    }
+
+    /// Streams invalidations of keys under `prefixes` (every key when empty).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: coherence_client::Client) -> Result<(), coherence_client::Error> {
+    /// use futures::StreamExt;
+    /// let mut events = client.watch(&["content"]).await?;
+    /// while let Some(event) = events.next().await {
+    ///     println!("{:?}", event?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn watch(&self, prefixes: &[&str]) -> Result<WatchStream, Error> {
+        let mut grpc = self.grpc.clone();
+        let request = self.request(pb::WatchRequest {
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+        });
+        // The deadline covers opening the stream, not its lifetime.
+        let mut request = request;
+        request.metadata_mut().remove("grpc-timeout");
+        let stream = self.call(grpc.watch(request)).await?;
+        Ok(WatchStream {
+            inner: stream,
+            timeout: self.timeout,
+        })
+    }
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, Error> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(uri)
+        .map(|e| e.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true))
+        .map_err(|_| Error::InvalidAddress(addr.to_string()))
+}
+
+/// The events of one Watch stream. Ends when the sidecar ends it (e.g. on shutdown, with an
+/// `Unavailable` error first).
+pub struct WatchStream {
+    inner: tonic::Streaming<pb::WatchEvent>,
+    timeout: Duration,
+}
+
+impl Stream for WatchStream {
+    type Item = Result<WatchEvent, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        use pb::watch_event::Event;
+        loop {
+            let timeout = self.timeout;
+            let next = match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(Err(status))) => {
+                    return Poll::Ready(Some(Err(Error::from_status(status, timeout))))
+                }
+                Poll::Ready(Some(Ok(event))) => event,
+            };
+            let event = match next.event {
+                Some(Event::Invalidated(inv)) => WatchEvent::Invalidated {
+                    key: inv.key,
+                    version: Version(inv.version.map(|v| v.token).unwrap_or_default()),
+                    sequence: inv.sequence,
+                    shard: inv.shard,
+                    bumped_at_unix_ms: inv.bumped_at_unix_ms,
+                },
+                Some(Event::Resync(r)) => WatchEvent::Resync { reason: r.reason },
+                Some(Event::Heartbeat(h)) => WatchEvent::Heartbeat {
+                    fence_age: (h.fence_age_ms != u64::MAX)
+                        .then(|| Duration::from_millis(h.fence_age_ms)),
+                },
+                None => continue,
+            };
+            return Poll::Ready(Some(Ok(event)));
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The one error type of the crate: what went wrong with a call to the sidecar.
+//!
+//! Kept apart from the client so the mirror and the cache can share it without depending on
+//! each other.
+
+use std::time::Duration;
+
+/// What went wrong with a call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("invalid sidecar address {0}")]
+    InvalidAddress(String),
+    #[error("cannot connect to the sidecar: {0}")]
+    Connect(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("sidecar unavailable: {0}")]
+    Unavailable(String),
+    #[error("the sidecar did not answer within {0:?}")]
+    DeadlineExceeded(Duration),
+    #[error("sidecar answered {code:?}: {message}")]
+    Status { code: tonic::Code, message: String },
+    #[error("malformed answer from the sidecar: {0}")]
+    Malformed(&'static str),
+}
+
+impl Error {
+    pub(crate) fn from_status(status: tonic::Status, timeout: Duration) -> Error {
+        match status.code() {
+            tonic::Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
+            tonic::Code::Unavailable => Error::Unavailable(status.message().to_string()),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                Error::DeadlineExceeded(timeout)
+            }
+            code => Error::Status {
+                code,
+                message: status.message().to_string(),
+            },
+        }
+    }
+
+    /// The gRPC status code this error corresponds to.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Error::InvalidAddress(_) | Error::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            Error::Connect(_) | Error::Unavailable(_) => tonic::Code::Unavailable,
+            Error::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
+            Error::Status { code, .. } => *code,
+            Error::Malformed(_) => tonic::Code::Internal,
+        }
+    }
+}

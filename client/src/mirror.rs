@@ -1,0 +1,753 @@
+//! The in-process mirror: most `is_current` checks answered in the app's own memory.
+//!
+//! A gRPC `Check` over loopback costs tens of microseconds; a lookup in a local map costs tens
+//! of nanoseconds. [`MirroredClient`] keeps one `Watch` stream open to its sidecar and a map
+//! key → current version, filled from the sidecar's own answers (`Get`, `Check`, `Bump`) and
+//! overwritten by every invalidation the stream delivers. It answers locally only while it
+//! can prove the map fresh: the sidecar's Watch heartbeats carry the age `a` of its oldest
+//! fence, so a heartbeat received at local instant `t` proves the map reflects every bump that
+//! completed before `t - a`; the mirror trusts itself while `now - t + a < max_staleness`, with
+//! the local monotonic clock only. Everything else (unknown keys, untrusted periods, strong
+//! checks) goes to the sidecar, and a failed sidecar call answers "not current" (fail closed).
+//!
+//! The one race that matters is between filling the map from a sidecar answer and an
+//! invalidation arriving on the stream while that answer was in flight: the answer may predate
+//! the invalidation. Every invalidation and every resync takes a new *generation*; a fill
+//! remembers the generation before it asked, and is refused if the key (or the whole map) has
+//! changed since. When a fill and a newer entry disagree the key is marked unknown (a
+//! tombstone), so it can only be answered by the sidecar until the next invalidation.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::mapref::entry::Entry as MapEntry;
+use dashmap::DashMap;
+use futures::StreamExt;
+
+use crate::client::{CheckSource, Client, Consistency, Version, WatchEvent};
+use crate::error::Error;
+
+/// Default for [`MirrorOptions::max_staleness`].
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(500);
+
+/// Something that happened to the mirror's Watch stream, for [`MirrorOptions::on_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorEvent {
+    /// The Watch stream is open (`reconnect` is false for the very first connection).
+    Connected {
+        /// Whether an earlier stream had been open before.
+        reconnect: bool,
+    },
+    /// The Watch stream ended or failed; the mirror is untrusted until it is back.
+    Disconnected {
+        /// Why the stream ended.
+        reason: String,
+    },
+    /// The mirror was emptied because invalidations may have been lost.
+    Resync {
+        /// Why (the sidecar's reason, or the stream gap).
+        reason: String,
+    },
+}
+
+/// A callback for [`MirrorEvent`]s; runs on the mirror's Watch task, so keep it short.
+pub type MirrorHook = Arc<dyn Fn(&MirrorEvent) + Send + Sync>;
+
+/// How a [`MirroredClient`] behaves. Start from [`MirrorOptions::default`].
+#[derive(Clone)]
+pub struct MirrorOptions {
+    max_staleness: Duration,
+    prefixes: Vec<String>,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    idle_timeout: Duration,
+    max_entries: usize,
+    hook: Option<MirrorHook>,
+}
+
+impl Default for MirrorOptions {
+    fn default() -> Self {
+        MirrorOptions {
+            max_staleness: DEFAULT_MAX_STALENESS,
+            prefixes: Vec::new(),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(3),
+            max_entries: 1_000_000,
+            hook: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for MirrorOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorOptions")
+            .field("max_staleness", &self.max_staleness)
+            .field("prefixes", &self.prefixes)
+            .field("backoff_min", &self.backoff_min)
+            .field("backoff_max", &self.backoff_max)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_entries", &self.max_entries)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
+impl MirrorOptions {
+    /// Local answers reflect every bump completed more than this long before the check
+    /// (default 500 ms). Past it the mirror falls back to the sidecar.
+    pub fn max_staleness(mut self, max_staleness: Duration) -> Self {
+        self.max_staleness = max_staleness;
+        self
+    }
+
+    /// Mirror only keys under these prefixes (default: every key). Checks of other keys always
+    /// go to the sidecar.
+    pub fn prefixes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, prefixes: I) -> Self {
+        self.prefixes = prefixes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Reconnect backoff: starts at `min`, doubles up to `max` (defaults 50 ms and 2 s).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+
+    /// A stream silent for this long (no event, not even a heartbeat) is treated as dead and
+    /// reopened (default 3 s).
+    pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Most keys the mirror holds; past it the mirror is emptied and refills (default 1,000,000).
+    pub fn max_entries(mut self, max_entries: usize) -> Self {
+        self.max_entries = max_entries.max(1);
+        self
+    }
+
+    /// Called on every connect, disconnect and resync (for metrics or logs).
+    pub fn on_event(mut self, hook: impl Fn(&MirrorEvent) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+}
+
+/// Counters of one mirror, from [`MirroredClient::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MirrorStats {
+    /// Times the Watch stream was reopened after it had been open.
+    pub reconnects: u64,
+    /// Times the mirror was emptied (sidecar `Resync`, stream gap, size limit).
+    pub resyncs: u64,
+    /// Checks and gets answered locally.
+    pub hits: u64,
+    /// Checks and gets that had to ask the sidecar.
+    pub misses: u64,
+    /// Sidecar fallbacks that failed (answered "not current").
+    pub fallback_failures: u64,
+    /// Invalidations applied from the stream.
+    pub invalidations: u64,
+    /// Fills refused because an invalidation or resync raced them.
+    pub fills_refused: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    reconnects: AtomicU64,
+    resyncs: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    fallback_failures: AtomicU64,
+    invalidations: AtomicU64,
+    fills_refused: AtomicU64,
+}
+
+fn bump_counter(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One key's entry: the version last learnt and the generation it was learnt at. `None` is a
+/// tombstone: the key changed while a fill was in flight and is unknown until invalidated.
+struct Entry {
+    version: Option<Version>,
+    generation: u64,
+}
+
+/// The map and its trust state, shared by the client handle and the Watch task.
+pub(crate) struct MirrorState {
+    entries: DashMap<String, Entry>,
+    /// Taken by every invalidation and resync; fills compare against it.
+    generation: AtomicU64,
+    /// The generation of the latest resync: fills that began before it are refused.
+    resync_generation: AtomicU64,
+    /// Nanoseconds since `base` until which local answers are allowed; 0 = untrusted.
+    trusted_until: AtomicU64,
+    connected: AtomicBool,
+    base: Instant,
+    max_staleness: Duration,
+    max_entries: usize,
+    prefixes: Vec<String>,
+    counters: Counters,
+}
+
+impl MirrorState {
+    pub(crate) fn new(options: &MirrorOptions) -> MirrorState {
+        MirrorState {
+            entries: DashMap::new(),
+            generation: AtomicU64::new(1),
+            resync_generation: AtomicU64::new(1),
+            trusted_until: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            base: Instant::now(),
+            max_staleness: options.max_staleness,
+            max_entries: options.max_entries,
+            prefixes: options.prefixes.clone(),
+            counters: Counters::default(),
+        }
+    }
+
+    fn nanos_since_base(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether local answers are allowed right now.
+    pub(crate) fn is_trusted(&self) -> bool {
+        let until = self.trusted_until.load(Ordering::Acquire);
+        until != 0 && self.nanos_since_base(Instant::now()) < until
+    }
+
+    fn mirrors(&self, key: &str) -> bool {
+        self.prefixes.is_empty() || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+    }
+
+    /// The version of `key` if it can be answered locally.
+    fn local_version(&self, key: &str) -> Option<Version> {
+        if !self.is_trusted() {
+            return None;
+        }
+        self.entries.get(key).and_then(|e| e.version.clone())
+    }
+
+    /// `Some(current)` when `key` can be answered locally, `None` when the sidecar must answer.
+    pub(crate) fn local_check(&self, key: &str, version: &Version) -> Option<bool> {
+        if !self.is_trusted() {
+            return None;
+        }
+        let entry = self.entries.get(key)?;
+        entry.version.as_ref().map(|known| known == version)
+    }
+
+    /// The generation to remember before asking the sidecar (see [`MirrorState::fill`]).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Records `version` as `key`'s current version, learnt from a sidecar answer to a request
+    /// sent after `asked_at` was read from [`MirrorState::generation`]. Refused when the key or
+    /// the map changed since; a disagreeing newer entry becomes a tombstone.
+    pub(crate) fn fill(&self, key: &str, version: Version, asked_at: u64) {
+        if !self.mirrors(key) || !self.connected.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.entries.len() >= self.max_entries {
+            self.resync("mirror size limit reached");
+            return;
+        }
+        match self.entries.entry(key.to_string()) {
+            MapEntry::Occupied(mut occupied) => {
+                let entry = occupied.get_mut();
+                if entry.generation > asked_at {
+                    if entry.version.as_ref() != Some(&version) {
+                        entry.version = None;
+                        bump_counter(&self.counters.fills_refused);
+                    }
+                } else {
+                    *entry = Entry {
+                        version: Some(version),
+                        generation: asked_at,
+                    };
+                }
+            }
+            MapEntry::Vacant(vacant) => {
+                // Read under the shard lock: a resync stores its generation before it clears,
+                // so either we see it here or its clear removes what we insert.
+                if self.resync_generation.load(Ordering::SeqCst) > asked_at {
+                    bump_counter(&self.counters.fills_refused);
+                } else {
+                    vacant.insert(Entry {
+                        version: Some(version),
+                        generation: asked_at,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Applies one invalidation from the stream: the key is now at `version`.
+    pub(crate) fn invalidate(&self, key: &str, version: Version) {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.entries.insert(
+            key.to_string(),
+            Entry {
+                version: Some(version),
+                generation,
+            },
+        );
+        bump_counter(&self.counters.invalidations);
+    }
+
+    /// Empties the map and counts a resync.
+    pub(crate) fn resync(&self, reason: &str) {
+        self.clear();
+        bump_counter(&self.counters.resyncs);
+        tracing::debug!(reason, "client mirror emptied");
+    }
+
+    /// Empties the map: anything learnt before now may be superseded without our knowing.
+    /// The resync generation is stored before clearing (see [`MirrorState::fill`]).
+    fn clear(&self) {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.resync_generation.store(generation, Ordering::SeqCst);
+        self.entries.clear();
+    }
+
+    /// A heartbeat received now, vouching for the sidecar's mirror as of `fence_age` ago.
+    pub(crate) fn heartbeat(&self, fence_age: Option<Duration>) {
+        let until = match fence_age {
+            Some(age) if age < self.max_staleness => {
+                let received = self.nanos_since_base(Instant::now());
+                let allowance =
+                    u64::try_from((self.max_staleness - age).as_nanos()).unwrap_or(u64::MAX);
+                received.saturating_add(allowance).max(1)
+            }
+            _ => 0,
+        };
+        self.trusted_until.store(until, Ordering::Release);
+    }
+
+    fn untrust(&self) {
+        self.trusted_until.store(0, Ordering::Release);
+    }
+
+    /// Number of keys held (tombstones included).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn stats(&self) -> MirrorStats {
+        let c = &self.counters;
+        MirrorStats {
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            resyncs: c.resyncs.load(Ordering::Relaxed),
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            fallback_failures: c.fallback_failures.load(Ordering::Relaxed),
+            invalidations: c.invalidations.load(Ordering::Relaxed),
+            fills_refused: c.fills_refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A [`Client`] with an in-process mirror: `is_current` and `get_one` answered locally while
+/// the mirror is provably fresh, by the sidecar otherwise. Cheap to clone; clones share the
+/// mirror. The Watch task stops when the last clone is dropped. Create it inside a Tokio
+/// runtime.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), coherence_client::Error> {
+/// use coherence_client::{Client, MirrorOptions};
+///
+/// let client = Client::connect("http://127.0.0.1:50051").await?;
+/// let mirrored = client.with_mirror(MirrorOptions::default());
+/// let stamp = mirrored.get_one("content").await?; // fills the mirror
+/// // ... load and cache the data with `stamp` ...
+/// if !mirrored.is_current("content", &stamp).await {
+///     // superseded (or nobody could vouch for it): reload
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MirroredClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    state: Arc<MirrorState>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut task) = self.task.lock() {
+            if let Some(task) = task.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for MirroredClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirroredClient")
+            .field("client", &self.inner.client)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Client {
+    /// This client with an in-process mirror (spawns its Watch task; call inside a Tokio
+    /// runtime).
+    pub fn with_mirror(self, options: MirrorOptions) -> MirroredClient {
+        MirroredClient::new(self, options)
+    }
+}
+
+impl MirroredClient {
+    /// Starts mirroring through `client` (spawns the Watch task on the current runtime).
+    pub fn new(client: Client, options: MirrorOptions) -> MirroredClient {
+        let state = Arc::new(MirrorState::new(&options));
+        let task = tokio::spawn(run_watch(Arc::clone(&state), client.clone(), options));
+        MirroredClient {
+            inner: Arc::new(Inner {
+                client,
+                state,
+                task: Mutex::new(Some(task)),
+            }),
+        }
+    }
+
+    /// Connects to a sidecar and starts mirroring with `options`.
+    pub async fn connect(
+        addr: impl AsRef<str>,
+        options: MirrorOptions,
+    ) -> Result<MirroredClient, Error> {
+        Ok(Client::connect(addr).await?.with_mirror(options))
+    }
+
+    /// The thin client underneath (every call on it goes to the sidecar).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Whether `version` is still `key`'s current version, with bounded staleness: answered
+    /// locally when possible, else by the sidecar's `Check`. Never errs: when nothing can vouch
+    /// for the version it answers `false` (fail closed) — reload from the source of truth.
+    ///
+    /// ```no_run
+    /// # async fn demo(mirrored: coherence_client::MirroredClient, stamp: coherence_client::Version) {
+    /// if mirrored.is_current("content", &stamp).await {
+    ///     // serve the cached value
+    /// }
+    /// # }
+    /// ```
+    pub async fn is_current(&self, key: &str, version: &Version) -> bool {
+        if let Some(answer) = self.is_current_local(key, version) {
+            return answer;
+        }
+        self.check_remote(key, version, Consistency::Bounded).await
+    }
+
+    /// [`MirroredClient::is_current`] with an explicit consistency: `Strong` always asks the
+    /// sidecar (which fences through Redis), so it reflects every bump completed before the
+    /// call began.
+    pub async fn is_current_with(
+        &self,
+        key: &str,
+        version: &Version,
+        consistency: Consistency,
+    ) -> bool {
+        match consistency {
+            Consistency::Bounded => self.is_current(key, version).await,
+            Consistency::Strong => {
+                bump_counter(&self.inner.state.counters.misses);
+                self.check_remote(key, version, Consistency::Strong).await
+            }
+        }
+    }
+
+    /// The local answer only: `Some(current)` when the mirror is trusted and knows `key`,
+    /// `None` when only the sidecar can answer. Counts a hit when it answers.
+    pub fn is_current_local(&self, key: &str, version: &Version) -> Option<bool> {
+        let answer = self.inner.state.local_check(key, version);
+        if answer.is_some() {
+            bump_counter(&self.inner.state.counters.hits);
+        }
+        answer
+    }
+
+    async fn check_remote(&self, key: &str, version: &Version, consistency: Consistency) -> bool {
+        let state = &self.inner.state;
+        if consistency == Consistency::Bounded {
+            bump_counter(&state.counters.misses);
+        }
+        let asked_at = state.generation();
+        match self
+            .inner
+            .client
+            .check(&[(key, version)], consistency)
+            .await
+        {
+            Ok(results) => {
+                let Some(result) = results.into_iter().next() else {
+                    return false;
+                };
+                if result.source != CheckSource::FailClosed {
+                    if let Some(current) = result.version {
+                        state.fill(key, current, asked_at);
+                    }
+                }
+                result.current
+            }
+            Err(err) => {
+                bump_counter(&state.counters.fallback_failures);
+                tracing::debug!(error = %err, key, "check failed; answering not current");
+                false
+            }
+        }
+    }
+
+    /// The current version of `key` (bounded staleness): from the mirror when trusted, else
+    /// from the sidecar (and remembered). Use it to stamp before loading.
+    pub async fn get_one(&self, key: &str) -> Result<Version, Error> {
+        let state = &self.inner.state;
+        if let Some(version) = state.local_version(key) {
+            bump_counter(&state.counters.hits);
+            return Ok(version);
+        }
+        bump_counter(&state.counters.misses);
+        self.get_with(&[key], Consistency::Bounded)
+            .await?
+            .pop()
+            .ok_or(Error::Malformed("Get answered no version"))
+    }
+
+    /// Current versions of `keys` from the sidecar (remembered by the mirror).
+    pub async fn get_with(
+        &self,
+        keys: &[&str],
+        consistency: Consistency,
+    ) -> Result<Vec<Version>, Error> {
+        let state = &self.inner.state;
+        let asked_at = state.generation();
+        let versions = self.inner.client.get_with(keys, consistency).await?;
+        for (key, version) in keys.iter().zip(&versions) {
+            state.fill(key, version.clone(), asked_at);
+        }
+        Ok(versions)
+    }
+
+    /// Moves `keys` to new versions (call after your write committed). The mirror learns the
+    /// new versions at once, so this process never again reports the old ones current.
+    pub async fn bump(&self, keys: &[&str]) -> Result<Vec<Version>, Error> {
+        let state = &self.inner.state;
+        let asked_at = state.generation();
+        let versions = self.inner.client.bump(keys).await?;
+        for (key, version) in keys.iter().zip(&versions) {
+            state.fill(key, version.clone(), asked_at);
+        }
+        Ok(versions)
+    }
+
+    /// Whether local answers are allowed right now (stream open, heartbeat fresh).
+    pub fn is_trusted(&self) -> bool {
+        self.inner.state.is_trusted()
+    }
+
+    /// Waits until the mirror is trusted or `timeout` passes; returns whether it is.
+    pub async fn wait_trusted(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.is_trusted() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.is_trusted()
+    }
+
+    /// Number of keys the mirror holds.
+    pub fn mirrored_keys(&self) -> usize {
+        self.inner.state.len()
+    }
+
+    /// The mirror's counters.
+    pub fn stats(&self) -> MirrorStats {
+        self.inner.state.stats()
+    }
+}
+
+/// Keeps one Watch stream open and applies it to the map, reconnecting with backoff.
+async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptions) {
+    let prefixes: Vec<&str> = options.prefixes.iter().map(String::as_str).collect();
+    let notify = |event: MirrorEvent| {
+        if let Some(hook) = &options.hook {
+            hook(&event);
+        }
+    };
+    let mut backoff = options.backoff_min;
+    let mut ever_connected = false;
+    loop {
+        match client.watch(&prefixes).await {
+            Ok(mut stream) => {
+                // The sidecar subscribed before answering: every later bump reaches this
+                // stream. Whatever the map learnt before may have missed invalidations.
+                state.connected.store(true, Ordering::SeqCst);
+                if ever_connected {
+                    bump_counter(&state.counters.reconnects);
+                    state.resync("watch stream reopened");
+                    notify(MirrorEvent::Resync {
+                        reason: "watch stream reopened".into(),
+                    });
+                } else {
+                    state.clear();
+                }
+                notify(MirrorEvent::Connected {
+                    reconnect: ever_connected,
+                });
+                ever_connected = true;
+                let reason = loop {
+                    let next = match tokio::time::timeout(options.idle_timeout, stream.next()).await
+                    {
+                        Err(_) => break format!("no event for {:?}", options.idle_timeout),
+                        Ok(None) => break "stream ended".to_string(),
+                        Ok(Some(Err(err))) => break err.to_string(),
+                        Ok(Some(Ok(event))) => event,
+                    };
+                    match next {
+                        WatchEvent::Invalidated { key, version, .. } => {
+                            state.invalidate(&key, version)
+                        }
+                        WatchEvent::Resync { reason } => {
+                            state.resync(&reason);
+                            notify(MirrorEvent::Resync { reason });
+                        }
+                        WatchEvent::Heartbeat { fence_age } => {
+                            state.heartbeat(fence_age);
+                            if fence_age.is_some() {
+                                backoff = options.backoff_min;
+                            }
+                        }
+                    }
+                };
+                state.untrust();
+                state.connected.store(false, Ordering::SeqCst);
+                state.resync(&reason);
+                notify(MirrorEvent::Disconnected { reason });
+            }
+            Err(err) => tracing::debug!(error = %err, "cannot open the watch stream; retrying"),
+        }
+        tokio::time::sleep(jitter(backoff)).await;
+        backoff = (backoff * 2).min(options.backoff_max);
+    }
+}
+
+/// `base` plus up to 25% so that many clients do not reconnect in lockstep.
+fn jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(token: &str) -> Version {
+        Version::from_token(token)
+    }
+
+    fn trusted_state() -> MirrorState {
+        let state = MirrorState::new(&MirrorOptions::default());
+        state.connected.store(true, Ordering::SeqCst);
+        state.heartbeat(Some(Duration::ZERO));
+        state
+    }
+
+    #[test]
+    fn a_fill_answers_locally_while_trusted() {
+        let state = trusted_state();
+        state.fill("k", v("1.1.a"), state.generation());
+        assert_eq!(state.local_check("k", &v("1.1.a")), Some(true));
+        assert_eq!(state.local_check("k", &v("1.0.z")), Some(false));
+        assert_eq!(state.local_check("other", &v("1.1.a")), None);
+    }
+
+    #[test]
+    fn an_invalidation_during_a_fill_wins() {
+        let state = trusted_state();
+        let asked_at = state.generation();
+        state.invalidate("k", v("1.2.b"));
+        // The answer to the fill was computed before the bump: it must not overwrite it.
+        state.fill("k", v("1.1.a"), asked_at);
+        assert_eq!(
+            state.local_check("k", &v("1.1.a")),
+            None,
+            "the old version is never current"
+        );
+        assert_eq!(state.stats().fills_refused, 1);
+    }
+
+    #[test]
+    fn a_fill_agreeing_with_a_newer_invalidation_keeps_it() {
+        let state = trusted_state();
+        let asked_at = state.generation();
+        state.invalidate("k", v("1.2.b"));
+        state.fill("k", v("1.2.b"), asked_at);
+        assert_eq!(state.local_check("k", &v("1.2.b")), Some(true));
+    }
+
+    #[test]
+    fn a_tombstone_is_not_revived_by_an_older_fill() {
+        let state = trusted_state();
+        let early = state.generation();
+        state.invalidate("k", v("1.2.b"));
+        state.fill("k", v("1.1.a"), early); // tombstone
+        state.fill("k", v("1.1.a"), early); // another stale answer
+        assert_eq!(state.local_check("k", &v("1.1.a")), None);
+        state.invalidate("k", v("1.3.c"));
+        assert_eq!(state.local_check("k", &v("1.3.c")), Some(true));
+    }
+
+    #[test]
+    fn a_resync_during_a_fill_refuses_it() {
+        let state = trusted_state();
+        let asked_at = state.generation();
+        state.resync("test");
+        state.fill("k", v("1.1.a"), asked_at);
+        assert_eq!(state.len(), 0);
+        state.fill("k", v("1.1.a"), state.generation());
+        assert_eq!(state.len(), 1);
+    }
+
+    #[test]
+    fn trust_follows_the_fence_age() {
+        let state = trusted_state();
+        assert!(state.is_trusted());
+        state.heartbeat(None);
+        assert!(
+            !state.is_trusted(),
+            "a sidecar that cannot vouch makes the mirror untrusted"
+        );
+        state.heartbeat(Some(DEFAULT_MAX_STALENESS));
+        assert!(
+            !state.is_trusted(),
+            "a fence as old as max_staleness proves nothing"
+        );
+        state.heartbeat(Some(Duration::from_millis(100)));
+        assert!(state.is_trusted());
+    }
+
+    #[test]
+    fn nothing_is_filled_while_disconnected() {
+        let state = MirrorState::new(&MirrorOptions::default());
+        state.fill("k", v("1.1.a"), state.generation());
+        assert_eq!(state.len(), 0);
+    }
+}

@@ -177,12 +177,10 @@ impl Mirror {
         if m.epoch.as_deref() != Some(epoch) {
             return false;
         }
-        let mut expected = m.applied_seq + 1;
-        for (seq, _, _) in entries {
+        for (expected, (seq, _, _)) in (m.applied_seq + 1..).zip(entries) {
             if *seq != expected {
                 return false;
             }
-            expected += 1;
         }
         for (seq, key, version) in entries {
             self.upsert_locked(&mut m, *seq, key, version);

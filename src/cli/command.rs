@@ -1,0 +1,28 @@
+//! The subcommands. Add one by adding a variant here (with its arguments in its own module)
+//! and an arm in [`Command::run`].
+
+use super::{bump, check, get, watch, GlobalOptions};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print the current version of each key (a key never bumped has one too).
+    Get(get::GetArgs),
+    /// Is a version still current? Exit code 0 when every version is, 1 when one is stale.
+    Check(check::CheckArgs),
+    /// Move keys to new versions ("I changed the data behind them") and print the new versions.
+    Bump(bump::BumpArgs),
+    /// Follow invalidations of keys under the prefixes (every key when none is given).
+    Watch(watch::WatchArgs),
+}
+
+impl Command {
+    /// Runs the subcommand; returns the exit code of a completed run.
+    pub async fn run(self, global: &GlobalOptions) -> anyhow::Result<u8> {
+        match self {
+            Command::Get(args) => get::run(args, global).await,
+            Command::Check(args) => check::run(args, global).await,
+            Command::Bump(args) => bump::run(args, global).await,
+            Command::Watch(args) => watch::run(args, global).await,
+        }
+    }
+}

@@ -288,14 +288,15 @@ impl RedisLink {
         &self,
         conn: &mut MultiplexedConnection,
     ) -> Result<(), VerifyError> {
-        let reply: RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        // A map in RESP3, a flat [name, value] array in RESP2: a HashMap reads both.
+        let reply: RedisResult<std::collections::HashMap<String, String>> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("maxmemory-policy")
             .query_async(conn)
             .await;
         match reply {
-            Ok(pair) => {
-                let policy = pair.get(1).cloned().unwrap_or_default();
+            Ok(map) => {
+                let policy = map.get("maxmemory-policy").cloned().unwrap_or_default();
                 if policy.starts_with("allkeys-") {
                     if self.inner.allow_evicting_policy {
                         tracing::warn!(%policy, "redis can evict version keys; serving anyway because allow_evicting_policy is set");

@@ -312,9 +312,23 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|err| ConfigError::ParseFile {
-        path: path.to_path_buf(),
-        message: err.to_string(),
+    // Not `err.to_string()`: it quotes the offending line, which may hold the Redis password.
+    toml::from_str(&text).map_err(|err: toml::de::Error| {
+        let line = err
+            .span()
+            .and_then(|span| text.get(..span.start))
+            .map_or(1, |before| before.matches('\n').count() + 1);
+        // The key (never the value) names the setting.
+        let key = text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.split_once('='))
+            .map(|(key, _)| format!(" ({})", key.trim()))
+            .unwrap_or_default();
+        ConfigError::ParseFile {
+            path: path.to_path_buf(),
+            message: format!("line {line}{key}: {}", err.message().trim()),
+        }
     })
 }
 
@@ -339,10 +353,17 @@ pub fn reference_table() -> String {
 /// A Redis URL with any password replaced by `***`, safe for logs.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
+        // Not a URL (a typo like `redis//:pw@host`): still never echo what precedes an '@'.
+        return match url.rfind('@') {
+            Some(at) => format!("***@{}", &url[at + 1..]),
+            None => url.to_string(),
+        };
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
+    // The last '@' ends the user info, even when an unencoded password holds a '/'.
+    let authority_end = rest
+        .rfind('@')
+        .map_or_else(|| rest.find('/').unwrap_or(rest.len()), |at| at + 1);
     let authority = &rest[..authority_end];
     match authority.rfind('@') {
         Some(at) => {
@@ -375,6 +396,8 @@ mod tests {
         );
         assert_eq!(redact_url("redis://:secret@host"), "redis://:***@host");
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("redis://:se/cret@host/0"), "redis://:***@host/0");
+        assert_eq!(redact_url("redis//:secret@host"), "***@host");
     }
 
     #[test]

@@ -1,0 +1,310 @@
+//! The real `coherence-sidecar` binary: a bad configuration (flag, TOML file, environment
+//! variable) exits 64 naming the setting; a Redis password never reaches its output; SIGTERM
+//! drops readiness, ends open Watch streams with a final status and exits within the drain
+//! bound even while a client holds a stream open.
+
+use std::net::SocketAddr;
+use std::process::{Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coherence_testkit::{eventually, free_port, RedisServer};
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+const WAIT: Duration = Duration::from_secs(20);
+const PASSWORD: &str = "hunter2";
+
+/// The sidecar binary with no `COHERENCE_*` variable inherited from the test's environment.
+fn sidecar_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coherence-sidecar"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("COHERENCE_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("NO_COLOR", "1").kill_on_drop(true);
+    command
+}
+
+/// Runs the binary to completion (within [`WAIT`]).
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = sidecar_command();
+    command.args(args).envs(env.iter().copied());
+    // A port nobody listens on, so a configuration that is accepted by mistake still fails
+    // fast instead of serving on the default ports.
+    tokio::time::timeout(WAIT, command.output())
+        .await
+        .expect("the sidecar exits in time")
+        .expect("the sidecar binary runs")
+}
+
+#[track_caller]
+fn assert_config_error(output: &Output, names: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("configuration error"), "{stderr}");
+    assert!(stderr.contains(names), "{stderr:?} does not name {names:?}");
+    assert!(!stderr.contains(PASSWORD), "the password leaked: {stderr}");
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_64_naming_the_setting() {
+    assert_config_error(&run(&["--no-such-flag"], &[]).await, "--no-such-flag");
+    assert_config_error(&run(&["--shards", "0"], &[]).await, "shards");
+    assert_config_error(&run(&["--listen", "nowhere"], &[]).await, "--listen");
+    assert_config_error(
+        &run(&["--redis-url", "redis//:hunter2@127.0.0.1:1"], &[]).await,
+        "redis_url",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let unquoted = file(
+        "unquoted.toml",
+        "redis_url = redis://:hunter2@127.0.0.1:1\n",
+    );
+    assert_config_error(&run(&["--config", &unquoted], &[]).await, "redis_url");
+    let wrong_type = file("type.toml", "namespace = \"app\"\nshards = \"many\"\n");
+    let output = run(&["--config", &wrong_type], &[]).await;
+    assert_config_error(&output, "line 2 (shards)");
+    let unknown = file("unknown.toml", "shard = 4\n");
+    assert_config_error(&run(&["--config", &unknown], &[]).await, "shard");
+    let missing = dir.path().join("missing.toml");
+    assert_config_error(
+        &run(&["--config", missing.to_str().unwrap()], &[]).await,
+        "missing.toml",
+    );
+
+    assert_config_error(&run(&[], &[("COHERENCE_SHARDS", "many")]).await, "--shards");
+    assert_config_error(
+        &run(&[], &[("COHERENCE_MAX_KEY_BYTES", "0")]).await,
+        "max_key_bytes",
+    );
+    assert_config_error(
+        &run(&[], &[("COHERENCE_MAX_STALENESS_MS", "50")]).await,
+        "max_staleness_ms",
+    );
+}
+
+/// A sidecar process on free ports, its output collected as it runs.
+struct SidecarProcess {
+    child: Child,
+    grpc: SocketAddr,
+    output: Arc<Mutex<String>>,
+}
+
+impl SidecarProcess {
+    fn spawn(redis_url: &str, extra: &[&str]) -> SidecarProcess {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin = format!("127.0.0.1:{}", free_port());
+        let mut child = sidecar_command()
+            .args(["--redis-url", redis_url, "--listen", &grpc.to_string()])
+            .args(["--admin-listen", &admin, "--server-id", "process-test"])
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the sidecar binary");
+        let output = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for pipe in [
+            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+            Box::new(stderr),
+        ] {
+            let output = Arc::clone(&output);
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut all = output.lock().unwrap();
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            });
+        }
+        SidecarProcess {
+            child,
+            grpc,
+            output,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    async fn health(&self) -> Option<HealthClient<tonic::transport::Channel>> {
+        let channel = tonic::transport::Endpoint::from_shared(self.url())
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        Some(HealthClient::new(channel))
+    }
+
+    /// Waits until `grpc.health.v1` reports SERVING.
+    async fn wait_serving(&self) -> bool {
+        eventually(WAIT, || async {
+            let Some(mut health) = self.health().await else {
+                return false;
+            };
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            matches!(health.check(request).await, Ok(r) if r.get_ref().status == ServingStatus::Serving as i32)
+        })
+        .await
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the sidecar is running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit code and how long it took.
+    async fn wait_exit(&mut self, limit: Duration) -> Option<(Option<i32>, Duration)> {
+        let started = Instant::now();
+        let status = tokio::time::timeout(limit, self.child.wait()).await.ok()?;
+        Some((status.unwrap().code(), started.elapsed()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_password_in_the_url_never_appears_in_the_output() {
+    let redis = RedisServer::start();
+    let _: () = redis
+        .cmd(&["CONFIG", "SET", "requirepass", PASSWORD])
+        .unwrap();
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port());
+    let mut sidecar = SidecarProcess::spawn(&url, &[]);
+    assert!(
+        sidecar.wait_serving().await,
+        "not ready with the password: {}",
+        sidecar.output()
+    );
+    let client = coherence_client::Client::connect(sidecar.url())
+        .await
+        .unwrap();
+    client.bump(&["content"]).await.unwrap();
+
+    // Drop every connection: the reconnects log the URL again.
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query(&mut admin)
+        .unwrap();
+    assert!(killed > 0);
+    let _: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query(&mut admin)
+        .unwrap();
+    assert!(sidecar.wait_serving().await, "{}", sidecar.output());
+    let reconnected = eventually(WAIT, || async {
+        client.bump(&["content"]).await.is_ok() && sidecar.output().matches("verified").count() >= 2
+    })
+    .await;
+    assert!(reconnected, "{}", sidecar.output());
+
+    sidecar.signal("-TERM");
+    assert!(sidecar.wait_exit(WAIT).await.is_some());
+    let output = sidecar.output();
+    assert!(
+        output.contains(&format!("redis://:***@127.0.0.1:{}", redis.port())),
+        "the URL is logged only redacted: {output}"
+    );
+    assert!(!output.contains(PASSWORD), "the password leaked: {output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drops_readiness_ends_watch_streams_and_exits_within_the_drain_bound() {
+    let redis = RedisServer::start();
+    let drain = Duration::from_millis(2_000);
+    let mut sidecar = SidecarProcess::spawn(
+        &redis.url(),
+        &["--drain-timeout-ms", &drain.as_millis().to_string()],
+    );
+    assert!(sidecar.wait_serving().await, "{}", sidecar.output());
+
+    // A health watch the server never ends by itself: the drain must not wait for it forever.
+    let mut health = sidecar.health().await.unwrap();
+    let mut health_events = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = health_events.next().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let client = coherence_client::Client::connect(sidecar.url())
+        .await
+        .unwrap();
+    let mut watch = client.watch(&[]).await.unwrap();
+
+    sidecar.signal("-TERM");
+    let signalled = Instant::now();
+
+    let not_serving = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(event)) = health_events.next().await {
+            if event.status == ServingStatus::NotServing as i32 {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("health answers after SIGTERM");
+    assert!(not_serving, "health never reported NOT_SERVING");
+
+    let last = tokio::time::timeout(WAIT, async {
+        loop {
+            match watch.next().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch stream ends after SIGTERM");
+    match last {
+        Some(Err(coherence_client::Error::Unavailable(message))) => {
+            assert!(message.contains("shutting down"), "{message}")
+        }
+        other => panic!("the watch stream ended without a final UNAVAILABLE: {other:?}"),
+    }
+
+    // The health watch is still open; the drain bound (2 s) must end it. Allow generous slack
+    // for a loaded machine, far below "forever".
+    let (code, _) = sidecar
+        .wait_exit(drain + WAIT)
+        .await
+        .expect("the sidecar exits within the drain bound");
+    assert_eq!(code, Some(0), "{}", sidecar.output());
+    println!("exited {:?} after SIGTERM", signalled.elapsed());
+    drop(health_events);
+    let output = sidecar.output();
+    assert!(output.contains("shutdown requested; draining"), "{output}");
+    assert!(output.contains("coherence sidecar stopped"), "{output}");
+}

@@ -34,9 +34,13 @@ fn sidecar_command() -> Command {
 /// Runs the binary to completion (within [`WAIT`]).
 async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = sidecar_command();
-    command.args(args).envs(env.iter().copied());
-    // A port nobody listens on, so a configuration that is accepted by mistake still fails
-    // fast instead of serving on the default ports.
+    // Port 0 (flags and the given variables win over these): a configuration accepted by
+    // mistake serves on free ports, not the defaults, until the timeout fails the test.
+    command
+        .env("COHERENCE_LISTEN", "127.0.0.1:0")
+        .env("COHERENCE_ADMIN_LISTEN", "127.0.0.1:0")
+        .args(args)
+        .envs(env.iter().copied());
     tokio::time::timeout(WAIT, command.output())
         .await
         .expect("the sidecar exits in time")

@@ -1,11 +1,10 @@
 //! The sidecar's command connection to Redis, verified before it is used.
 //!
-//! A Redis that restarted may hold an older snapshot in which superseded versions look current
-//! again. A restart always breaks our TCP connection, so every new connection is verified
-//! before any command runs on it: the shard epochs are checked against the server's `run_id`
-//! and rotated when it changed (`lua/verify.lua`), and the eviction policy is checked. Until a
-//! verified connection exists, [`RedisLink::run`] answers [`LinkError::Unavailable`] at once,
-//! which callers turn into a fail-closed answer. Reconnection happens in the background with
+//! Every new connection is checked before any command runs on it: Redis must not be able to
+//! evict version keys (its `maxmemory-policy`). (A restarted or failed-over Redis that went
+//! back in time is caught by `lua/shard.lua` itself, on every call.) Until a verified
+//! connection exists, [`RedisLink::run`] answers [`LinkError::Unavailable`] at once, which
+//! callers turn into a fail-closed answer. Reconnection happens in the background with
 //! exponential backoff; the library's own silent reconnection is deliberately not used.
 
 use std::future::Future;
@@ -20,7 +19,6 @@ use tokio::sync::{watch, Notify};
 use crate::config::redact_url;
 use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
-use crate::scripts;
 
 /// Why a Redis operation did not produce an answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,8 +38,6 @@ pub enum VerifyError {
     Redis(#[from] redis::RedisError),
     #[error("redis maxmemory-policy is {0}, which can evict version keys and make a superseded version look current; set it to noeviction (or a volatile-* policy), or pass --allow-evicting-policy=true to accept the risk")]
     EvictingPolicy(String),
-    #[error("redis did not answer INFO with a run_id")]
-    NoRunId,
 }
 
 /// A shared handle to the verified command connection.
@@ -238,7 +234,7 @@ impl RedisLink {
         }
     }
 
-    /// Connects once and verifies the connection (eviction policy, epochs against run_id).
+    /// Connects once and verifies the connection (eviction policy).
     pub async fn connect_and_verify(&self) -> Result<MultiplexedConnection, VerifyError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -249,38 +245,6 @@ impl RedisLink {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         self.check_eviction_policy(&mut conn).await?;
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
-            .await?;
-        let run_id = info
-            .lines()
-            .find_map(|l| l.strip_prefix("run_id:"))
-            .map(|s| s.trim().to_string())
-            .ok_or(VerifyError::NoRunId)?;
-        let keyspace = &self.inner.keyspace;
-        let checks = (0..keyspace.shard_count()).map(|shard| {
-            let mut conn = conn.clone();
-            let run_id = run_id.clone();
-            async move {
-                scripts::verify(&mut conn, keyspace, shard, &run_id)
-                    .await
-                    .map(|rotated| (shard, rotated))
-            }
-        });
-        let mut rotated = Vec::new();
-        for result in futures::future::join_all(checks).await {
-            let (shard, was_rotated) = result?;
-            if was_rotated {
-                rotated.push(shard);
-            }
-        }
-        if !rotated.is_empty() {
-            tracing::info!(
-                shards = rotated.len(),
-                "redis run_id changed (new or restarted server): rotated shard epochs, retiring every earlier version"
-            );
-        }
         Ok(conn)
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Every change to a shard (new version, sequence, replay-log entry, publish) happens inside one
 //! script call on keys that share the shard's hash tag (design guarantee 6). The scripts live in
-//! `lua/`; `Script::invoke_async` sends EVALSHA and reloads a script that a restarted Redis lost.
+//! `lua/shard.lua`, which also retires every earlier version whenever the shard is served by a
+//! different Redis process than last time (restart, restore, failover); `Script::invoke_async`
+//! sends EVALSHA and reloads the script when a restarted Redis lost it.
 
 use std::sync::LazyLock;
 
@@ -12,9 +14,7 @@ use redis::{RedisResult, Script};
 
 use crate::keyspace::Keyspace;
 
-static VERSIONS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/versions.lua")));
-static FENCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/fence.lua")));
-static VERIFY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/verify.lua")));
+static SHARD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/shard.lua")));
 
 /// A shard's epoch and sequence as of one script call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +47,11 @@ pub async fn versions(
     replay_log_len: u64,
 ) -> RedisResult<(ShardState, Vec<String>)> {
     let sk = keyspace.shard_keys(shard);
-    let mut inv = VERSIONS.prepare_invoke();
-    inv.key(&sk.epoch).key(&sk.seq).key(&sk.log);
+    let mut inv = SHARD.prepare_invoke();
+    inv.key(&sk.epoch)
+        .key(&sk.seq)
+        .key(&sk.log)
+        .key(&sk.incarnation);
     for key in keys {
         inv.key(keyspace.version_key(shard, key));
     }
@@ -89,35 +92,24 @@ pub async fn fence(
     nonce: &str,
 ) -> RedisResult<ShardState> {
     let sk = keyspace.shard_keys(shard);
-    let (epoch, seq): (String, u64) = FENCE
+    let (epoch, seq): (String, String) = SHARD
         .key(&sk.epoch)
         .key(&sk.seq)
         .key(&sk.log)
+        .key(&sk.incarnation)
+        .arg("fence")
         .arg(random_token())
         .arg(&sk.channel)
+        .arg(0)
+        .arg(0)
         .arg(sender)
         .arg(nonce)
         .invoke_async(conn)
         .await?;
+    let seq = seq
+        .parse()
+        .map_err(|_| malformed("fence returned a bad sequence"))?;
     Ok(ShardState { epoch, seq })
-}
-
-/// Rotates `shard`'s epoch unless it was verified against this Redis run id already.
-pub async fn verify(
-    conn: &mut MultiplexedConnection,
-    keyspace: &Keyspace,
-    shard: u32,
-    run_id: &str,
-) -> RedisResult<bool> {
-    let sk = keyspace.shard_keys(shard);
-    let rotated: i64 = VERIFY
-        .key(&sk.epoch)
-        .key(&sk.incarnation)
-        .arg(run_id)
-        .arg(random_token())
-        .invoke_async(conn)
-        .await?;
-    Ok(rotated == 1)
 }
 
 /// One replay-log entry.

@@ -87,10 +87,17 @@ impl Sidecar {
             health_reporter,
             shutdown_rx.clone(),
         )));
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(coherence_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Reflection v1 and v1alpha: grpcurl before 1.8.8 and other older tools speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(coherence_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| StartError::Reflection(e.to_string()))?;
         let limits = Limits {
             max_key_bytes: settings.max_key_bytes,
@@ -106,7 +113,8 @@ impl Sidecar {
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(health_service)
-                .add_service(reflection)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
                 .add_service(service)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
                     let _ = grpc_shutdown.wait_for(|down| *down).await;

@@ -5,6 +5,12 @@
 //! loopback port (never 6379), waits until it answers, and stops it on drop. Nothing here
 //! touches a Redis the test did not start.
 
+pub mod cluster;
+pub mod sentinel;
+
+pub use cluster::RedisCluster;
+pub use sentinel::RedisSentinels;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -23,10 +23,12 @@
 //! Every call has a deadline (default 1 s, see [`Client::with_timeout`]); a broken channel is
 //! re-established by the next call.
 
+mod cache;
 mod client;
 mod error;
 mod mirror;
 
+pub use cache::{BumpReport, CacheStats, CoherentCache, CoherentCacheBuilder};
 pub use client::{
     CheckResult, CheckSource, Client, Consistency, Version, WatchEvent, WatchStream,
     DEFAULT_TIMEOUT,

@@ -1,0 +1,206 @@
+//! `CoherentCache` against real sidecars on a real Redis.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coherence_client::{Client, CoherentCache, MirrorOptions, MirroredClient};
+use coherence_testkit::{eventually, free_port, RedisServer};
+use support::{start_sidecar, url};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn mirrored(sidecar: &coherence_sidecar::Sidecar) -> MirroredClient {
+    let client = Client::connect(url(sidecar))
+        .await
+        .unwrap()
+        .with_mirror(MirrorOptions::default());
+    assert!(client.wait_trusted(WAIT).await);
+    client
+}
+
+fn item_key(id: &u32) -> String {
+    format!("item:{id}")
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn single_flight_1000_concurrent_misses_cause_one_load() {
+    let redis = RedisServer::start();
+    let a = start_sidecar(&redis.url(), "a").await;
+    let cache: CoherentCache<u32, u64> = CoherentCache::new(mirrored(&a).await, item_key);
+    let loads = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Notify::new());
+
+    let run_round = |expected: u64| {
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let cache = cache.clone();
+                let loads = Arc::clone(&loads);
+                let gate = Arc::clone(&gate);
+                let started = Arc::clone(&started);
+                tokio::spawn(async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    cache
+                        .get_or_load(1, || {
+                            let loads = Arc::clone(&loads);
+                            let gate = Arc::clone(&gate);
+                            async move {
+                                loads.fetch_add(1, Ordering::SeqCst);
+                                // Hold the load open until the test lets it finish, so every
+                                // caller arrives while it is in flight.
+                                gate.notified().await;
+                                Ok::<_, std::convert::Infallible>(expected)
+                            }
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        tasks
+    };
+
+    // A current-thread runtime: a task that has started has run up to its first wait, so once
+    // all 1,000 have started, all are waiting on the one load in flight.
+    let tasks = run_round(10);
+    let all_waiting = eventually(WAIT, || async {
+        started.load(Ordering::SeqCst) == 1000 && loads.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(all_waiting, "started {started:?}, loads {loads:?}");
+    gate.notify_waiters();
+    gate.notify_one();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 10);
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "1,000 concurrent misses must cause one load"
+    );
+
+    // After a write every caller finds the entry stale at once: still one load.
+    assert!(cache.invalidate_after_write(&[1]).await.is_complete());
+    let tasks = run_round(11);
+    let all_waiting = eventually(WAIT, || async {
+        started.load(Ordering::SeqCst) == 2000 && loads.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(all_waiting, "started {started:?}, loads {loads:?}");
+    gate.notify_waiters();
+    gate.notify_one();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 11);
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        2,
+        "a stale entry must not stampede the loader"
+    );
+    assert_eq!(cache.stats().loads, 2, "{:?}", cache.stats());
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bump_racing_the_load_leaves_the_entry_stale() {
+    let redis = RedisServer::start();
+    let a = start_sidecar(&redis.url(), "a").await;
+    let b = start_sidecar(&redis.url(), "b").await;
+    let cache: CoherentCache<u32, &'static str> = CoherentCache::new(mirrored(&a).await, item_key);
+    let other = Client::connect(url(&b)).await.unwrap();
+
+    // The write (and its bump) lands after the version was read but while the old row is
+    // being loaded: the entry must be stamped with the old version.
+    let value = cache
+        .get_or_load(5, || {
+            let other = other.clone();
+            async move {
+                other.bump(&["item:5"]).await.unwrap();
+                Ok::<_, std::convert::Infallible>("old row")
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, "old row");
+    let reloaded = eventually(WAIT, || async { cache.get(&5).await.is_none() }).await;
+    assert!(
+        reloaded,
+        "the entry loaded across a bump was served as current"
+    );
+    let fresh = cache
+        .get_or_load(5, || async { Ok::<_, std::convert::Infallible>("new row") })
+        .await
+        .unwrap();
+    assert_eq!(fresh, "new row");
+    assert_eq!(cache.get(&5).await, Some("new row"));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_version_the_value_is_returned_but_not_cached() {
+    // A sidecar that is not there: no version can be read.
+    let client = Client::connect_lazy(format!("127.0.0.1:{}", free_port()))
+        .unwrap()
+        .with_timeout(Duration::from_millis(200))
+        .with_mirror(MirrorOptions::default());
+    let cache: CoherentCache<u32, u64> = CoherentCache::new(client, item_key);
+    let loads = AtomicUsize::new(0);
+    for round in 1..=3 {
+        let value = cache
+            .get_or_load(9, || async {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(99)
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 99);
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            round,
+            "nothing may be cached without a version"
+        );
+    }
+    assert_eq!(cache.get(&9).await, None);
+    assert_eq!(cache.stats().loads, 0);
+    assert_eq!(cache.stats().uncached_loads, 3);
+}
+
+#[tokio::test]
+async fn invalidate_after_write_reports_keys_it_could_not_bump() {
+    let client = Client::connect_lazy(format!("127.0.0.1:{}", free_port()))
+        .unwrap()
+        .with_timeout(Duration::from_millis(200))
+        .with_mirror(MirrorOptions::default());
+    let cache: CoherentCache<u32, u64> = CoherentCache::builder(client, item_key)
+        .bump_retry(3, Duration::from_millis(10))
+        .build();
+    let report = cache.invalidate_after_write(&[1, 2, 2]).await;
+    assert!(!report.is_complete());
+    assert_eq!(
+        report.not_bumped,
+        vec!["item:1".to_string(), "item:2".to_string()]
+    );
+    assert!(report.last_error.is_some());
+}
+
+#[tokio::test]
+async fn a_loader_error_reaches_the_caller_and_is_not_cached() {
+    let redis = RedisServer::start();
+    let a = start_sidecar(&redis.url(), "a").await;
+    let cache: CoherentCache<u32, u64> = CoherentCache::new(mirrored(&a).await, item_key);
+    let err = cache
+        .get_or_load(3, || async { Err::<u64, _>("database down") })
+        .await
+        .unwrap_err();
+    assert_eq!(*err, "database down");
+    let value = cache
+        .get_or_load(3, || async { Ok::<_, &str>(3) })
+        .await
+        .unwrap();
+    assert_eq!(value, 3);
+    a.shutdown().await;
+}

@@ -14,7 +14,7 @@ use coherence_proto::v1::cache_versions_server::CacheVersionsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
@@ -116,9 +116,14 @@ impl Sidecar {
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                    let _ = grpc_shutdown.wait_for(|down| *down).await;
-                }),
+                // TCP_NODELAY as `Server::serve` would set it: without it a response written in
+                // more than one segment waits for the client's delayed ACK (~40 ms per batch Check).
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                    async move {
+                        let _ = grpc_shutdown.wait_for(|down| *down).await;
+                    },
+                ),
         );
 
         let mut admin_shutdown = shutdown_rx.clone();

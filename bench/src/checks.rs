@@ -1,0 +1,348 @@
+//! Section 1, check cost: the same key set asked of every alternative at the same concurrency.
+//!
+//! (a) an in-process mirror hit, (b) the sidecar's gRPC `Check` (one key, and batches of 100),
+//! (c) a direct Redis `GET` of the version key, (d) a prepared PostgreSQL primary-key read of a
+//! version row, (e) the floor: a bare tonic server answering `Check` from a `HashMap`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use coherence_client::{CheckSource, Client, Consistency, Version};
+use coherence_sidecar::metrics::CheckSource as SidecarSource;
+use coherence_sidecar::versions::Versions;
+use redis::aio::MultiplexedConnection;
+
+use crate::driver::closed_loop;
+use crate::pg::ScratchDb;
+use crate::plan::Plan;
+use crate::report::{Report, Row};
+use crate::stats::Samples;
+
+/// Keys per batched check.
+pub const BATCH: usize = 100;
+/// Mirror checks per timed op in the untimed-loop measurement of (a).
+const MIRROR_LOOP: u64 = 1000;
+
+/// Everything section 1 (and the sections reusing its targets) calls.
+#[derive(Clone)]
+pub struct Targets {
+    /// Sidecar A's operations, in process.
+    pub versions: Arc<Versions>,
+    pub sidecar: Client,
+    pub floor: Client,
+    pub redis: MultiplexedConnection,
+    pub pg: Option<Arc<ScratchDb>>,
+    pub keys: Arc<Vec<String>>,
+    /// Current version of each key, as the sidecar issued it.
+    pub tokens: Arc<Vec<Version>>,
+    /// The Redis key holding each key's version.
+    pub version_keys: Arc<Vec<String>>,
+}
+
+/// Runs a warm-up and then the measurement.
+pub async fn measure<F, Fut>(plan: &Plan, concurrency: usize, op: F) -> Samples
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = anyhow::Result<u64>> + Send + 'static,
+{
+    closed_loop(concurrency, plan.warmup_budget(), op.clone()).await;
+    closed_loop(concurrency, plan.budget(), op).await
+}
+
+pub async fn run(plan: &Plan, t: &Targets, report: &mut Report) {
+    report.fact(format!(
+        "timer: one Instant::now() pair costs ~{} ns here (included in every per-call latency)",
+        timer_cost_ns()
+    ));
+    for &c in plan.levels() {
+        mirror(plan, t, c, report).await;
+        let s = measure(plan, c, grpc_check(t.sidecar.clone(), t, 1)).await;
+        report.push(Row::from_samples(
+            "1 check",
+            "b_check1",
+            "(b) sidecar gRPC Check, 1 key",
+            c,
+            &s,
+        ));
+        let s = measure(plan, c, grpc_check(t.sidecar.clone(), t, BATCH)).await;
+        report.push(Row::from_samples(
+            "1 check",
+            "b_check100",
+            "(b) sidecar gRPC Check, batch of 100",
+            c,
+            &s,
+        ));
+        let s = measure(plan, c, redis_get(t)).await;
+        report.push(Row::from_samples(
+            "1 check",
+            "c_redis_get",
+            "(c) Redis GET (redis-rs, no sidecar)",
+            c,
+            &s,
+        ));
+        if let Some(pg) = &t.pg {
+            let s = measure(plan, c, pg_select(Arc::clone(pg), Arc::clone(&t.keys))).await;
+            report.push(
+                Row::from_samples(
+                    "1 check",
+                    "d_postgres",
+                    "(d) PostgreSQL SELECT version (prepared)",
+                    c,
+                    &s,
+                )
+                .note(format!("pool of {}", pg.pool_size().min(c))),
+            );
+        }
+        let s = measure(plan, c, grpc_check(t.floor.clone(), t, 1)).await;
+        report.push(Row::from_samples(
+            "1 check",
+            "e_floor1",
+            "(e) floor: bare tonic Check, 1 key",
+            c,
+            &s,
+        ));
+        let s = measure(plan, c, grpc_check(t.floor.clone(), t, BATCH)).await;
+        report.push(Row::from_samples(
+            "1 check",
+            "e_floor100",
+            "(e) floor: bare tonic Check, batch of 100",
+            c,
+            &s,
+        ));
+    }
+    ratios(plan, report);
+}
+
+/// (a): until the client's own mirror lands, the sidecar's mirror lookup in process — the same
+/// data structure and rules, without the client library around it.
+async fn mirror(plan: &Plan, t: &Targets, c: usize, report: &mut Report) {
+    let entries: Arc<Vec<[(String, String); 1]>> = Arc::new(
+        t.keys
+            .iter()
+            .zip(t.tokens.iter())
+            .map(|(k, v)| [(k.clone(), v.token().to_string())])
+            .collect(),
+    );
+    let off_mirror = Arc::new(AtomicU64::new(0));
+    let op = {
+        let versions = Arc::clone(&t.versions);
+        let entries = Arc::clone(&entries);
+        let off_mirror = Arc::clone(&off_mirror);
+        move |_, i: u64| {
+            let versions = Arc::clone(&versions);
+            let entries = Arc::clone(&entries);
+            let off_mirror = Arc::clone(&off_mirror);
+            async move {
+                let entry = &entries[i as usize % entries.len()];
+                let r = versions.check(entry, false).await;
+                if r[0].source != SidecarSource::Mirror || !r[0].current {
+                    off_mirror.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(1)
+            }
+        }
+    };
+    let s = measure(plan, c, op).await;
+    let label = "(a) mirror hit: sidecar Versions::check in process";
+    report.push(
+        Row::from_samples("1 check", "a_mirror", label, c, &s).note(note_off_mirror(
+            &off_mirror,
+            "per-call timed; stand-in for the client mirror",
+        )),
+    );
+    // The same calls without a timer around each: throughput only.
+    let op = {
+        let versions = Arc::clone(&t.versions);
+        move |_, i: u64| {
+            let versions = Arc::clone(&versions);
+            let entries = Arc::clone(&entries);
+            async move {
+                for j in 0..MIRROR_LOOP {
+                    let entry = &entries[(i * MIRROR_LOOP + j) as usize % entries.len()];
+                    std::hint::black_box(versions.check(entry, false).await);
+                }
+                Ok(MIRROR_LOOP)
+            }
+        }
+    };
+    let s = measure(plan, c, op).await;
+    let mut row = Row::from_samples(
+        "1 check",
+        "a_mirror_loop",
+        "(a) mirror hit, untimed loop",
+        c,
+        &s,
+    );
+    row.ops_per_sec = row.units_per_sec;
+    row.p50 = row.p50.map(|d| d / MIRROR_LOOP as u32);
+    row.p99 = None;
+    row.p999 = None;
+    report.push(row.note(format!(
+        "p50 = mean per check over {MIRROR_LOOP}-check runs"
+    )));
+}
+
+fn note_off_mirror(off: &AtomicU64, note: &str) -> String {
+    match off.load(Ordering::Relaxed) {
+        0 => note.to_string(),
+        n => format!("{note}; {n} answers not current from the mirror"),
+    }
+}
+
+/// A gRPC check of `batch` consecutive keys of the set per call.
+fn grpc_check(
+    client: Client,
+    t: &Targets,
+    batch: usize,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>>
+       + Send
+       + Sync
+       + Clone
+       + 'static {
+    let keys = Arc::clone(&t.keys);
+    let tokens = Arc::clone(&t.tokens);
+    move |_, i| {
+        let client = client.clone();
+        let keys = Arc::clone(&keys);
+        let tokens = Arc::clone(&tokens);
+        Box::pin(async move {
+            let n = keys.len();
+            let first = (i as usize * batch) % n;
+            let entries: Vec<(&str, &Version)> = (first..first + batch)
+                .map(|j| (keys[j % n].as_str(), &tokens[j % n]))
+                .collect();
+            let results = client.check(&entries, Consistency::Bounded).await?;
+            anyhow::ensure!(
+                results
+                    .iter()
+                    .all(|r| r.current && r.source != CheckSource::FailClosed),
+                "a check was not answered current"
+            );
+            Ok(batch as u64)
+        })
+    }
+}
+
+fn redis_get(
+    t: &Targets,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>>
+       + Send
+       + Sync
+       + Clone
+       + 'static {
+    let conn = t.redis.clone();
+    let version_keys = Arc::clone(&t.version_keys);
+    move |_, i| {
+        let mut conn = conn.clone();
+        let version_keys = Arc::clone(&version_keys);
+        Box::pin(async move {
+            let key = &version_keys[i as usize % version_keys.len()];
+            let v: Option<String> = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
+            v.context("version key missing")?;
+            Ok(1)
+        })
+    }
+}
+
+fn pg_select(
+    pg: Arc<ScratchDb>,
+    keys: Arc<Vec<String>>,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>>
+       + Send
+       + Sync
+       + Clone
+       + 'static {
+    move |worker, i| {
+        let pg = Arc::clone(&pg);
+        let keys = Arc::clone(&keys);
+        Box::pin(async move {
+            let (client, statement) = pg.connection(worker);
+            let row = client
+                .query_one(statement, &[&keys[i as usize % keys.len()]])
+                .await?;
+            let _version: i64 = row.try_get(0)?;
+            Ok(1)
+        })
+    }
+}
+
+fn timer_cost_ns() -> u64 {
+    let n = 100_000u32;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(Instant::now().elapsed());
+    }
+    (t0.elapsed() / n).as_nanos() as u64
+}
+
+fn ratios(plan: &Plan, report: &mut Report) {
+    let p50 = |r: &crate::report::Row| r.p50.map(|d| d.as_secs_f64());
+    let p99 = |r: &crate::report::Row| r.p99.map(|d| d.as_secs_f64());
+    if let (Some(pg), Some(mirror)) = (report.find("d_postgres", 1), report.find("a_mirror", 1)) {
+        let v = p50(pg).zip(p50(mirror)).map(|(a, b)| a / b);
+        report.ratio(
+            "(a) mirror hit vs (d) PostgreSQL, p50 latency, c=1 (times cheaper)",
+            v,
+            1000.0,
+            true,
+            "×",
+        );
+    }
+    for &c in plan.levels() {
+        let pair = |report: &Report, a: &str, b: &str| {
+            report.find(a, c).cloned().zip(report.find(b, c).cloned())
+        };
+        if let Some((check, floor)) = pair(report, "b_check1", "e_floor1") {
+            report.ratio(
+                format!("(b) Check throughput / (e) floor, c={c}"),
+                Some(check.ops_per_sec / floor.ops_per_sec),
+                0.8,
+                true,
+                "×",
+            );
+            report.ratio(
+                format!("(b) Check p99 / (e) floor p99, c={c}"),
+                p99(&check).zip(p99(&floor)).map(|(a, b)| a / b),
+                1.5,
+                false,
+                "×",
+            );
+        }
+        if let Some((batch, single)) = pair(report, "b_check100", "b_check1") {
+            report.ratio(
+                format!("(b) batch of 100 keys/s / single-key keys/s, c={c}"),
+                Some(batch.units_per_sec / single.units_per_sec),
+                20.0,
+                true,
+                "×",
+            );
+        }
+        if let Some((check, redis)) = pair(report, "b_check1", "c_redis_get") {
+            report.info(
+                format!("(b) Check throughput / (c) Redis GET, c={c}"),
+                Some(check.ops_per_sec / redis.ops_per_sec),
+            );
+        }
+        if let Some((check, pg)) = pair(report, "b_check1", "d_postgres") {
+            report.info(
+                format!("(b) Check throughput / (d) PostgreSQL, c={c}"),
+                Some(check.ops_per_sec / pg.ops_per_sec),
+            );
+        }
+        if let Some((batch, pg)) = pair(report, "b_check100", "d_postgres") {
+            report.info(
+                format!("(b) batch-of-100 keys/s / (d) PostgreSQL checks/s, c={c}"),
+                Some(batch.units_per_sec / pg.units_per_sec),
+            );
+        }
+        if let Some((mirror, pg)) = pair(report, "a_mirror_loop", "d_postgres") {
+            report.info(
+                format!("(a) mirror checks/s (untimed loop) / (d) PostgreSQL checks/s, c={c}"),
+                Some(mirror.units_per_sec / pg.units_per_sec),
+            );
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The parts under test, started by the benchmark itself: in-process sidecars on free loopback
+//! ports, run on the benchmark's *server* runtime so that their worker threads are separate
+//! from the load generators' (and can be sized apart with `--server-workers`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use coherence_sidecar::config::Config;
+use coherence_sidecar::Sidecar;
+use tokio::runtime::Handle;
+
+/// Sidecars of one namespace, all against one Redis.
+pub struct Fleet {
+    server: Handle,
+    pub sidecars: Vec<Sidecar>,
+    redis_url: String,
+    namespace: String,
+}
+
+impl Fleet {
+    pub fn new(server: Handle, redis_url: &str, namespace: &str) -> Fleet {
+        Fleet {
+            server,
+            sidecars: Vec::new(),
+            redis_url: redis_url.to_string(),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// Grows the fleet to `n` sidecars, each ready (subscribed and fenced) before this returns.
+    pub async fn grow_to(&mut self, n: usize) -> anyhow::Result<()> {
+        while self.sidecars.len() < n {
+            let mut settings = Config::defaults();
+            settings.redis_url = self.redis_url.clone();
+            settings.namespace = self.namespace.clone();
+            settings.server_id = format!("{}-{}", self.namespace, self.sidecars.len());
+            settings.listen = "127.0.0.1:0".parse()?;
+            settings.admin_listen = "127.0.0.1:0".parse()?;
+            let config = Config::validate(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let sidecar = self
+                .server
+                .spawn(Sidecar::start(config))
+                .await?
+                .context("start a sidecar")?;
+            anyhow::ensure!(
+                sidecar.wait_ready(Duration::from_secs(20)).await,
+                "sidecar {} not ready within 20 s",
+                self.sidecars.len()
+            );
+            self.sidecars.push(sidecar);
+        }
+        Ok(())
+    }
+
+    /// `http://` address of sidecar `i`.
+    pub fn url(&self, i: usize) -> String {
+        format!("http://{}", self.sidecars[i].grpc_addr)
+    }
+
+    /// Shuts every sidecar down (on the server runtime), bounded.
+    pub async fn shutdown(self) {
+        for sidecar in self.sidecars {
+            let stopping = self.server.spawn(sidecar.shutdown());
+            let _ = tokio::time::timeout(Duration::from_secs(5), stopping).await;
+        }
+    }
+}
+
+/// Resident set size of this process, in bytes, from `/proc/self/statm`.
+#[allow(dead_code)] // used by the sections landing next
+pub fn own_rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// Resident set size of process `pid`, in bytes, from `/proc/<pid>/statm`.
+#[allow(dead_code)] // used by the sections landing next
+pub fn rss_bytes_of(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+#[allow(dead_code)] // used by the sections landing next
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("PAGESIZE")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096)
+    })
+}

@@ -1,4 +1,5 @@
-//! The admin HTTP listener: `/metrics` (Prometheus text), `/livez` and `/readyz`.
+//! The admin HTTP listener: `/metrics` (Prometheus text or OpenMetrics, by `Accept`), `/livez`
+//! and `/readyz`.
 //!
 //! It exposes nothing but metrics and health: no keys, no versions, no configuration.
 //! `/livez` answers 200 while the process can serve HTTP at all (a restart would not help
@@ -8,11 +9,12 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::exposition;
 use crate::state::SidecarState;
 
 pub fn router(state: Arc<SidecarState>) -> Router {
@@ -23,16 +25,22 @@ pub fn router(state: Arc<SidecarState>) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<Arc<SidecarState>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<SidecarState>>, headers: HeaderMap) -> impl IntoResponse {
     state.metrics.ready.set(i64::from(state.is_ready()));
     state.metrics.mirror_keys.set(state.mirror.len() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+    let openmetrics = state.metrics.encode();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        (
+            [(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)],
+            openmetrics,
+        )
+    } else {
+        (
+            [(header::CONTENT_TYPE, exposition::TEXT_CONTENT_TYPE)],
+            exposition::openmetrics_to_text(&openmetrics),
+        )
+    }
 }
 
 async fn livez() -> &'static str {

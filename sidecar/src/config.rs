@@ -14,6 +14,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+pub use crate::redis_access::RedisAccess;
+
 /// Exit code for a configuration the sidecar refuses (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -76,7 +78,7 @@ macro_rules! settings {
         }
 
         /// The effective configuration, before validation.
-        #[derive(Debug, Clone)]
+        #[derive(Clone, serde::Serialize)]
         pub struct Settings {
             $( $(#[$attr])* pub $name: $ty, )*
         }
@@ -135,6 +137,14 @@ settings! {
         "Serve even when Redis's maxmemory-policy can evict version keys (unsafe).";
     drain_timeout_ms: u64 = 5_000, "5000", "COHERENCE_DRAIN_TIMEOUT_MS",
         "Longest graceful shutdown waits for in-flight calls after SIGTERM.";
+    redis_username: String = String::new(), "(none)", "COHERENCE_REDIS_USERNAME",
+        "Redis ACL user (overrides one in redis_url); see docs/security.md for the rule that confines it to the namespace.";
+    redis_password: String = String::new(), "(none)", "COHERENCE_REDIS_PASSWORD",
+        "Redis password (overrides one in redis_url). Prefer the environment or redis_password_file to a flag; never logged, shown as *** by --print-config.";
+    redis_password_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_REDIS_PASSWORD_FILE",
+        "File holding the Redis password (a mounted Kubernetes Secret); read at start, trailing newline ignored.";
+    redis_ca_file: PathBuf = PathBuf::new(), "(web PKI roots)", "COHERENCE_REDIS_CA_FILE",
+        "PEM CA certificate(s) that sign the Redis server certificate, for rediss:// URLs; replaces the built-in web PKI roots.";
 }
 
 fn default_server_id() -> String {
@@ -149,6 +159,8 @@ fn default_server_id() -> String {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub settings: Settings,
+    /// Credentials and TLS roots for Redis, resolved from the settings (files read).
+    pub redis_access: RedisAccess,
 }
 
 impl Config {
@@ -213,6 +225,7 @@ impl Config {
         if let Err(err) = redis::Client::open(url) {
             return Err(invalid("redis_url", format!("{}: {err}", redact_url(url))));
         }
+        let redis_access = RedisAccess::from_settings(&settings)?;
         crate::keyspace::validate_namespace(&settings.namespace)
             .map_err(|m| invalid("namespace", m))?;
         if settings.server_id.is_empty() || settings.server_id.contains('|') {
@@ -251,7 +264,10 @@ impl Config {
                 ),
             ));
         }
-        Ok(Config { settings })
+        Ok(Config {
+            settings,
+            redis_access,
+        })
     }
 
     pub fn max_staleness(&self) -> Duration {
@@ -273,33 +289,59 @@ impl Config {
         Duration::from_millis(self.settings.drain_timeout_ms)
     }
 
-    /// The effective configuration as TOML, with the Redis password redacted.
+    /// The effective configuration as TOML, every setting in table order, secrets redacted.
     pub fn render(&self) -> String {
-        let s = &self.settings;
-        format!(
-            "redis_url = {:?}\nlisten = \"{}\"\nadmin_listen = \"{}\"\nnamespace = {:?}\nserver_id = {:?}\nshards = {}\nmax_key_bytes = {}\nmax_batch_keys = {}\nmax_staleness_ms = {}\nheartbeat_interval_ms = {}\ncheck_deadline_ms = {}\nrequest_timeout_ms = {}\nreplay_log_len = {}\nreconcile_interval_ms = {}\nallow_evicting_policy = {}\ndrain_timeout_ms = {}\n",
-            redact_url(&s.redis_url),
-            s.listen,
-            s.admin_listen,
-            s.namespace,
-            s.server_id,
-            s.shards,
-            s.max_key_bytes,
-            s.max_batch_keys,
-            s.max_staleness_ms,
-            s.heartbeat_interval_ms,
-            s.check_deadline_ms,
-            s.request_timeout_ms,
-            s.replay_log_len,
-            s.reconcile_interval_ms,
-            s.allow_evicting_policy,
-            s.drain_timeout_ms,
-        )
+        render_settings(&self.settings)
+    }
+}
+
+/// Settings whose values are never shown: `--print-config` and `Debug` print `***` when set.
+const SECRET_SETTINGS: &[&str] = &["redis_password"];
+
+/// TOML lines for every setting in [`SETTINGS`] order; secrets redacted, passwords in URLs
+/// too, and a setting without a value (an empty optional one) shown as a comment.
+fn render_settings(settings: &Settings) -> String {
+    let table = match toml::Value::try_from(settings) {
+        Ok(toml::Value::Table(table)) => table,
+        // Every setting type serializes to TOML; this would be a bug in the table itself.
+        other => return format!("# cannot render the configuration: {other:?}\n"),
+    };
+    let mut out = String::new();
+    for doc in SETTINGS {
+        let key = doc.toml;
+        let value = match table.get(key) {
+            None => {
+                out.push_str(&format!("# {key} is not set\n"));
+                continue;
+            }
+            Some(toml::Value::String(text)) if SECRET_SETTINGS.contains(&key) => {
+                toml::Value::String(if text.is_empty() {
+                    String::new()
+                } else {
+                    "***".into()
+                })
+            }
+            Some(toml::Value::String(text)) if key.ends_with("_url") => {
+                toml::Value::String(redact_url(text))
+            }
+            Some(value) => value.clone(),
+        };
+        out.push_str(&format!("{key} = {value}\n"));
+    }
+    out
+}
+
+impl std::fmt::Debug for Settings {
+    /// Redacted like `--print-config`, so a logged `Settings` never shows a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&render_settings(self))
     }
 }
 
 /// What the command line asked for.
 #[derive(Debug)]
+// Built once per process: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ConfigOrAction {
     /// Run the sidecar with this configuration.
     Run(Config),

@@ -2,7 +2,6 @@
 //! protobuf messages and the [`Versions`] operations.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_server::CacheVersions;
@@ -32,31 +31,11 @@ impl CacheVersionsService {
             shutdown,
         }
     }
+}
 
-    fn record(&self, method: &'static str, started: Instant, code: tonic::Code) {
-        let metrics = &self.versions.state().metrics;
-        metrics
-            .grpc_requests
-            .get_or_create(&[("method", method), ("code", code_label(code))])
-            .inc();
-        metrics
-            .grpc_request_duration
-            .get_or_create(&[("method", method)])
-            .observe(started.elapsed().as_secs_f64());
-    }
-
-    fn finish<T>(
-        &self,
-        method: &'static str,
-        started: Instant,
-        result: Result<T, Status>,
-    ) -> Result<Response<T>, Status> {
-        let code = result
-            .as_ref()
-            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-        self.record(method, started, code);
-        result.map(Response::new)
-    }
+/// gRPC metrics are recorded for every call by [`crate::grpc_metrics`], not here.
+fn finish<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {
+    result.map(Response::new)
 }
 
 fn version(v: VersionStr) -> pb::Version {
@@ -79,7 +58,6 @@ impl CacheVersions for CacheVersionsService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             self.limits
@@ -94,14 +72,13 @@ impl CacheVersions for CacheVersionsService {
             })
         }
         .await;
-        self.finish("Get", started, result)
+        finish(result)
     }
 
     async fn check(
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             self.limits.check_count("entries", req.entries.len())?;
@@ -136,14 +113,13 @@ impl CacheVersions for CacheVersionsService {
             })
         }
         .await;
-        self.finish("Check", started, result)
+        finish(result)
     }
 
     async fn bump(
         &self,
         request: Request<pb::BumpRequest>,
     ) -> Result<Response<pb::BumpResponse>, Status> {
-        let started = Instant::now();
         let req = request.into_inner();
         let result = async {
             self.limits
@@ -154,7 +130,7 @@ impl CacheVersions for CacheVersionsService {
             })
         }
         .await;
-        self.finish("Bump", started, result)
+        finish(result)
     }
 
     type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
@@ -163,19 +139,9 @@ impl CacheVersions for CacheVersionsService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let started = Instant::now();
         let req = request.into_inner();
-        let checked =
-            self.limits
-                .check_keys("prefixes", req.prefixes.iter().map(String::as_str), true);
-        self.record(
-            "Watch",
-            started,
-            checked
-                .as_ref()
-                .map_or_else(|s| s.code(), |_| tonic::Code::Ok),
-        );
-        checked?;
+        self.limits
+            .check_keys("prefixes", req.prefixes.iter().map(String::as_str), true)?;
         let state = Arc::clone(self.versions.state());
         let events = state.events.subscribe();
         let (tx, rx) = mpsc::channel(1024);
@@ -235,28 +201,5 @@ async fn forward_events(
         {
             return;
         }
-    }
-}
-
-fn code_label(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }

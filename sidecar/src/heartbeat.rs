@@ -72,6 +72,7 @@ pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) 
     let interval = state.config.heartbeat_interval();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut all_fenced_at = state.started_at;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -89,10 +90,16 @@ pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) 
             .fences
             .forget_older_than(now.checked_sub(interval * 50).unwrap_or(now));
         let fence_age = state.mirror.oldest_fence_age(now);
+        // While a shard is unsynced there is no fence to age; export the time since every
+        // shard last had one, which keeps growing (a finite number: Prometheus's text
+        // format has no `inf` and alerts compare it with a threshold).
+        if let Some(age) = fence_age {
+            all_fenced_at = now.checked_sub(age).unwrap_or(all_fenced_at);
+        }
         state
             .metrics
             .fence_age
-            .set(fence_age.map_or(f64::INFINITY, |a| a.as_secs_f64()));
+            .set(now.saturating_duration_since(all_fenced_at).as_secs_f64());
         state.metrics.mirror_keys.set(state.mirror.len() as i64);
         state.metrics.ready.set(i64::from(state.is_ready()));
         state.publish(WatchItem::Heartbeat {

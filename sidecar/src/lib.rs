@@ -11,7 +11,9 @@
 
 pub mod admin;
 pub mod config;
+pub mod exposition;
 pub mod grpc;
+pub mod grpc_metrics;
 pub mod heartbeat;
 pub mod keyspace;
 pub mod limits;
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod reader;
 pub mod reconcile;
+pub mod redis_access;
 pub mod redis_link;
 pub mod scripts;
 pub mod server;

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 
 type Labels1 = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
+type Labels3 = [(&'static str, &'static str); 3];
 
 /// Where a check was answered from (label `source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +41,8 @@ impl CheckSource {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    pub grpc_requests: Family<Labels2, Counter>,
-    pub grpc_request_duration: Family<Labels1, Histogram>,
+    pub grpc_requests: Family<Labels3, Counter>,
+    pub grpc_request_duration: Family<Labels2, Histogram>,
     pub checks: Family<Labels2, Counter>,
     pub bumps: Counter,
     pub invalidations_received: Counter,
@@ -97,12 +98,12 @@ impl Metrics {
         );
         r.register(
             "grpc_requests",
-            "gRPC calls handled, by method and status code",
+            "gRPC calls finished, by service, method and final status code",
             m.grpc_requests.clone(),
         );
         r.register(
             "grpc_request_duration_seconds",
-            "gRPC call latency, by method",
+            "Latency of unary gRPC calls (streams are not timed), by service and method",
             m.grpc_request_duration.clone(),
         );
         r.register(
@@ -128,7 +129,7 @@ impl Metrics {
         );
         r.register(
             "fence_age_seconds",
-            "Age of the oldest shard's last returned heartbeat fence (+Inf when a shard is unsynced)",
+            "Age of the oldest shard's last returned heartbeat fence; while a shard is unsynced, the time since every shard last was",
             m.fence_age.clone(),
         );
         r.register(
@@ -181,6 +182,14 @@ impl Metrics {
             "1 when the sidecar is ready to serve",
             m.ready.clone(),
         );
+        // Series that alerts compare must exist before the first event (a Redis that was
+        // never reachable is "down", not "no data").
+        for connection in ["command", "subscription"] {
+            m.set_connected(connection, false);
+            let _ = m
+                .redis_reconnects
+                .get_or_create(&[("connection", connection)]);
+        }
         Metrics {
             registry: Arc::new(registry),
             ..m

@@ -82,10 +82,28 @@ impl RedisLink {
         allow_evicting_policy: bool,
         metrics: Metrics,
     ) -> RedisResult<RedisLink> {
+        Ok(RedisLink::from_client(
+            open_client(url)?,
+            url,
+            keyspace,
+            allow_evicting_policy,
+            metrics,
+        ))
+    }
+
+    /// A link through `client` (built with credentials and TLS roots, see
+    /// [`crate::redis_access`]); `url` is only shown in logs, password redacted.
+    pub fn from_client(
+        client: redis::Client,
+        url: &str,
+        keyspace: Keyspace,
+        allow_evicting_policy: bool,
+        metrics: Metrics,
+    ) -> RedisLink {
         let (connected_tx, _) = watch::channel(false);
-        Ok(RedisLink {
+        RedisLink {
             inner: Arc::new(Inner {
-                client: open_client(url)?,
+                client,
                 url_for_logs: redact_url(url),
                 keyspace,
                 allow_evicting_policy,
@@ -95,7 +113,7 @@ impl RedisLink {
                 ever_connected: AtomicBool::new(false),
                 connected_tx,
             }),
-        })
+        }
     }
 
     /// The client, for connections of other kinds (the subscription).

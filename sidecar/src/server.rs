@@ -19,6 +19,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::grpc::CacheVersionsService;
+use crate::grpc_metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::state::SidecarState;
@@ -27,6 +28,13 @@ use crate::{admin, heartbeat, reconcile, subscription};
 
 /// The gRPC service name health is reported under (besides the overall "").
 pub const SERVICE_NAME: &str = "coherence.v1.CacheVersions";
+
+/// Every service the gRPC server serves, for the metrics' method labels.
+const DESCRIPTOR_SETS: &[&[u8]] = &[
+    coherence_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -112,6 +120,10 @@ impl Sidecar {
         let mut grpc_shutdown = shutdown_rx.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
+                .layer(GrpcMetricsLayer::new(
+                    state.metrics.clone(),
+                    KnownMethods::from_descriptor_sets(DESCRIPTOR_SETS),
+                ))
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)

@@ -52,12 +52,13 @@ impl SidecarState {
     pub fn new(config: Config, metrics: Metrics) -> redis::RedisResult<Arc<SidecarState>> {
         let s = &config.settings;
         let keyspace = Keyspace::new(&s.namespace, s.shards);
-        let link = RedisLink::new(
+        let link = RedisLink::from_client(
+            config.redis_access.client(&s.redis_url)?,
             &s.redis_url,
             keyspace.clone(),
             s.allow_evicting_policy,
             metrics.clone(),
-        )?;
+        );
         let (events, _) = broadcast::channel(65_536);
         Ok(Arc::new(SidecarState {
             mirror: Mirror::new(s.shards, config.max_staleness()),

@@ -26,6 +26,9 @@ struct Entry {
 struct ShardMirror {
     epoch: Option<String>,
     applied_seq: u64,
+    /// The sequence the shard was last reset at: versions read before it are not learnt, for
+    /// the invalidations that superseded them were dropped with the reset.
+    reset_seq: u64,
     synced: bool,
     fenced_at: Option<Instant>,
     entries: HashMap<Box<str>, Entry>,
@@ -190,9 +193,13 @@ impl Mirror {
     }
 
     /// Records a version learnt from Redis or from an own bump, known as of `seq`.
+    ///
+    /// Ignored unless it belongs to the shard's epoch and is no older than the shard's last
+    /// reset: a read that raced a reset may carry a version whose superseding invalidation was
+    /// applied and then dropped with the reset, and nothing would ever correct it.
     pub fn learn(&self, shard: u32, epoch: &str, seq: u64, key: &str, version: &str) {
         let mut m = self.write(shard);
-        if m.epoch.as_deref() == Some(epoch) {
+        if m.epoch.as_deref() == Some(epoch) && seq >= m.reset_seq {
             self.upsert_locked(&mut m, seq, key, version);
         }
     }
@@ -234,6 +241,7 @@ impl Mirror {
         m.entries = HashMap::new();
         m.epoch = Some(epoch.to_string());
         m.applied_seq = seq;
+        m.reset_seq = seq;
         m.synced = true;
         m.fenced_at = None;
     }
@@ -338,6 +346,21 @@ mod tests {
         assert_eq!(m.compare(0, "e2", 0), FenceCheck::Diverged);
         assert_eq!(m.compare(0, "e1", 1), FenceCheck::Diverged);
         assert_eq!(m.compare(0, "e2", 3), FenceCheck::Behind { from: 2, to: 3 });
+    }
+
+    #[test]
+    fn a_read_older_than_a_reset_is_not_learnt() {
+        let m = synced_mirror();
+        // Key k moved to e1.12 and the shard was then reset (say, a gap beyond the log) at 20:
+        // the mirror no longer knows about e1.12.
+        assert_eq!(m.apply(0, "e1", 11, "other", "e1.11.a"), Applied::InOrder);
+        assert_eq!(m.apply(0, "e1", 12, "k", "e1.12.new"), Applied::InOrder);
+        m.reset(0, "e1", 20);
+        // A read sent before the bump of k answers late: it must not come back as current.
+        m.learn(0, "e1", 11, "k", "e1.5.old");
+        assert_eq!(m.peek(0, "k"), None);
+        m.learn(0, "e1", 20, "k", "e1.12.new");
+        assert_eq!(m.peek(0, "k"), Some(Arc::from("e1.12.new")));
     }
 
     #[test]

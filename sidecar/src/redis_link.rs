@@ -241,7 +241,11 @@ impl RedisLink {
                     backoff = Duration::from_millis(50);
                 }
                 Err(err) => {
-                    tracing::warn!(redis = %self.inner.url_for_logs, error = %err, retry_in = ?backoff, "cannot use redis");
+                    if matches!(err, VerifyError::EvictingPolicy(_)) {
+                        tracing::error!(redis = %self.inner.url_for_logs, error = %err, retry_in = ?backoff, "refusing redis; failing closed");
+                    } else {
+                        tracing::warn!(redis = %self.inner.url_for_logs, error = %err, retry_in = ?backoff, "cannot use redis");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => {}
@@ -264,6 +268,39 @@ impl RedisLink {
             .await?;
         self.check_eviction_policy(&mut conn).await?;
         Ok(conn)
+    }
+
+    /// The start-up check of design item "eviction safety": refuses a Redis whose
+    /// `maxmemory-policy` can evict version keys (`allkeys-*`) unless that was explicitly
+    /// allowed. A Redis that cannot be reached within `timeout` is not refused: the sidecar
+    /// starts not ready, and every connection it verifies later runs the same check (and is
+    /// refused, failing closed, if the policy is evicting by then).
+    pub async fn refuse_evicting_policy(&self, timeout: Duration) -> Result<(), VerifyError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let attempt = async {
+            let mut conn = self
+                .inner
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            self.check_eviction_policy(&mut conn).await
+        };
+        match tokio::time::timeout(timeout * 2, attempt).await {
+            Ok(Err(VerifyError::EvictingPolicy(policy))) => {
+                Err(VerifyError::EvictingPolicy(policy))
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(redis = %self.inner.url_for_logs, error = %err, "cannot check redis maxmemory-policy at start; starting not ready");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(redis = %self.inner.url_for_logs, ?timeout, "redis did not answer at start; starting not ready");
+                Ok(())
+            }
+            Ok(Ok(())) => Ok(()),
+        }
     }
 
     async fn check_eviction_policy(

@@ -48,7 +48,12 @@ pub enum StartError {
     Redis(#[from] redis::RedisError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
+    #[error("refusing to start: {0}")]
+    RedisRefused(#[from] crate::redis_link::VerifyError),
 }
+
+/// How long start-up waits for Redis to answer its eviction-policy check.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A running sidecar.
 pub struct Sidecar {
@@ -75,6 +80,7 @@ impl Sidecar {
         }
 
         let state = SidecarState::new(config, Metrics::new())?;
+        state.link.refuse_evicting_policy(PREFLIGHT_TIMEOUT).await?;
         let versions = Arc::new(Versions::new(Arc::clone(&state)));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 

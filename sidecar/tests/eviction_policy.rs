@@ -1,12 +1,18 @@
-//! A Redis whose maxmemory-policy can evict version keys is refused (an evicted version key
-//! would make a superseded version look current) unless the operator accepts the risk. The
-//! policy is read over RESP3, where CONFIG GET answers a map.
+//! Eviction safety: a Redis whose `maxmemory-policy` can evict version keys (`allkeys-*`)
+//! could forget a key's version and make a superseded token look current again. The sidecar
+//! refuses to start on such a Redis (clear message, exit code 64) unless explicitly allowed,
+//! and refuses to use it — failing closed — if the policy becomes evicting while it runs.
+//! The policy is read over RESP3, where CONFIG GET answers a map.
 
-use coherence_sidecar::config::Config;
-use coherence_sidecar::metrics::Metrics;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coherence_sidecar::config::{Config, Settings};
+use coherence_sidecar::metrics::{CheckSource, Metrics};
 use coherence_sidecar::redis_link::VerifyError;
 use coherence_sidecar::state::SidecarState;
-use coherence_testkit::RedisServer;
+use coherence_sidecar::Sidecar;
+use coherence_testkit::{eventually, RedisServer};
 
 fn state(redis: &RedisServer, allow_evicting_policy: bool) -> std::sync::Arc<SidecarState> {
     let mut settings = Config::defaults();
@@ -30,4 +36,115 @@ async fn an_evicting_policy_is_refused_unless_allowed() {
 async fn noeviction_is_accepted() {
     let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
     assert!(state(&redis, false).link.connect_and_verify().await.is_ok());
+
+fn settings(redis: &RedisServer) -> Settings {
+    let mut s = Config::defaults();
+    s.redis_url = redis.url();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.admin_listen = "127.0.0.1:0".parse().unwrap();
+    s.namespace = "eviction".into();
+    s
 }
+
+#[tokio::test]
+async fn start_refuses_an_evicting_policy_and_says_why() {
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let err = match Sidecar::start(Config::validate(settings(&redis)).unwrap()).await {
+        Ok(_) => panic!("started on an allkeys-lru redis"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("maxmemory-policy is allkeys-lru"), "{err}");
+    assert!(
+        err.contains("allow-evicting-policy"),
+        "the message names the way out: {err}"
+    );
+}
+
+#[test]
+fn the_binary_exits_with_code_64_on_an_evicting_policy() {
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-random"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coherence-sidecar"))
+        .args(["--redis-url", &redis.url()])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run coherence-sidecar");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("coherence-sidecar kept running on an allkeys-random redis");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("maxmemory-policy is allkeys-random"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn an_explicitly_allowed_evicting_policy_starts_and_serves() {
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let mut s = settings(&redis);
+    s.allow_evicting_policy = true;
+    let sidecar = Sidecar::start(Config::validate(s).unwrap()).await.unwrap();
+    assert!(sidecar.wait_ready(Duration::from_secs(20)).await);
+    sidecar.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_policy_turned_evicting_while_running_fails_closed_until_fixed() {
+    let redis = RedisServer::start();
+    let sidecar = Sidecar::start(Config::validate(settings(&redis)).unwrap())
+        .await
+        .unwrap();
+    assert!(sidecar.wait_ready(Duration::from_secs(20)).await);
+    let keys = vec!["content".to_string()];
+    let version = sidecar.versions.bump(&keys).await.unwrap()[0].to_string();
+
+    let _: () = redis
+        .cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"])
+        .unwrap();
+    // A new connection must be verified again, and verification now refuses this Redis.
+    let _: i64 = redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !sidecar.state.link.is_connected()
+        })
+        .await,
+        "the sidecar kept a connection to a Redis that may evict version keys"
+    );
+    assert!(
+        !eventually(Duration::from_secs(1), || async {
+            sidecar.state.link.is_connected()
+        })
+        .await,
+        "the sidecar reconnected to a Redis that may evict version keys"
+    );
+    assert!(!sidecar.state.is_ready());
+    let entries = vec![("content".to_string(), version.clone())];
+    let outcome = sidecar.versions.check(&entries, true).await;
+    assert_eq!(
+        (outcome[0].current, outcome[0].source),
+        (false, CheckSource::FailClosed)
+    );
+
+    let _: () = redis
+        .cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .unwrap();
+    assert!(
+        sidecar.wait_ready(Duration::from_secs(20)).await,
+        "recovers once fixed"
+    );
+    let outcome = sidecar.versions.check(&entries, true).await;
+    assert!(outcome[0].current, "{outcome:?}");
+    sidecar.shutdown().await;

@@ -36,6 +36,7 @@ async fn an_evicting_policy_is_refused_unless_allowed() {
 async fn noeviction_is_accepted() {
     let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
     assert!(state(&redis, false).link.connect_and_verify().await.is_ok());
+}
 
 fn settings(redis: &RedisServer) -> Settings {
     let mut s = Config::defaults();
@@ -148,3 +149,4 @@ async fn a_policy_turned_evicting_while_running_fails_closed_until_fixed() {
     let outcome = sidecar.versions.check(&entries, true).await;
     assert!(outcome[0].current, "{outcome:?}");
     sidecar.shutdown().await;
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use moka::ops::compute::Op;
 
-use crate::client::Version;
+use crate::client::{Consistency, Version};
 use crate::error::Error;
 use crate::mirror::MirroredClient;
 
@@ -249,10 +249,34 @@ where
         Fut: std::future::Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
+        self.get_or_load_with(key, Consistency::Bounded, loader)
+            .await
+    }
+
+    /// [`CoherentCache::get_or_load`] with an explicit consistency. `Strong` checks the cached
+    /// entry's version (and stamps a load) through the sidecar and Redis, so the value
+    /// reflects every write whose bump completed before the call began — one round trip
+    /// instead of a local lookup; use it where reading your own or another server's write at
+    /// once matters (e.g. right after a redirect from an edit form).
+    pub async fn get_or_load_with<F, Fut, E>(
+        &self,
+        key: K,
+        consistency: Consistency,
+        loader: F,
+    ) -> Result<V, Arc<E>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
         let coherence_key = (self.key_fn)(&key);
         for _ in 0..MAX_ROUNDS {
             if let Some(entry) = self.entries.get(&key).await {
-                if self.client.is_current(&coherence_key, &entry.version).await {
+                if self
+                    .client
+                    .is_current_with(&coherence_key, &entry.version, consistency)
+                    .await
+                {
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(entry.value.clone());
                 }
@@ -261,14 +285,18 @@ where
             let loaded_here = AtomicBool::new(false);
             let init = async {
                 loaded_here.store(true, Ordering::Relaxed);
-                self.stamp_and_load(&coherence_key, &loader).await
+                self.stamp_and_load(&coherence_key, consistency, &loader)
+                    .await
             };
             match self.entries.try_get_with(key.clone(), init).await {
                 Ok(entry) => {
                     // A load we joined may have been stamped long before this call began:
                     // serve it only if it is still current.
                     if loaded_here.load(Ordering::Relaxed)
-                        || self.client.is_current(&coherence_key, &entry.version).await
+                        || self
+                            .client
+                            .is_current_with(&coherence_key, &entry.version, consistency)
+                            .await
                     {
                         return Ok(entry.value.clone());
                     }
@@ -289,13 +317,22 @@ where
     async fn stamp_and_load<F, Fut, E>(
         &self,
         coherence_key: &str,
+        consistency: Consistency,
         loader: &F,
     ) -> Result<Arc<Stamped<V>>, Uncached<V, E>>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<V, E>>,
     {
-        match self.client.get_one(coherence_key).await {
+        let stamp = match consistency {
+            Consistency::Bounded => self.client.get_one(coherence_key).await,
+            Consistency::Strong => self
+                .client
+                .get_with(&[coherence_key], Consistency::Strong)
+                .await
+                .and_then(|mut v| v.pop().ok_or(Error::Malformed("Get answered no version"))),
+        };
+        match stamp {
             Ok(version) => {
                 let value = loader().await.map_err(|e| Uncached::Failed(Arc::new(e)))?;
                 self.counters.loads.fetch_add(1, Ordering::Relaxed);

@@ -55,7 +55,7 @@ pub fn grpc_url(sidecar: &Sidecar) -> String {
 }
 
 /// `GET path` on an HTTP/1.1 listener; the status code and body, or `None` when nothing
-/// answered (connection refused, closed, or no answer within 2 s).
+/// answered (connection refused, closed, or no answer within 5 s).
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -69,7 +69,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
             .map(|(_, b)| b.to_string())?;
         Some((status, body))
     };
-    tokio::time::timeout(Duration::from_secs(2), exchange)
+    tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .ok()
         .flatten()

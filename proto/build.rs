@@ -10,7 +10,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY-free: build scripts are single-threaded; set_var is only unsafe in edition 2024.
     std::env::set_var("PROTOC", protoc);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["coherence/v1/coherence.proto"];
+    let protos = [
+        "coherence/v1/coherence.proto",
+        "coherence/v1/servers.proto",
+        "coherence/v1/jobs.proto",
+        "coherence/v1/notifications.proto",
+    ];
+    // The directory too: a proto file added to it must regenerate the code.
+    println!("cargo:rerun-if-changed=coherence/v1");
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

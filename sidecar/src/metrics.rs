@@ -59,6 +59,7 @@ pub struct Metrics {
     pub redis_errors: Family<Labels1, Counter>,
     pub watch_streams: Gauge,
     pub ready: Gauge,
+    pub kit: KitMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -89,6 +90,7 @@ impl Metrics {
             redis_errors: Family::default(),
             watch_streams: Gauge::default(),
             ready: Gauge::default(),
+            kit: KitMetrics::default(),
         };
         let r = &mut registry;
         r.register(
@@ -190,6 +192,7 @@ impl Metrics {
                 .redis_reconnects
                 .get_or_create(&[("connection", connection)]);
         }
+        m.kit.register(r);
         Metrics {
             registry: Arc::new(registry),
             ..m
@@ -224,6 +227,64 @@ impl Metrics {
         self.redis_connected
             .get_or_create(&[("connection", connection)])
             .set(i64::from(up));
+    }
+}
+
+/// Metrics of the load-balancing kit: roles, jobs and notifications.
+#[derive(Clone, Default)]
+pub struct KitMetrics {
+    pub role_changes: Counter,
+    pub role: Family<Labels1, Gauge>,
+    pub servers_live: Gauge,
+    pub job_grants: Family<Labels1, Counter>,
+    pub job_refusals: Family<Labels1, Counter>,
+    pub notifications_published: Counter,
+    pub notifications_delivered: Counter,
+    pub notifications_missed: Family<Labels1, Counter>,
+}
+
+impl KitMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "role_changes",
+            "Changes of this server's role",
+            self.role_changes.clone(),
+        );
+        r.register(
+            "role",
+            "1 for this server's current role (single, scheduling_publisher, subscriber, unknown), 0 for the others",
+            self.role.clone(),
+        );
+        r.register(
+            "servers_live",
+            "Live servers of the namespace as last seen in Redis",
+            self.servers_live.clone(),
+        );
+        r.register(
+            "job_grants",
+            "Job leases granted, renewed or released, by op (acquire, renew, release, claim_run)",
+            self.job_grants.clone(),
+        );
+        r.register(
+            "job_refusals",
+            "Job calls refused (lease held, period done, stale fencing token), by op",
+            self.job_refusals.clone(),
+        );
+        r.register(
+            "notifications_published",
+            "Notifications published through this sidecar",
+            self.notifications_published.clone(),
+        );
+        r.register(
+            "notifications_delivered",
+            "Notifications written to Subscribe streams of this sidecar",
+            self.notifications_delivered.clone(),
+        );
+        r.register(
+            "notifications_missed",
+            "MissedMessages events sent to subscribers, by reason (reconnect, lagged)",
+            self.notifications_missed.clone(),
+        );
     }
 }
 

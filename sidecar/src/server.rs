@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coherence_proto::v1::cache_versions_server::CacheVersionsServer;
+use coherence_proto::v1::jobs_server::JobsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,6 +21,8 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::grpc::CacheVersionsService;
 use crate::grpc_metrics::{GrpcMetricsLayer, KnownMethods};
+use crate::jobs::Jobs;
+use crate::jobs_grpc::JobsService;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::state::SidecarState;
@@ -123,6 +126,8 @@ impl Sidecar {
             shutdown_rx.clone(),
         ))
         .max_decoding_message_size(limits.max_message_bytes());
+        let jobs = Arc::new(Jobs::new(Arc::clone(&state)));
+        let jobs_service = JobsServer::new(JobsService::new(Arc::clone(&jobs), limits));
         let mut grpc_shutdown = shutdown_rx.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
@@ -134,6 +139,7 @@ impl Sidecar {
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
                 .add_service(service)
+                .add_service(jobs_service)
                 // TCP_NODELAY as `Server::serve` would set it: without it a response written in
                 // more than one segment waits for the client's delayed ACK (~40 ms per batch Check).
                 .serve_with_incoming_shutdown(

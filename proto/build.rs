@@ -10,19 +10,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY-free: build scripts are single-threaded; set_var is only unsafe in edition 2024.
     std::env::set_var("PROTOC", protoc);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = [
-        "coherence/v1/coherence.proto",
-        "coherence/v1/servers.proto",
-        "coherence/v1/jobs.proto",
-        "coherence/v1/notifications.proto",
-    ];
-    // The directory too: a proto file added to it must regenerate the code.
+    // Every .proto file of the package: a file added to the directory is compiled (and fed to
+    // reflection through the descriptor set) without touching this script.
     println!("cargo:rerun-if-changed=coherence/v1");
-    for proto in protos {
-        println!("cargo:rerun-if-changed={proto}");
+    let mut protos = Vec::new();
+    for entry in std::fs::read_dir("coherence/v1")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "proto") {
+            println!("cargo:rerun-if-changed={}", path.display());
+            protos.push(path);
+        }
     }
+    protos.sort();
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("coherence_descriptor.bin"))
-        .compile_protos(&protos, &["."])?;
+        .compile_protos(&protos, &[PathBuf::from(".")])?;
     Ok(())
 }

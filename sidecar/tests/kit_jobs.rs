@@ -31,9 +31,16 @@ async fn claim(
         .into_inner()
 }
 
+/// Milliseconds until the next multiple of `period_ms` on the Redis clock.
+fn until_next_period(redis: &RedisServer, period_ms: u64) -> u64 {
+    let time: Vec<u64> = redis.cmd(&["TIME"]).unwrap();
+    let now_ms = time[0] * 1000 + time[1] / 1000;
+    period_ms - now_ms % period_ms
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_run_grants_exactly_one_runner_per_period_across_three_sidecars() {
-    const PERIOD_MS: u64 = 300;
+    const PERIOD_MS: u64 = 200;
     const ROUNDS: usize = 20;
     const ATTEMPTS_PER_SIDECAR: usize = 50;
     let redis = RedisServer::start();
@@ -45,13 +52,12 @@ async fn claim_run_grants_exactly_one_runner_per_period_across_three_sidecars() 
         sidecars.push(sidecar);
     }
 
-    // grants[period] = fencing tokens granted for that period (must be exactly one each).
-    let mut grants: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    let mut round_periods = Vec::new();
-    let mut next_period_in_ms = 0;
+    let mut answers: BTreeMap<u64, Vec<pb::ClaimRunResponse>> = BTreeMap::new();
+    let mut round_start_periods = Vec::new();
     for _ in 0..ROUNDS {
-        // Pace the rounds on the Redis clock: start each burst just after a period begins.
-        tokio::time::sleep(Duration::from_millis(next_period_in_ms + 20)).await;
+        // Pace the rounds on the Redis clock: each burst starts just after a period begins.
+        let wait = until_next_period(&redis, PERIOD_MS) + 10;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
         let mut attempts = Vec::new();
         for client in &clients {
             for _ in 0..ATTEMPTS_PER_SIDECAR {
@@ -72,52 +78,71 @@ async fn claim_run_grants_exactly_one_runner_per_period_across_three_sidecars() 
                 }));
             }
         }
-        let mut by_period: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut first_period = u64::MAX;
         for attempt in attempts {
             let answer = attempt.await.unwrap();
-            *by_period.entry(answer.period).or_default() += 1;
-            if answer.granted {
-                grants
-                    .entry(answer.period)
-                    .or_default()
-                    .push(answer.fencing_token);
-            } else {
-                assert!(
-                    matches!(answer.refused_because.as_str(), "running" | "done"),
-                    "{answer:?}"
-                );
-            }
-            next_period_in_ms = answer.next_period_in_ms;
+            first_period = first_period.min(answer.period);
+            answers.entry(answer.period).or_default().push(answer);
         }
-        // The period most of this round's attempts fell into.
-        let (main_period, _) = by_period.iter().max_by_key(|(_, n)| **n).unwrap();
-        round_periods.push(*main_period);
+        round_start_periods.push(first_period);
     }
 
-    for (period, tokens) in &grants {
-        assert_eq!(
-            tokens.len(),
-            1,
-            "period {period} was granted {} times: {tokens:?}",
-            tokens.len()
-        );
-    }
-    round_periods.dedup();
+    // At most one grant per period, and each round's first period (no run was in progress when
+    // it began) got exactly one.
+    let grants: BTreeMap<u64, u64> = answers
+        .iter()
+        .filter_map(|(period, list)| {
+            let granted: Vec<u64> = list
+                .iter()
+                .filter(|a| a.granted)
+                .map(|a| a.fencing_token)
+                .collect();
+            assert!(
+                granted.len() <= 1,
+                "period {period} was granted {} times: {granted:?}",
+                granted.len()
+            );
+            granted.first().map(|token| (*period, *token))
+        })
+        .collect();
+    round_start_periods.dedup();
     assert_eq!(
-        round_periods.len(),
+        round_start_periods.len(),
         ROUNDS,
-        "rounds shared periods: {round_periods:?}"
+        "rounds shared periods: {round_start_periods:?}"
     );
-    for period in &round_periods {
+    for period in &round_start_periods {
         assert!(
             grants.contains_key(period),
-            "period {period} of a round got no grant"
+            "period {period} began a round but got no grant"
         );
     }
-    let tokens: Vec<u64> = grants.values().map(|t| t[0]).collect();
+    // A period without a grant is one a burst spilled into while the previous period's run was
+    // still in progress: every answer says "running" with that earlier run's token.
+    for (period, list) in &answers {
+        if grants.contains_key(period) {
+            continue;
+        }
+        for answer in list {
+            let earlier = grants
+                .range(..period)
+                .any(|(_, token)| *token == answer.fencing_token);
+            assert!(
+                answer.refused_because == "running" && earlier,
+                "period {period} got no grant but {answer:?}"
+            );
+        }
+    }
+    let tokens: Vec<u64> = grants.values().copied().collect();
     assert!(
         tokens.windows(2).all(|w| w[0] < w[1]),
         "fencing tokens did not strictly increase with the period: {tokens:?}"
+    );
+    println!(
+        "{} periods, {} granted, {} answers",
+        answers.len(),
+        grants.len(),
+        answers.values().map(Vec::len).sum::<usize>()
     );
     for sidecar in sidecars {
         sidecar.shutdown().await;

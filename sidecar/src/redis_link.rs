@@ -307,16 +307,21 @@ impl RedisLink {
         &self,
         conn: &mut MultiplexedConnection,
     ) -> Result<(), VerifyError> {
-        // A map in RESP3, a flat [name, value] array in RESP2: a HashMap reads both.
-        let reply: RedisResult<std::collections::HashMap<String, String>> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(conn)
-            .await;
+        // INFO rather than CONFIG GET: the sidecar's ACL user needs INFO anyway (the shard
+        // script reads run_id), while CONFIG GET would also reveal secrets such as
+        // requirepass, and managed Redis services often refuse it.
+        let reply: RedisResult<String> = redis::cmd("INFO").arg("memory").query_async(conn).await;
         match reply {
-            Ok(map) => {
-                let policy = map.get("maxmemory-policy").cloned().unwrap_or_default();
-                if policy.starts_with("allkeys-") {
+            Ok(info) => {
+                let policy = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                if policy.is_empty() {
+                    tracing::warn!("redis INFO shows no maxmemory_policy; make sure it cannot evict version keys");
+                } else if policy.starts_with("allkeys-") {
                     if self.inner.allow_evicting_policy {
                         tracing::warn!(%policy, "redis can evict version keys; serving anyway because allow_evicting_policy is set");
                     } else {
@@ -327,7 +332,7 @@ impl RedisLink {
             }
             Err(err) if err.is_io_error() || err.is_connection_dropped() => Err(err.into()),
             Err(err) => {
-                tracing::warn!(error = %err, "cannot read redis maxmemory-policy (CONFIG GET refused?); make sure it cannot evict version keys");
+                tracing::warn!(error = %err, "cannot read redis maxmemory_policy (INFO refused?); make sure it cannot evict version keys");
                 Ok(())
             }
         }

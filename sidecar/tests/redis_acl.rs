@@ -1,0 +1,200 @@
+//! The sidecar runs under exactly the restricted Redis ACL user docs/security.md documents:
+//! keys and channels of its own namespace only, and only the commands it needs. It becomes
+//! ready, Get/Check/Bump work, Redis logs no denial of anything it did, and the same user is
+//! refused keys and channels of another namespace.
+
+mod ops;
+
+use std::time::Duration;
+
+use coherence_proto::v1 as pb;
+use coherence_testkit::RedisServer;
+
+const USER: &str = "coherence-app";
+const PASSWORD: &str = "app-secret-0123456789";
+
+/// The rule from docs/security.md for namespace `app` (keep the two identical).
+fn acl_rule(namespace: &str) -> Vec<String> {
+    let mut rule: Vec<String> = [
+        "reset",
+        "on",
+        &format!(">{PASSWORD}"),
+        &format!("~coh:{{{namespace}:*"),
+        &format!("&coh:{{{namespace}:*"),
+        "+hello",
+        "+auth",
+        "+info",
+        "+evalsha",
+        "+script|load",
+        "+xrange",
+        "+subscribe",
+        "+unsubscribe",
+        // Called from the shard script, which runs with the caller's permissions.
+        "+get",
+        "+set",
+        "+del",
+        "+xadd",
+        "+publish",
+        "+time",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    rule.insert(0, USER.to_string());
+    rule
+}
+
+fn acl_log(redis: &RedisServer) -> Vec<String> {
+    let entries: Vec<redis::Value> = redis.cmd(&["ACL", "LOG"]).unwrap();
+    entries.iter().map(|e| format!("{e:?}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_works_under_the_documented_acl_user_and_nothing_more() {
+    let redis = RedisServer::start();
+    let rule = acl_rule("app");
+    let args: Vec<&str> = std::iter::once("ACL")
+        .chain(std::iter::once("SETUSER"))
+        .chain(rule.iter().map(String::as_str))
+        .collect();
+    let _: String = redis
+        .cmd(&args)
+        .expect("ACL SETUSER with the documented rule");
+    // Redis 7.2+ has CLIENT SETINFO, which redis-rs sends on connect (errors ignored); the
+    // rule grants it where it exists so that Redis logs no denial.
+    let _: redis::RedisResult<String> = redis.cmd(&["ACL", "SETUSER", USER, "+client|setinfo"]);
+    let _: String = redis.cmd(&["ACL", "LOG", "RESET"]).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let mut s = ops::settings(&redis.url());
+    s.namespace = "app".into();
+    s.redis_username = USER.into();
+    s.redis_password_file = password_file;
+    let sidecar = ops::start(s).await;
+    assert!(
+        sidecar.wait_ready(Duration::from_secs(20)).await,
+        "not ready under the ACL user; ACL LOG: {:?}",
+        acl_log(&redis)
+    );
+
+    let mut client = ops::grpc_client(&sidecar).await;
+    let keys = vec!["content".to_string()];
+    let old = client
+        .get(pb::GetRequest {
+            keys: keys.clone(),
+            consistency: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    let new = client
+        .bump(pb::BumpRequest { keys: keys.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    assert_ne!(old, new);
+    for (version, consistency, expected) in [
+        (&old, pb::Consistency::Strong, false),
+        (&new, pb::Consistency::Strong, true),
+        (&new, pb::Consistency::Unspecified, true),
+    ] {
+        let reply = client
+            .check(pb::CheckRequest {
+                entries: vec![pb::KeyVersion {
+                    key: "content".into(),
+                    version: version.first().cloned(),
+                }],
+                consistency: consistency as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            reply.results[0].current, expected,
+            "{consistency:?}: {reply:?}"
+        );
+    }
+    // The mirror follows the subscription (SUBSCRIBE on the namespace's channels is allowed).
+    let from_mirror = coherence_testkit::eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let new = new.clone();
+        async move {
+            let reply = client
+                .check(pb::CheckRequest {
+                    entries: vec![pb::KeyVersion {
+                        key: "content".into(),
+                        version: new.first().cloned(),
+                    }],
+                    consistency: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            reply.results[0].current && reply.results[0].source == pb::CheckSource::Mirror as i32
+        }
+    })
+    .await;
+    assert!(from_mirror, "checks answered from the mirror");
+    let denials = acl_log(&redis);
+    assert!(
+        denials.is_empty(),
+        "Redis denied the sidecar something: {denials:?}"
+    );
+
+    // The same user cannot reach another namespace or any other key or channel.
+    let client = redis::Client::open(format!(
+        "redis://{USER}:{PASSWORD}@127.0.0.1:{}",
+        redis.port()
+    ))
+    .unwrap();
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    for (what, cmd) in [
+        (
+            "a key of another namespace",
+            redis::cmd("SET")
+                .arg("coh:{other:0}:v:content")
+                .arg("x")
+                .clone(),
+        ),
+        (
+            "a key outside coherence",
+            redis::cmd("GET").arg("sessions:42").clone(),
+        ),
+        (
+            "a channel of another namespace",
+            redis::cmd("PUBLISH")
+                .arg("coh:{other:0}:inv")
+                .arg("x")
+                .clone(),
+        ),
+        ("a command it does not need", redis::cmd("FLUSHALL").clone()),
+        (
+            "CONFIG, which would reveal secrets",
+            redis::cmd("CONFIG").arg("GET").arg("requirepass").clone(),
+        ),
+    ] {
+        let refused = cmd.query::<redis::Value>(&mut conn).unwrap_err();
+        assert!(
+            refused.to_string().contains("NOPERM") || refused.to_string().contains("permission"),
+            "{what}: expected NOPERM, got {refused}"
+        );
+    }
+    // A bump script call naming another namespace's keys is refused too (keys in scripts are
+    // checked against the caller's patterns).
+    let script_denied: redis::RedisResult<redis::Value> = redis::cmd("EVAL")
+        .arg("return redis.call('GET', KEYS[1])")
+        .arg(1)
+        .arg("coh:{other:0}:seq")
+        .query(&mut conn);
+    assert!(
+        script_denied.is_err(),
+        "EVAL is not even granted: {script_denied:?}"
+    );
+    sidecar.shutdown().await;
+}

@@ -105,6 +105,12 @@ pub struct CacheStats {
 }
 
 /// What [`CoherentCache::invalidate_after_write`] achieved.
+///
+/// ```
+/// use coherence_client::BumpReport;
+/// let report = BumpReport { not_bumped: vec!["item:7".into()], ..BumpReport::default() };
+/// assert!(!report.is_complete());
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct BumpReport {
     /// Coherence keys bumped.

@@ -15,6 +15,13 @@ use crate::error::Error;
 use tonic::transport::{Channel, Endpoint};
 
 /// An opaque version token. Compare for equality; hand it back to the sidecar unchanged.
+///
+/// ```
+/// use coherence_client::Version;
+/// let stamp = Version::from_token("3.17.9f2c");
+/// // Store the token next to the cached value, rebuild it later:
+/// assert_eq!(Version::from_token(stamp.token()), stamp);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Version(pub(crate) String);
 
@@ -58,9 +65,13 @@ impl Consistency {
 /// Where the sidecar's answer to a check came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckSource {
+    /// The sidecar's in-memory mirror, proven fresh by its heartbeat fence.
     Mirror,
+    /// A read of Redis made for this check.
     Redis,
+    /// Nothing could vouch for the version in time: answered `current = false`.
     FailClosed,
+    /// A source this client does not know (a newer sidecar).
     Unknown,
 }
 
@@ -72,6 +83,7 @@ pub struct CheckResult {
     pub current: bool,
     /// The current version, when the sidecar knows it.
     pub version: Option<Version>,
+    /// Where the answer came from.
     pub source: CheckSource,
 }
 
@@ -80,17 +92,28 @@ pub struct CheckResult {
 pub enum WatchEvent {
     /// `key` moved to `version`.
     Invalidated {
+        /// The key that was bumped.
         key: String,
+        /// Its new version.
         version: Version,
+        /// The per-shard sequence number assigned atomically with the bump.
         sequence: u64,
+        /// The key's logical shard.
         shard: u32,
+        /// Wall-clock time of the bump on the Redis server (for display; never compare clocks).
         bumped_at_unix_ms: u64,
     },
     /// Invalidations may have been lost: drop everything cached under the watched prefixes.
-    Resync { reason: String },
+    Resync {
+        /// Why (gap in sequences, reconnect, changed epoch, a watcher that fell behind).
+        reason: String,
+    },
     /// The stream is alive; the sidecar's mirror was fresh as of `fence_age` ago (`None` when
     /// the sidecar cannot currently vouch for its mirror).
-    Heartbeat { fence_age: Option<Duration> },
+    Heartbeat {
+        /// Age of the sidecar's oldest fence when the heartbeat was sent.
+        fence_age: Option<Duration>,
+    },
 }
 
 /// A connection to one sidecar. Cheap to clone; clones share the channel.

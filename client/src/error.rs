@@ -8,18 +8,30 @@ use std::time::Duration;
 /// What went wrong with a call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
+    /// The sidecar address could not be parsed.
     #[error("invalid sidecar address {0}")]
     InvalidAddress(String),
+    /// No connection to the sidecar could be made.
     #[error("cannot connect to the sidecar: {0}")]
     Connect(String),
+    /// The sidecar refused the request (the message names the field).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The sidecar (or Redis behind it) cannot serve the call now; retry later.
     #[error("sidecar unavailable: {0}")]
     Unavailable(String),
+    /// No answer within the per-call deadline.
     #[error("the sidecar did not answer within {0:?}")]
     DeadlineExceeded(Duration),
+    /// Any other gRPC status.
     #[error("sidecar answered {code:?}: {message}")]
-    Status { code: tonic::Code, message: String },
+    Status {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The sidecar's message.
+        message: String,
+    },
+    /// The answer did not have the expected shape.
     #[error("malformed answer from the sidecar: {0}")]
     Malformed(&'static str),
 }
@@ -40,6 +52,12 @@ impl Error {
     }
 
     /// The gRPC status code this error corresponds to.
+    ///
+    /// ```
+    /// use coherence_client::Error;
+    /// let err = Error::Unavailable("redis down".into());
+    /// assert_eq!(err.code(), tonic::Code::Unavailable);
+    /// ```
     pub fn code(&self) -> tonic::Code {
         match self {
             Error::InvalidAddress(_) | Error::InvalidArgument(_) => tonic::Code::InvalidArgument,

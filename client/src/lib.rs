@@ -1,27 +1,99 @@
-//! A thin, typed async client for the coherence sidecar.
+//! The Rust client for the coherence sidecar: cache coherence for apps that run on several
+//! servers, each with its own in-process cache.
 //!
-//! The sidecar runs beside your server and owns cache versions in Redis. Before serving a
-//! cached value, ask whether the version you stamped it with is still current; after writing
-//! to your source of truth, bump the keys you changed:
+//! The sidecar runs beside your server and keeps a *version* per cache key in Redis. A cached
+//! value is served only while the version it was stamped with is still current; a write to
+//! the source of truth is followed by a *bump* of the keys it changed, which moves them to new
+//! versions on every server. The crate has three layers; most apps want the last one:
+//!
+//! | type | what it does | a check costs |
+//! | --- | --- | --- |
+//! | [`Client`] | one gRPC call per method, each with a deadline | a loopback round trip (tens of µs) |
+//! | [`MirroredClient`] | [`Client`] plus an in-process mirror fed by one `Watch` stream | a local map lookup (tens of ns) while the mirror is provably fresh |
+//! | [`CoherentCache`] | a bounded cache (moka) that stamps before load, loads once per key and serves only current values | same as the mirror |
+//!
+//! # How to stamp
+//!
+//! Read the key's version *before* loading, load from the source of truth, store the value
+//! together with that version. A write whose bump lands while you load then makes your entry
+//! stale at once, as it should. Load after stamping, never the other way round: a version
+//! read after the load could be newer than the data. [`CoherentCache::get_or_load`] does
+//! exactly this, with one load per key at a time (single flight). After a write has
+//! committed, call [`CoherentCache::invalidate_after_write`] (or [`MirroredClient::bump`]):
+//! it retries a failed bump a bounded number of times and reports keys it could not bump.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), coherence_client::Error> {
-//! use coherence_client::{Client, Consistency};
+//! use coherence_client::{Client, CoherentCache, MirrorOptions};
 //!
-//! let client = Client::connect("http://127.0.0.1:50051").await?;
-//! // Stamp before load: read the version first, then load from the source of truth.
-//! let stamp = client.get_one("content").await?;
-//! // ... load the data, cache it together with `stamp` ...
-//! if !client.is_current("content", &stamp, Consistency::Bounded).await? {
-//!     // drop the cached value and load again
+//! let mirrored = Client::connect("http://127.0.0.1:50051").await?.with_mirror(MirrorOptions::default());
+//! let items: CoherentCache<i64, String> = CoherentCache::new(mirrored, |id: &i64| format!("item:{id}"));
+//! let name = items
+//!     .get_or_load(42, || async { Ok::<_, std::io::Error>("row 42 from the database".to_string()) })
+//!     .await;
+//! // ... UPDATE items SET ... WHERE id = 42; COMMIT ...
+//! let report = items.invalidate_after_write(&[42]).await;
+//! if !report.is_complete() {
+//!     eprintln!("other servers may serve stale copies of {:?}", report.not_bumped);
 //! }
-//! // After a write to the source of truth has committed:
-//! client.bump(&["content"]).await?;
 //! # Ok(()) }
+//! ```
+//!
+//! # How fresh an answer is
+//!
+//! By default a check has *bounded staleness*: it reflects every bump that completed more than
+//! `max_staleness` (default 500 ms) before the check began. The mirror proves this with the
+//! sidecar's Watch heartbeats: each carries the age `a` of the sidecar's oldest fence, and a
+//! heartbeat received at local instant `t` lets the mirror answer locally while
+//! `now - t + a < max_staleness` — local monotonic clock only, no clock agreement between
+//! machines. Bumps made through the same [`MirroredClient`] are visible to it at once.
+//!
+//! Use a **strong** check ([`Consistency::Strong`], [`MirroredClient::is_current_with`],
+//! [`CoherentCache::get_or_load_with`]) when a read must reflect every bump completed before it
+//! began, typically reading back a write made through another server (a redirect after an
+//! edit form, a workflow step that follows another service's write). It always asks the
+//! sidecar, which fences through Redis; concurrent strong checks share one round trip.
+//!
+//! # When the sidecar or Redis is down
+//!
+//! Nothing is ever guessed. A check nobody can vouch for answers "not current" (fail closed):
+//! the mirror stops answering locally once its heartbeats stop or grow old, the sidecar's
+//! `Check` fails closed when Redis is unreachable, and a failed call is "not current" too. A
+//! [`CoherentCache`] then calls your loader and returns its result *without caching it*, so
+//! your app keeps working at the speed of its database. Bumps fail with
+//! [`Error::Unavailable`] and are reported by `invalidate_after_write`. Recovery is automatic:
+//! the mirror's Watch task reconnects with backoff, treats the gap as a resync (drops the
+//! mirror) and counts it ([`MirrorStats`], [`MirrorOptions::on_event`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::time::Duration;
+//! use coherence_client::{Client, CoherentCache, MirrorOptions, Version};
+//!
+//! // Nothing listens on port 1: every sidecar call fails at once.
+//! let mirrored = Client::connect_lazy("127.0.0.1:1")
+//!     .unwrap()
+//!     .with_timeout(Duration::from_millis(200))
+//!     .with_mirror(MirrorOptions::default());
+//! // Fail closed: no sidecar, no vouching.
+//! assert!(!mirrored.is_current("content", &Version::from_token("1.1.x")).await);
+//!
+//! let items: CoherentCache<u32, String> = CoherentCache::new(mirrored, |id: &u32| format!("item:{id}"));
+//! for _ in 0..2 {
+//!     let row = items.get_or_load(1, || async { Ok::<_, std::io::Error>("row 1".to_string()) }).await;
+//!     assert_eq!(row.unwrap(), "row 1");
+//! }
+//! // Both reads went to the loader: nothing is cached without a version.
+//! assert_eq!(items.stats().uncached_loads, 2);
+//! assert_eq!(items.stats().loads, 0);
+//! # }
 //! ```
 //!
 //! Every call has a deadline (default 1 s, see [`Client::with_timeout`]); a broken channel is
 //! re-established by the next call.
+
+#![warn(missing_docs)]
 
 mod cache;
 mod client;

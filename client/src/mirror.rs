@@ -55,6 +55,21 @@ pub enum MirrorEvent {
 pub type MirrorHook = Arc<dyn Fn(&MirrorEvent) + Send + Sync>;
 
 /// How a [`MirroredClient`] behaves. Start from [`MirrorOptions::default`].
+///
+/// ```
+/// use std::time::Duration;
+/// use coherence_client::{MirrorEvent, MirrorOptions};
+///
+/// let options = MirrorOptions::default()
+///     .max_staleness(Duration::from_millis(250))
+///     .prefixes(["item:", "content"])
+///     .reconnect_backoff(Duration::from_millis(20), Duration::from_secs(1))
+///     .on_event(|event| {
+///         if let MirrorEvent::Resync { reason } = event {
+///             eprintln!("mirror dropped: {reason}");
+///         }
+///     });
+/// ```
 #[derive(Clone)]
 pub struct MirrorOptions {
     max_staleness: Duration,

@@ -10,7 +10,11 @@ use crate::report::{fmt_dur, fmt_rate, Report};
 
 /// The check targets drawn, in legend order: (row id, legend label, colour).
 const SERIES: &[(&str, &str, &str)] = &[
-    ("a_mirror", "(a) mirror hit, in process", "#2ca02c"),
+    (
+        "a_client_mirror",
+        "(a) client mirror hit, in process",
+        "#2ca02c",
+    ),
     ("b_check1", "(b) sidecar Check, 1 key", "#1f77b4"),
     (
         "b_check100",

@@ -74,7 +74,6 @@ where
 /// Starts `op` at `rate` calls per second for the budget, with at most `max_in_flight` calls
 /// outstanding (a call that would exceed it is skipped and counted as an error, so an overloaded
 /// target shows up as a lower achieved rate, not as an unbounded queue).
-#[allow(dead_code)] // used by the sections landing next
 pub async fn paced<F, Fut>(rate: u64, max_in_flight: usize, budget: Budget, op: F) -> Samples
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
@@ -124,4 +123,69 @@ where
         }
     }
     Samples::merge(vec![s], started.elapsed())
+}
+
+/// Calls a synchronous in-process `check(i)` from `concurrency` tasks until the budget is spent,
+/// in runs of `chunk` calls between clock reads. With `timed`, each call is timed on its own
+/// (adding the timer's cost to every sample); without, only throughput is measured and the
+/// samples are the mean call time of each run. A `false` answer counts as an error.
+pub async fn in_process_loop<C>(
+    concurrency: usize,
+    budget: Budget,
+    timed: bool,
+    check: Arc<C>,
+) -> Samples
+where
+    C: Fn(u64) -> bool + Send + Sync + 'static,
+{
+    const CHUNK: u64 = 1000;
+    let issued = Arc::new(AtomicU64::new(0));
+    let per_worker_samples = MAX_SAMPLES / concurrency.max(1) as u64;
+    let started = Instant::now();
+    let deadline = started + budget.duration;
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let check = Arc::clone(&check);
+            let issued = Arc::clone(&issued);
+            tokio::spawn(async move {
+                let mut s = Samples::default();
+                loop {
+                    let first = issued.fetch_add(CHUNK, Ordering::Relaxed);
+                    if first >= budget.max_ops || Instant::now() >= deadline {
+                        break;
+                    }
+                    let run_started = Instant::now();
+                    for i in first..first + CHUNK {
+                        let t0 = timed.then(Instant::now);
+                        let ok = check(i);
+                        if let Some(t0) = t0 {
+                            if (s.latencies_ns.len() as u64) < per_worker_samples {
+                                s.latencies_ns.push(t0.elapsed().as_nanos() as u64);
+                            }
+                        }
+                        if ok {
+                            s.ops += 1;
+                            s.units += 1;
+                        } else {
+                            s.errors += 1;
+                        }
+                    }
+                    if !timed && (s.latencies_ns.len() as u64) < per_worker_samples {
+                        s.latencies_ns
+                            .push(run_started.elapsed().as_nanos() as u64 / CHUNK);
+                    }
+                    // Let the other tasks on this worker run, as an app's request handlers would.
+                    tokio::task::yield_now().await;
+                }
+                s
+            })
+        })
+        .collect();
+    let mut parts = Vec::with_capacity(workers.len());
+    for w in workers {
+        if let Ok(s) = w.await {
+            parts.push(s);
+        }
+    }
+    Samples::merge(parts, started.elapsed())
 }

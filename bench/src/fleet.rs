@@ -67,7 +67,6 @@ impl Fleet {
 }
 
 /// Resident set size of this process, in bytes, from `/proc/self/statm`.
-#[allow(dead_code)] // used by the sections landing next
 pub fn own_rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
@@ -75,14 +74,12 @@ pub fn own_rss_bytes() -> Option<u64> {
 }
 
 /// Resident set size of process `pid`, in bytes, from `/proc/<pid>/statm`.
-#[allow(dead_code)] // used by the sections landing next
 pub fn rss_bytes_of(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * page_size())
 }
 
-#[allow(dead_code)] // used by the sections landing next
 fn page_size() -> u64 {
     static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *PAGE.get_or_init(|| {

@@ -6,15 +6,19 @@
 //! `chart.svg` under `--out`. Not a test: it asserts nothing and reports ratios against the
 //! issue's goals instead. See BENCHMARKS.md for a run and its reading.
 
+mod bumps;
 mod chart;
 mod checks;
 mod driver;
 mod fleet;
 mod floor;
+mod memory;
 mod pg;
 mod plan;
+mod propagation;
 mod report;
 mod stats;
+mod strong;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use coherence_client::{Client, Version};
+use coherence_client::{Client, Consistency, MirrorOptions, Version};
 use coherence_testkit::RedisServer;
 
 use crate::checks::Targets;
@@ -72,8 +76,12 @@ fn runtime(name: &str, workers: Option<usize>) -> anyhow::Result<tokio::runtime:
 
 async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Report> {
     let mut report = Report::default();
-    let redis = RedisServer::start();
     report.fact(machine_line());
+    if plan.runs("memory") {
+        // First, while the heap is still small and nothing freed can be reused.
+        memory::mirror_per_key(&mut report);
+    }
+    let redis = RedisServer::start();
     let mut fleet = Fleet::new(server.clone(), &redis.url(), "bench");
     fleet.grow_to(2).await?;
     let keys: Vec<String> = (0..plan.args.keys.max(1))
@@ -86,6 +94,22 @@ async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Repo
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         tokens.extend(sidecar.get(&refs).await?);
     }
+    let mirrored = sidecar.clone().with_mirror(MirrorOptions::default());
+    anyhow::ensure!(
+        mirrored
+            .wait_trusted(std::time::Duration::from_secs(20))
+            .await,
+        "the client mirror did not become trusted"
+    );
+    for chunk in keys.chunks(1000) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        mirrored.get_with(&refs, Consistency::Bounded).await?;
+    }
+    report.fact(format!(
+        "client mirror holds {} of {} keys",
+        mirrored.mirrored_keys(),
+        keys.len()
+    ));
     let versions = Arc::clone(&fleet.sidecars[0].versions);
     let keyspace = versions.state().keyspace.clone();
     let version_keys = keys
@@ -115,6 +139,7 @@ async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Repo
     let targets = Targets {
         versions,
         sidecar,
+        mirrored,
         floor: Client::connect(floor.url()).await?,
         redis: redis_conn,
         pg,
@@ -125,6 +150,32 @@ async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Repo
 
     if plan.runs("check") {
         checks::run(plan, &targets, &mut report).await;
+    }
+    if plan.runs("strong") {
+        strong::run(plan, &targets, &mut report).await;
+    }
+    if plan.runs("bump") {
+        bumps::run(
+            plan,
+            &targets.sidecar,
+            &targets.floor,
+            redis.port(),
+            &mut report,
+        )
+        .await;
+    }
+    if plan.runs("memory") {
+        memory::run(
+            plan,
+            &fleet.url(1),
+            &redis.url(),
+            &targets.keys,
+            &mut report,
+        )
+        .await;
+    }
+    if plan.runs("propagation") {
+        propagation::run(plan, server.clone(), &redis.url(), &mut report).await;
     }
 
     let Targets { pg, .. } = targets;

@@ -91,7 +91,6 @@ impl Plan {
     }
 
     /// A longer window for paced (open-loop) runs, which need time to show a tail.
-    #[allow(dead_code)] // used by the sections landing next
     pub fn paced_budget(&self, rate: u64) -> Budget {
         let duration = self.run * 2;
         Budget {

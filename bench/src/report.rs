@@ -62,6 +62,8 @@ impl Row {
 pub struct Ratio {
     pub what: String,
     pub measured: Option<f64>,
+    /// Unit the measured value is shown in ("×", " B", " ms").
+    pub unit: String,
     /// The goal, e.g. "≥ 1000×".
     pub goal: String,
     pub met: Option<bool>,
@@ -108,6 +110,7 @@ impl Report {
         self.ratios.push(Ratio {
             what: what.into(),
             measured: value,
+            unit: unit.to_string(),
             goal: format!("{sign} {}{unit}", trim_float(goal)),
             met,
         });
@@ -118,6 +121,7 @@ impl Report {
         self.ratios.push(Ratio {
             what: what.into(),
             measured: value,
+            unit: "×".into(),
             goal: String::new(),
             met: None,
         });
@@ -144,7 +148,7 @@ impl Report {
                 out,
                 "ratio: {:<70} {:>12}  goal {:<10} {}",
                 r.what,
-                r.measured.map_or("n/a".into(), fmt_ratio),
+                r.measured.map_or("n/a".into(), |v| fmt_ratio(v, &r.unit)),
                 r.goal,
                 status(r, "MISSED")
             );
@@ -204,7 +208,7 @@ impl Report {
                     out,
                     "| {} | {} | {} | {} |",
                     r.what,
-                    r.measured.map_or("n/a".into(), fmt_ratio),
+                    r.measured.map_or("n/a".into(), |v| fmt_ratio(v, &r.unit)),
                     r.goal,
                     status(r, "**missed**")
                 );
@@ -287,11 +291,11 @@ pub fn fmt_rate(r: f64) -> String {
     out
 }
 
-fn fmt_ratio(v: f64) -> String {
+fn fmt_ratio(v: f64, unit: &str) -> String {
     if v >= 100.0 {
-        format!("{}×", fmt_rate(v))
+        format!("{}{unit}", fmt_rate(v))
     } else {
-        format!("{v:.2}×")
+        format!("{v:.2}{unit}")
     }
 }
 

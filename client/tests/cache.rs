@@ -2,13 +2,13 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coherence_client::{Client, CoherentCache, MirrorOptions, MirroredClient};
 use coherence_testkit::{eventually, free_port, RedisServer};
-use support::{start_sidecar, url};
+use support::{start_sidecar, start_sidecar_on, url};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -203,4 +203,67 @@ async fn a_loader_error_reaches_the_caller_and_is_not_cached() {
         .unwrap();
     assert_eq!(value, 3);
     a.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cache_rides_out_a_sidecar_restart_without_stale_reads() {
+    let redis = RedisServer::start();
+    let max_staleness = coherence_client::DEFAULT_MAX_STALENESS;
+    let a = start_sidecar(&redis.url(), "a").await;
+    let b = start_sidecar(&redis.url(), "b").await;
+    let addr = a.grpc_addr;
+    let client = Client::connect(url(&a))
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_millis(300))
+        .with_mirror(MirrorOptions::default());
+    assert!(client.wait_trusted(WAIT).await);
+    let cache: CoherentCache<u32, u64> = CoherentCache::new(client, item_key);
+    let other = Client::connect(url(&b)).await.unwrap();
+    let truth = AtomicU64::new(1);
+    let read = || async {
+        cache
+            .get_or_load(1, || async {
+                Ok::<_, std::convert::Infallible>(truth.load(Ordering::SeqCst))
+            })
+            .await
+            .unwrap()
+    };
+    assert_eq!(read().await, 1);
+    assert_eq!(read().await, 1);
+    assert_eq!(cache.stats().hits, 1);
+
+    a.shutdown().await;
+    truth.store(2, Ordering::SeqCst);
+    other.bump(&["item:1"]).await.unwrap();
+    let written = Instant::now();
+    while written.elapsed() < max_staleness * 2 {
+        let began = Instant::now();
+        let value = read().await;
+        if began.duration_since(written) > max_staleness {
+            assert_eq!(value, 2, "stale read while the sidecar was down");
+        }
+    }
+    assert!(cache.stats().uncached_loads >= 1, "{:?}", cache.stats());
+
+    let a = start_sidecar_on(&redis.url(), "a", addr).await;
+    assert!(
+        cache.client().wait_trusted(WAIT).await,
+        "no recovery: {:?}",
+        cache.client().stats()
+    );
+    assert_eq!(read().await, 2);
+    let hits = cache.stats().hits;
+    let recovered = eventually(WAIT, || async {
+        read().await == 2 && cache.stats().hits > hits
+    })
+    .await;
+    assert!(
+        recovered,
+        "the cache serves hits again after the restart: {:?}",
+        cache.stats()
+    );
+    assert!(cache.client().stats().reconnects >= 1);
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -209,21 +209,14 @@ impl Config {
         let invalid =
             |setting: &'static str, message: String| ConfigError::Invalid { setting, message };
         let url = settings.redis_url.as_str();
-        if !(url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("redis+unix://")
-            || url.starts_with("unix://"))
-        {
+        if let Err(err) = crate::redis_target::RedisTarget::parse(url) {
             return Err(invalid(
                 "redis_url",
                 format!(
-                    "{} is not a redis://, rediss:// or unix:// URL",
+                    "{}: {err} (expected redis://, rediss://, unix://, redis+sentinel://host:port,.../master or redis+cluster://host:port,...)",
                     redact_url(url)
                 ),
             ));
-        }
-        if let Err(err) = redis::Client::open(url) {
-            return Err(invalid("redis_url", format!("{}: {err}", redact_url(url))));
         }
         let redis_access = RedisAccess::from_settings(&settings)?;
         crate::keyspace::validate_namespace(&settings.namespace)

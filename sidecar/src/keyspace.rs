@@ -12,6 +12,7 @@
 pub struct Keyspace {
     namespace: String,
     shards: u32,
+    sharded_channels: bool,
 }
 
 /// Redis names of one shard's state.
@@ -34,6 +35,27 @@ impl Keyspace {
         Keyspace {
             namespace: namespace.to_string(),
             shards: shards.max(1),
+            sharded_channels: false,
+        }
+    }
+
+    /// Uses sharded pub/sub (SPUBLISH/SSUBSCRIBE), as on Redis Cluster, where a plain PUBLISH
+    /// would be broadcast to every node.
+    pub fn with_sharded_channels(mut self, sharded: bool) -> Self {
+        self.sharded_channels = sharded;
+        self
+    }
+
+    pub fn sharded_channels(&self) -> bool {
+        self.sharded_channels
+    }
+
+    /// The command the scripts publish with.
+    pub fn publish_command(&self) -> &'static str {
+        if self.sharded_channels {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
         }
     }
 

@@ -27,6 +27,7 @@ pub mod reader;
 pub mod reconcile;
 pub mod redis_access;
 pub mod redis_link;
+pub mod redis_target;
 pub mod scripts;
 pub mod server;
 pub mod state;

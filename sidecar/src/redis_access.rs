@@ -75,7 +75,7 @@ impl RedisAccess {
         let ca_pem = if s.redis_ca_file.as_os_str().is_empty() {
             None
         } else {
-            if !s.redis_url.starts_with("rediss://") {
+            if !s.redis_url.starts_with("rediss") {
                 return Err(invalid(
                     "redis_ca_file",
                     "only applies to a rediss:// (TLS) redis_url".into(),
@@ -97,16 +97,18 @@ impl RedisAccess {
         };
         // Catch what redis-rs would refuse at connect time (bad URL, bad CA) now, as a
         // configuration error.
-        access.client(&s.redis_url).map_err(|err| {
-            invalid(
-                if access.ca_pem.is_some() {
-                    "redis_ca_file"
-                } else {
-                    "redis_url"
-                },
-                err.to_string(),
-            )
-        })?;
+        crate::redis_target::RedisTarget::parse(&s.redis_url)
+            .and_then(|target| target.with_access(access.clone()).check())
+            .map_err(|err| {
+                invalid(
+                    if access.ca_pem.is_some() {
+                        "redis_ca_file"
+                    } else {
+                        "redis_url"
+                    },
+                    err.to_string(),
+                )
+            })?;
         Ok(access)
     }
 

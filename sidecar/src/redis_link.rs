@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ProtocolVersion, RedisResult};
+use redis::{AsyncConnectionConfig, RedisResult};
 use tokio::sync::{watch, Notify};
 
 use crate::config::redact_url;
 use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
+use crate::redis_target::{CommandConnection, RedisTarget};
 
 /// Why a Redis operation did not produce an answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -47,7 +47,7 @@ pub struct RedisLink {
 }
 
 struct Inner {
-    client: redis::Client,
+    target: RedisTarget,
     url_for_logs: String,
     keyspace: Keyspace,
     allow_evicting_policy: bool,
@@ -60,19 +60,8 @@ struct Inner {
 
 #[derive(Clone)]
 struct Verified {
-    conn: MultiplexedConnection,
+    conn: CommandConnection,
     generation: u64,
-}
-
-/// Opens a `redis::Client` for `url`, speaking RESP3 (needed for pub/sub push messages).
-pub fn open_client(url: &str) -> RedisResult<redis::Client> {
-    use redis::IntoConnectionInfo;
-    let info = url.into_connection_info()?;
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    redis::Client::open(info.set_redis_settings(settings))
 }
 
 impl RedisLink {
@@ -82,8 +71,8 @@ impl RedisLink {
         allow_evicting_policy: bool,
         metrics: Metrics,
     ) -> RedisResult<RedisLink> {
-        Ok(RedisLink::from_client(
-            open_client(url)?,
+        Ok(RedisLink::from_target(
+            RedisTarget::parse(url)?,
             url,
             keyspace,
             allow_evicting_policy,
@@ -91,10 +80,10 @@ impl RedisLink {
         ))
     }
 
-    /// A link through `client` (built with credentials and TLS roots, see
-    /// [`crate::redis_access`]); `url` is only shown in logs, password redacted.
-    pub fn from_client(
-        client: redis::Client,
+    /// A link to `target` (with credentials and TLS roots, see [`crate::redis_access`]);
+    /// `url` is only shown in logs, password redacted.
+    pub fn from_target(
+        target: RedisTarget,
         url: &str,
         keyspace: Keyspace,
         allow_evicting_policy: bool,
@@ -103,7 +92,7 @@ impl RedisLink {
         let (connected_tx, _) = watch::channel(false);
         RedisLink {
             inner: Arc::new(Inner {
-                client,
+                target,
                 url_for_logs: redact_url(url),
                 keyspace,
                 allow_evicting_policy,
@@ -116,9 +105,9 @@ impl RedisLink {
         }
     }
 
-    /// The client, for connections of other kinds (the subscription).
-    pub fn client(&self) -> &redis::Client {
-        &self.inner.client
+    /// The Redis deployment, for connections of other kinds (the subscription).
+    pub fn target(&self) -> &RedisTarget {
+        &self.inner.target
     }
 
     pub fn keyspace(&self) -> &Keyspace {
@@ -164,7 +153,7 @@ impl RedisLink {
         op: F,
     ) -> Result<T, LinkError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(CommandConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let Some(verified) = self.read_current() else {
@@ -182,7 +171,11 @@ impl RedisLink {
             }
             Ok(Err(err)) => {
                 self.inner.metrics.observe_redis(name, took, false);
-                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error()
+                // READONLY: we are talking to a master that was demoted by a failover.
+                if err.is_io_error()
+                    || err.is_connection_dropped()
+                    || err.is_unrecoverable_error()
+                    || err.code() == Some("READONLY")
                 {
                     self.mark_broken(verified.generation, &err);
                 }
@@ -257,15 +250,11 @@ impl RedisLink {
     }
 
     /// Connects once and verifies the connection (eviction policy).
-    pub async fn connect_and_verify(&self) -> Result<MultiplexedConnection, VerifyError> {
+    pub async fn connect_and_verify(&self) -> Result<CommandConnection, VerifyError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)));
-        let mut conn = self
-            .inner
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let mut conn = self.inner.target.connect_commands(&config).await?;
         self.check_eviction_policy(&mut conn).await?;
         Ok(conn)
     }
@@ -280,11 +269,7 @@ impl RedisLink {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
         let attempt = async {
-            let mut conn = self
-                .inner
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
+            let mut conn = self.inner.target.connect_commands(&config).await?;
             self.check_eviction_policy(&mut conn).await
         };
         match tokio::time::timeout(timeout * 2, attempt).await {
@@ -303,10 +288,7 @@ impl RedisLink {
         }
     }
 
-    async fn check_eviction_policy(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<(), VerifyError> {
+    async fn check_eviction_policy(&self, conn: &mut CommandConnection) -> Result<(), VerifyError> {
         // INFO rather than CONFIG GET: the sidecar's ACL user needs INFO anyway (the shard
         // script reads run_id), while CONFIG GET would also reveal secrets such as
         // requirepass, and managed Redis services often refuse it.

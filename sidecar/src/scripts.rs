@@ -8,11 +8,11 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::MultiplexedConnection;
 use redis::streams::StreamRangeReply;
 use redis::{RedisResult, Script};
 
 use crate::keyspace::Keyspace;
+use crate::redis_target::CommandConnection;
 
 static SHARD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/shard.lua")));
 
@@ -39,7 +39,7 @@ pub fn random_token() -> String {
 
 /// Reads (or bumps) `keys`, which must all belong to `shard`.
 pub async fn versions(
-    conn: &mut MultiplexedConnection,
+    conn: &mut CommandConnection,
     keyspace: &Keyspace,
     shard: u32,
     mode: VersionsMode,
@@ -61,6 +61,7 @@ pub async fn versions(
     })
     .arg(random_token())
     .arg(&sk.channel)
+    .arg(keyspace.publish_command())
     .arg(replay_log_len)
     .arg(keys.len());
     for key in keys {
@@ -85,7 +86,7 @@ pub async fn versions(
 
 /// Publishes a heartbeat fence on `shard`'s channel; returns the shard's state.
 pub async fn fence(
-    conn: &mut MultiplexedConnection,
+    conn: &mut CommandConnection,
     keyspace: &Keyspace,
     shard: u32,
     sender: &str,
@@ -100,6 +101,7 @@ pub async fn fence(
         .arg("fence")
         .arg(random_token())
         .arg(&sk.channel)
+        .arg(keyspace.publish_command())
         .arg(0)
         .arg(0)
         .arg(sender)
@@ -123,7 +125,7 @@ pub struct LogEntry {
 
 /// The replay-log entries of `shard` with sequence numbers in `from..=to`, in order.
 pub async fn read_log(
-    conn: &mut MultiplexedConnection,
+    conn: &mut CommandConnection,
     keyspace: &Keyspace,
     shard: u32,
     from: u64,

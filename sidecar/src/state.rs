@@ -13,6 +13,7 @@ use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
 use crate::mirror::{Mirror, VersionStr};
 use crate::redis_link::RedisLink;
+use crate::redis_target::RedisTarget;
 
 /// An event for Watch streams.
 #[derive(Debug, Clone)]
@@ -51,9 +52,11 @@ pub struct SidecarState {
 impl SidecarState {
     pub fn new(config: Config, metrics: Metrics) -> redis::RedisResult<Arc<SidecarState>> {
         let s = &config.settings;
-        let keyspace = Keyspace::new(&s.namespace, s.shards);
-        let link = RedisLink::from_client(
-            config.redis_access.client(&s.redis_url)?,
+        let target = RedisTarget::parse(&s.redis_url)?.with_access(config.redis_access.clone());
+        let keyspace =
+            Keyspace::new(&s.namespace, s.shards).with_sharded_channels(target.is_cluster());
+        let link = RedisLink::from_target(
+            target,
             &s.redis_url,
             keyspace.clone(),
             s.allow_evicting_policy,

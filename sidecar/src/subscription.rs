@@ -38,8 +38,8 @@ enum SessionError {
     Unsubscribed(PushKind),
     #[error("no heartbeat came back for {0:?}; the subscription is presumed dead")]
     Stalled(Duration),
-    #[error("repair failed: {0}")]
-    Repair(#[from] LinkError),
+    #[error("redis operation failed: {0}")]
+    Redis(#[from] LinkError),
 }
 
 /// Keeps the subscription alive until `shutdown`.
@@ -89,12 +89,47 @@ async fn session(
         .set_push_sender(tx)
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(2)));
-    let mut conn = state
+    let channels = state.keyspace.channels();
+    let plan = state
         .link
-        .client()
-        .get_multiplexed_async_connection_with_config(&config)
+        .run(
+            "subscription_plan",
+            state.config.request_timeout(),
+            |mut conn| {
+                let channels = &channels;
+                async move {
+                    state
+                        .link
+                        .target()
+                        .subscription_plan(&mut conn, channels)
+                        .await
+                }
+            },
+        )
         .await?;
-    conn.subscribe(state.keyspace.channels()).await?;
+    let subscribe = if state.keyspace.sharded_channels() {
+        "SSUBSCRIBE"
+    } else {
+        "SUBSCRIBE"
+    };
+    // Kept alive for the session; they send nothing but subscriptions.
+    let mut _connections = Vec::with_capacity(plan.len());
+    for (url, node_channels) in plan {
+        let mut conn = state
+            .link
+            .target()
+            .client(&url)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        // One channel per command, so that each reply is exactly one confirmation.
+        for channel in node_channels {
+            redis::cmd(subscribe)
+                .arg(&channel)
+                .query_async::<Value>(&mut conn)
+                .await?;
+        }
+        _connections.push(conn);
+    }
     *sessions += 1;
     if *sessions > 1 {
         state
@@ -137,7 +172,7 @@ async fn session(
 
 async fn handle_push(state: &Arc<SidecarState>, push: PushInfo) -> Result<(), SessionError> {
     match push.kind {
-        PushKind::Message => {}
+        PushKind::Message | PushKind::SMessage => {}
         PushKind::Disconnection => return Err(SessionError::Disconnected),
         PushKind::Unsubscribe | PushKind::SUnsubscribe => {
             return Err(SessionError::Unsubscribed(push.kind))

@@ -1,8 +1,9 @@
 -- Every read and write of one shard's state, atomically (design guarantees 1 and 6).
 --
 -- KEYS: epoch, seq, log, incarnation, then one version key per cache key.
--- ARGV: mode ("get", "bump" or "fence"), candidate epoch, channel, replay log length, n,
---       then n cache keys, then n unique nonces; for "fence": sender id, nonce.
+-- ARGV: mode ("get", "bump" or "fence"), candidate epoch, channel, publish command (PUBLISH,
+--       or SPUBLISH on a cluster), replay log length, n, then n cache keys, then n unique
+--       nonces; for "fence": sender id, nonce after the first six.
 -- Returns: { epoch, shard sequence after the call, version 1, ..., version n }.
 --
 -- Incarnation. A Redis that restarted may hold an older snapshot, and a promoted replica may
@@ -39,14 +40,15 @@ end
 
 local mode = ARGV[1]
 local channel = ARGV[3]
+local publish = ARGV[4]
 
 if mode == 'fence' then
-  redis.call('PUBLISH', channel, 'h|' .. epoch .. '|' .. seq .. '|' .. ARGV[6] .. '|' .. ARGV[7])
+  redis.call(publish, channel, 'h|' .. epoch .. '|' .. seq .. '|' .. ARGV[7] .. '|' .. ARGV[8])
   return { epoch, tostring(seq) }
 end
 
-local log_len = ARGV[4]
-local n = tonumber(ARGV[5])
+local log_len = ARGV[5]
+local n = tonumber(ARGV[6])
 local prefix = epoch .. '.'
 local now = redis.call('TIME')
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
@@ -54,7 +56,7 @@ local out = { epoch, '' }
 
 for i = 1, n do
   local vkey = KEYS[4 + i]
-  local key = ARGV[5 + i]
+  local key = ARGV[6 + i]
   local version = false
   if mode == 'get' then
     version = redis.call('GET', vkey)
@@ -64,7 +66,7 @@ for i = 1, n do
   end
   if not version then
     seq = seq + 1
-    version = prefix .. seq .. '.' .. ARGV[5 + n + i]
+    version = prefix .. seq .. '.' .. ARGV[6 + n + i]
     local id = seq .. '-0'
     local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', log_len, id,
       'k', key, 'v', version, 't', now_ms)
@@ -74,7 +76,7 @@ for i = 1, n do
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', log_len, id, 'k', key, 'v', version, 't', now_ms)
     end
     redis.call('SET', vkey, version)
-    redis.call('PUBLISH', channel,
+    redis.call(publish, channel,
       'i|' .. epoch .. '|' .. seq .. '|' .. now_ms .. '|' .. version .. '|' .. key)
   end
   out[2 + i] = version

@@ -16,7 +16,7 @@ mod fault_support;
 
 use std::time::{Duration, Instant};
 
-use fault_support::{Fleet, Workload};
+use fault_support::{keys_of_one_shard, Fleet, Workload};
 
 /// How long the fleet may take to recover after a fault ended (stated in docs/faults.md).
 const RECOVERY_BOUND: Duration = Duration::from_secs(10);
@@ -183,16 +183,6 @@ async fn inject(fleet: &mut Fleet, fault: &Fault) {
             let _: () = fleet.redis.cmd(&["FLUSHALL"]).expect("FLUSHALL");
         }
     }
-}
-
-/// `n` distinct keys that all fall into the same shard.
-fn keys_of_one_shard(settings: &coherence_sidecar::config::Settings, n: usize) -> Vec<String> {
-    let keyspace = coherence_sidecar::keyspace::Keyspace::new(&settings.namespace, settings.shards);
-    (0..)
-        .map(|i| format!("burst:{i}"))
-        .filter(|k| keyspace.shard_of(k) == 0)
-        .take(n)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

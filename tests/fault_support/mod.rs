@@ -37,6 +37,16 @@ pub fn fault_settings(redis_url: &str, server_id: &str) -> Settings {
     s
 }
 
+/// `n` distinct keys that all fall into shard 0 (for bursts of one script call).
+pub fn keys_of_one_shard(settings: &Settings, n: usize) -> Vec<String> {
+    let keyspace = coherence_sidecar::keyspace::Keyspace::new(&settings.namespace, settings.shards);
+    (0..)
+        .map(|i| format!("burst:{i}"))
+        .filter(|k| keyspace.shard_of(k) == 0)
+        .take(n)
+        .collect()
+}
+
 /// A test Redis and the sidecars (with a gRPC client each) that use it.
 pub struct Fleet {
     pub redis: RedisServer,

@@ -26,6 +26,15 @@ pub struct ItemInput {
     pub price_cents: i64,
 }
 
+/// The driver's error with the server's message (the driver's own Display says only "db
+/// error").
+pub fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => db.to_string(),
+        None => err.to_string(),
+    }
+}
+
 /// A PostgreSQL connection (pipelined; cheap to share behind an `Arc`).
 pub struct Db {
     client: tokio_postgres::Client,
@@ -41,13 +50,18 @@ impl Db {
                 tracing::error!(error = %err, "PostgreSQL connection ended");
             }
         });
+        // Instances start together: concurrent CREATE TABLE IF NOT EXISTS can fail on
+        // PostgreSQL's catalog unique index, so creation is serialised by an advisory lock.
         client
             .batch_execute(
-                "CREATE TABLE IF NOT EXISTS items (
-                    id BIGSERIAL PRIMARY KEY,
-                    name TEXT NOT NULL,
-                    price_cents BIGINT NOT NULL
-                )",
+                "BEGIN;
+                 SELECT pg_advisory_xact_lock(727465);
+                 CREATE TABLE IF NOT EXISTS items (
+                     id BIGSERIAL PRIMARY KEY,
+                     name TEXT NOT NULL,
+                     price_cents BIGINT NOT NULL
+                 );
+                 COMMIT;",
             )
             .await?;
         Ok(Db { client })

@@ -35,12 +35,12 @@ pub struct AppConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// PostgreSQL could not be reached or the schema not created.
-    #[error("PostgreSQL at {url}: {source}")]
+    #[error("PostgreSQL at {url}: {detail}")]
     Database {
         /// The connection string.
         url: String,
-        /// The driver's error.
-        source: tokio_postgres::Error,
+        /// What went wrong, with the server's message.
+        detail: String,
     },
     /// The sidecar address is not valid.
     #[error("sidecar: {0}")]
@@ -69,13 +69,12 @@ impl RunningApp {
     /// Starts serving. The sidecar is connected lazily: the app starts (and serves from
     /// PostgreSQL without caching) even while its sidecar is not up yet.
     pub async fn start(config: AppConfig) -> Result<RunningApp, StartError> {
-        let db =
-            Db::connect(&config.database_url)
-                .await
-                .map_err(|source| StartError::Database {
-                    url: config.database_url.clone(),
-                    source,
-                })?;
+        let db = Db::connect(&config.database_url)
+            .await
+            .map_err(|err| StartError::Database {
+                url: config.database_url.clone(),
+                detail: db::describe(&err),
+            })?;
         let mirrored = Client::connect_lazy(&config.sidecar)?.with_mirror(MirrorOptions::default());
         let items = CoherentCache::builder(mirrored, item_key)
             .max_capacity(config.max_items)

@@ -72,7 +72,7 @@ async fn read_item(
         Ok(None) => (StatusCode::NOT_FOUND, format!("no item {id}")).into_response(),
         Err(err) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("database: {err}"),
+            format!("database: {}", crate::db::describe(&err)),
         )
             .into_response(),
     }
@@ -86,7 +86,7 @@ async fn create_item(State(state): State<AppState>, Json(input): Json<ItemInput>
         }
         Err(err) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("database: {err}"),
+            format!("database: {}", crate::db::describe(&err)),
         )
             .into_response(),
     }
@@ -105,7 +105,7 @@ async fn update_item(
         Ok(None) => (StatusCode::NOT_FOUND, format!("no item {id}")).into_response(),
         Err(err) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("database: {err}"),
+            format!("database: {}", crate::db::describe(&err)),
         )
             .into_response(),
     }

@@ -166,8 +166,11 @@ async fn an_edit_through_one_instance_is_seen_through_the_other() {
     let redis = RedisServer::start();
     let sidecar_1 = start_sidecar(&redis.url(), "one").await;
     let sidecar_2 = start_sidecar(&redis.url(), "two").await;
-    let app_1 = start_app(&sidecar_1, database.url()).await;
-    let app_2 = start_app(&sidecar_2, database.url()).await;
+    // Started together, as a deployment would: both create the schema at once.
+    let (app_1, app_2) = tokio::join!(
+        start_app(&sidecar_1, database.url()),
+        start_app(&sidecar_2, database.url())
+    );
     let (one, two) = (app_1.addr, app_2.addr);
     let http = Http {
         client: reqwest::Client::new(),

@@ -224,6 +224,22 @@ async fn sigstop_for_two_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_longer_than_the_stall_limit() {
+    // No error reaches the client library while Redis is stopped: only the heartbeat fences
+    // that stop coming back tell the subscription it is dead (stall limit 2 s here).
+    let (fleet, effect) = run("sigstop-4s", Fault::Pause(Duration::from_secs(4))).await;
+    assert!(
+        effect.fail_closed > 0.0,
+        "checks failed closed while Redis was paused: {effect:?}"
+    );
+    assert!(
+        effect.sub_reconnects >= 3.0,
+        "every sidecar declared its silent subscription dead and resubscribed: {effect:?}"
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_kill_type_pubsub() {
     let (fleet, effect) = run("client-kill-pubsub", Fault::KillPubsub).await;
     assert!(

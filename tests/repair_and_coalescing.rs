@@ -309,3 +309,47 @@ async fn a_thousand_concurrent_strong_checks_cost_a_handful_of_redis_calls() {
     assert!(grpc_calls <= 60, "through gRPC: {grpc_calls} script calls");
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_key_deleted_by_hand_means_everything_changed() {
+    let fleet = Fleet::start(2, |_| {}).await;
+    let (a, b) = (&fleet.clients[0], &fleet.clients[1]);
+    let v1 = a.get_one("member:7").await.unwrap();
+    let v2 = a.bump(&["member:7"]).await.unwrap().remove(0);
+    // B mirrors v2.
+    assert!(b
+        .is_current("member:7", &v2, Consistency::Strong)
+        .await
+        .unwrap());
+    let keyspace = coherence_sidecar::keyspace::Keyspace::new(
+        &fleet.settings.namespace,
+        fleet.settings.shards,
+    );
+    let vkey = keyspace.version_key(keyspace.shard_of("member:7"), "member:7");
+    let deleted: i64 = fleet.redis.cmd(&["DEL", &vkey]).unwrap();
+    assert_eq!(deleted, 1);
+    // Neither the superseded token nor the deleted one is current: a new version is issued.
+    assert!(!a
+        .is_current("member:7", &v1, Consistency::Strong)
+        .await
+        .unwrap());
+    assert!(!a
+        .is_current("member:7", &v2, Consistency::Strong)
+        .await
+        .unwrap());
+    let v3 = a.get_one("member:7").await.unwrap();
+    assert!(
+        v3 != v1 && v3 != v2,
+        "never version 0, never a reissue: {v3}"
+    );
+    // The new version was published like a bump: B's mirror learns it and drops v2.
+    assert!(
+        coherence_testkit::eventually(Duration::from_secs(5), || async {
+            matches!(b.check(&[("member:7", &v2)], Consistency::Bounded).await,
+                Ok(r) if !r[0].current && r[0].source == CheckSource::Mirror)
+        })
+        .await,
+        "B's mirror still vouches for the deleted version"
+    );
+    fleet.shutdown().await;
+}

@@ -1,0 +1,247 @@
+//! coherence on a real local Redis Cluster: shards spread over the masters, invalidations on
+//! sharded channels, and the guarantees kept through a master failover (to a replica that
+//! missed the last bump) and a slot migration.
+//!
+//! Run only these: `cargo test --test redis_cluster --test redis_sentinel`.
+
+mod common;
+
+use std::time::Duration;
+
+use coherence_client::{Client, Consistency, Version};
+use coherence_sidecar::Sidecar;
+use coherence_testkit::cluster::key_slot;
+use coherence_testkit::RedisCluster;
+use common::{grpc_url, start_sidecar_with, WAIT};
+
+async fn fleet(cluster: &RedisCluster, n: usize) -> (Vec<Sidecar>, Vec<Client>) {
+    let mut sidecars = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let sidecar = start_sidecar_with(&cluster.url(), &format!("s{i}"), |s| {
+            s.namespace = "cl".into();
+            s.shards = 8;
+        })
+        .await;
+        clients.push(
+            Client::connect(grpc_url(&sidecar))
+                .await
+                .unwrap()
+                .with_timeout(Duration::from_secs(10)),
+        );
+        sidecars.push(sidecar);
+    }
+    (sidecars, clients)
+}
+
+/// One key per shard (by the sidecar's own shard function).
+fn key_per_shard(sidecar: &Sidecar) -> Vec<String> {
+    let ks = &sidecar.state.keyspace;
+    let mut keys: Vec<Option<String>> = vec![None; ks.shard_count() as usize];
+    let mut i = 0;
+    while keys.iter().any(Option::is_none) {
+        let key = format!("item:{i}");
+        let shard = ks.shard_of(&key) as usize;
+        keys[shard].get_or_insert(key);
+        i += 1;
+    }
+    keys.into_iter().flatten().collect()
+}
+
+/// Waits until every client answers `current` for `new` from its mirror and `stale` for `old`.
+async fn seen_everywhere(clients: &[Client], key: &str, old: &Version, new: &Version) -> bool {
+    coherence_testkit::eventually(WAIT, || async {
+        for client in clients {
+            let Ok(r) = client
+                .check(&[(key, old), (key, new)], Consistency::Bounded)
+                .await
+            else {
+                return false;
+            };
+            if r[0].current || !r[1].current || r[1].source != coherence_client::CheckSource::Mirror
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
+async fn assert_never_current(clients: &[Client], key: &str, superseded: &Version, when: &str) {
+    for (i, client) in clients.iter().enumerate() {
+        for consistency in [Consistency::Strong, Consistency::Bounded] {
+            let r = client.check(&[(key, superseded)], consistency).await;
+            if let Ok(r) = r {
+                assert!(
+                    !r[0].current,
+                    "{when}: sidecar {i} ({consistency:?}) said a superseded version of {key} is current"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bumps_on_every_shard_reach_every_sidecar_over_sharded_channels() {
+    let cluster = RedisCluster::start(3, 0);
+    let (sidecars, clients) = fleet(&cluster, 3).await;
+    let keys = key_per_shard(&sidecars[0]);
+    let masters: std::collections::BTreeSet<usize> = (0..8)
+        .filter_map(|s| {
+            cluster.master_of_slot(key_slot(&sidecars[0].state.keyspace.shard_keys(s).seq))
+        })
+        .collect();
+    assert!(
+        masters.len() > 1,
+        "the shards spread over several masters: {masters:?}"
+    );
+    for key in &keys {
+        let old = clients[0].get_one(key).await.unwrap();
+        let new = clients[1].bump(&[key]).await.unwrap().remove(0);
+        assert!(
+            seen_everywhere(&clients, key, &old, &new).await,
+            "bump of {key} not seen by every sidecar"
+        );
+    }
+    // Sharded pub/sub only: the channel has 3 shard subscribers on its master and no classic one.
+    let channel = sidecars[0].state.keyspace.shard_keys(0).channel;
+    let owner = cluster.master_of_slot(key_slot(&channel)).unwrap();
+    let node = &cluster.nodes()[owner];
+    let shard_subs: Vec<redis::Value> = node.cmd(&["PUBSUB", "SHARDNUMSUB", &channel]).unwrap();
+    assert_eq!(
+        redis::from_redis_value::<i64>(shard_subs[1].clone()).unwrap(),
+        3
+    );
+    let classic: Vec<redis::Value> = node.cmd(&["PUBSUB", "NUMSUB", &channel]).unwrap();
+    assert_eq!(
+        redis::from_redis_value::<i64>(classic[1].clone()).unwrap(),
+        0
+    );
+    for s in sidecars {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_a_replica_that_missed_the_bump_keeps_the_old_version_stale() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let (sidecars, clients) = fleet(&cluster, 3).await;
+    let key = key_per_shard(&sidecars[0]).remove(0);
+    let slot = key_slot(
+        &sidecars[0]
+            .state
+            .keyspace
+            .shard_keys(sidecars[0].state.keyspace.shard_of(&key))
+            .seq,
+    );
+    let old = clients[0].get_one(&key).await.unwrap();
+    // Let the replica copy `old`, then freeze it so that it misses the bump.
+    let master = cluster.master_of_slot(slot).unwrap();
+    let replica = (0..cluster.nodes().len())
+        .find(|&i| {
+            i != master
+                && cluster.nodes()[i]
+                    .cmd::<String>(&["INFO", "replication"])
+                    .is_ok_and(|info| {
+                        info.contains(&format!("master_port:{}", cluster.nodes()[master].port()))
+                    })
+        })
+        .expect("the master has a replica");
+    let offset_synced = coherence_testkit::eventually(WAIT, || async {
+        let m: String = cluster.nodes()[master]
+            .cmd(&["INFO", "replication"])
+            .unwrap();
+        let r: String = cluster.nodes()[replica]
+            .cmd(&["INFO", "replication"])
+            .unwrap();
+        let off = |info: &str, field: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .map(|v| v.trim().to_string())
+        };
+        off(&m, "master_repl_offset:") == off(&r, "slave_repl_offset:")
+    })
+    .await;
+    assert!(
+        offset_synced,
+        "the replica caught up before the test froze it"
+    );
+    // The replica saves what it has and goes down: it misses the bump below. Then the master
+    // dies and the replica comes back from its snapshot — and is promoted, missing the bump.
+    let _: String = cluster.nodes()[replica].cmd(&["SAVE"]).unwrap();
+    cluster.node_mut(replica).kill();
+    let new = clients[1].bump(&[&key]).await.unwrap().remove(0);
+    assert!(seen_everywhere(&clients, &key, &old, &new).await);
+
+    cluster.node_mut(master).kill();
+    cluster.node_mut(replica).restart();
+    assert!(
+        coherence_testkit::eventually(Duration::from_secs(30), || async {
+            cluster.master_of_slot(slot) == Some(replica) && cluster.is_healthy()
+        })
+        .await,
+        "the lagging replica was promoted"
+    );
+    let stored: Option<String> = cluster.nodes()[replica]
+        .cmd(&[
+            "GET",
+            &sidecars[0]
+                .state
+                .keyspace
+                .version_key(sidecars[0].state.keyspace.shard_of(&key), &key),
+        ])
+        .unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some(old.token()),
+        "the promoted replica really went back to the old version"
+    );
+
+    assert_never_current(&clients, &key, &old, "after failover").await;
+    assert_never_current(&clients, &key, &new, "after failover (lost bump)").await;
+    // Recovery: bumps work again and reach every mirror.
+    let recovered = coherence_testkit::eventually(Duration::from_secs(30), || async {
+        let Ok(v) = clients[2].bump(&[&key]).await else {
+            return false;
+        };
+        let newest = v[0].clone();
+        seen_everywhere(&clients, &key, &old, &newest).await
+    })
+    .await;
+    assert!(recovered, "the fleet recovered after the failover");
+    for s in sidecars {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_migration_keeps_invalidations_flowing() {
+    let cluster = RedisCluster::start(3, 0);
+    let (sidecars, clients) = fleet(&cluster, 3).await;
+    let ks = &sidecars[0].state.keyspace;
+    let key = key_per_shard(&sidecars[0]).remove(0);
+    let slot = key_slot(&ks.shard_keys(ks.shard_of(&key)).seq);
+    let old = clients[0].get_one(&key).await.unwrap();
+    let from = cluster.master_of_slot(slot).unwrap();
+    let to = (0..3).find(|&i| i != from).unwrap();
+    cluster.move_slot(slot, to);
+    assert_eq!(cluster.master_of_slot(slot), Some(to));
+    let new = clients[1].bump(&[&key]).await.unwrap().remove(0);
+    assert!(
+        seen_everywhere(&clients, &key, &old, &new).await,
+        "a bump after the slot moved reaches every sidecar (re-subscribed on the new owner)"
+    );
+    assert_never_current(&clients, &key, &old, "after migration").await;
+    let owner = &cluster.nodes()[to];
+    let channel = ks.shard_keys(ks.shard_of(&key)).channel;
+    let subs: Vec<redis::Value> = owner.cmd(&["PUBSUB", "SHARDNUMSUB", &channel]).unwrap();
+    assert_eq!(
+        redis::from_redis_value::<i64>(subs[1].clone()).unwrap(),
+        3,
+        "every sidecar re-subscribed on the new owner"
+    );
+    for s in sidecars {
+        s.shutdown().await;
+    }
+}

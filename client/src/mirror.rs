@@ -9,6 +9,10 @@
 //! completed before `t - a`; the mirror trusts itself while `now - t + a < max_staleness`, with
 //! the local monotonic clock only. Everything else (unknown keys, untrusted periods, strong
 //! checks) goes to the sidecar, and a failed sidecar call answers "not current" (fail closed).
+//! The one assumption: the loopback hop from the sidecar to this process takes negligible
+//! time next to `max_staleness` — a heartbeat held up on the way (a starved runtime) would be
+//! counted from when it arrived. Events and heartbeats travel on one ordered stream, so a
+//! heartbeat never overtakes an invalidation sent before it.
 //!
 //! The one race that matters is between filling the map from a sidecar answer and an
 //! invalidation arriving on the stream while that answer was in flight: the answer may predate
@@ -132,7 +136,7 @@ impl MirrorOptions {
     }
 
     /// A stream silent for this long (no event, not even a heartbeat) is treated as dead and
-    /// reopened (default 3 s).
+    /// reopened (default 3 s; keep it well above the sidecar's `heartbeat_interval_ms`).
     pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
         self.idle_timeout = idle_timeout;
         self

@@ -145,6 +145,18 @@ settings! {
         "File holding the Redis password (a mounted Kubernetes Secret); read at start, trailing newline ignored.";
     redis_ca_file: PathBuf = PathBuf::new(), "(web PKI roots)", "COHERENCE_REDIS_CA_FILE",
         "PEM CA certificate(s) that sign the Redis server certificate, for rediss:// URLs; replaces the built-in web PKI roots.";
+    role: String = "elected".to_string(), "elected", "COHERENCE_ROLE",
+        "Server role: elected (a leader lease in Redis picks the scheduling publisher) or pinned: single, scheduling-publisher, subscriber. See docs/servers.md.";
+    lease_ms: u64 = 10_000, "10000", "COHERENCE_LEASE_MS",
+        "Leader lease (elected role): a dead scheduling publisher is replaced within about this long.";
+    server_refresh_ms: u64 = 1_000, "1000", "COHERENCE_SERVER_REFRESH_MS",
+        "How often the server registers its heartbeat and renews (or tries to take) the leader lease; at most a third of lease_ms.";
+    server_ttl_ms: u64 = 5_000, "5000", "COHERENCE_SERVER_TTL_MS",
+        "A server whose last heartbeat is older than this drops out of the server list (more than twice server_refresh_ms).";
+    advertise_address: String = String::new(), "(the gRPC listen address)", "COHERENCE_ADVERTISE_ADDRESS",
+        "Address shown for this server in server lists.";
+    max_payload_bytes: usize = 65_536, "65536", "COHERENCE_MAX_PAYLOAD_BYTES",
+        "Largest notification payload accepted by Publish, in bytes.";
 }
 
 fn default_server_id() -> String {
@@ -248,6 +260,7 @@ impl Config {
                 return Err(invalid(name, "must be greater than 0".into()));
             }
         }
+        crate::servers::validate_settings(&settings).map_err(|(name, m)| invalid(name, m))?;
         if settings.max_staleness_ms <= settings.heartbeat_interval_ms {
             return Err(invalid(
                 "max_staleness_ms",

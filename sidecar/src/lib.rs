@@ -30,6 +30,8 @@ pub mod redis_link;
 pub mod redis_target;
 pub mod scripts;
 pub mod server;
+pub mod servers;
+pub mod servers_grpc;
 pub mod state;
 pub mod subscription;
 pub mod versions;

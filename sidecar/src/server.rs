@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use coherence_proto::v1::cache_versions_server::CacheVersionsServer;
 use coherence_proto::v1::jobs_server::JobsServer;
+use coherence_proto::v1::servers_server::ServersServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -25,6 +26,8 @@ use crate::jobs::Jobs;
 use crate::jobs_grpc::JobsService;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::servers::Servers;
+use crate::servers_grpc::ServersService;
 use crate::state::SidecarState;
 use crate::versions::Versions;
 use crate::{admin, heartbeat, reconcile, subscription};
@@ -128,6 +131,17 @@ impl Sidecar {
         .max_decoding_message_size(limits.max_message_bytes());
         let jobs = Arc::new(Jobs::new(Arc::clone(&state)));
         let jobs_service = JobsServer::new(JobsService::new(Arc::clone(&jobs), limits));
+        let servers = Arc::new(Servers::new(Arc::clone(&state), grpc_addr));
+        tasks.push(tokio::spawn(
+            Arc::clone(&servers).run_heartbeats(shutdown_rx.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            Arc::clone(&servers).run_status(shutdown_rx.clone()),
+        ));
+        let servers_service = ServersServer::new(ServersService::new(
+            Arc::clone(&servers),
+            shutdown_rx.clone(),
+        ));
         let mut grpc_shutdown = shutdown_rx.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
@@ -140,6 +154,7 @@ impl Sidecar {
                 .add_service(reflection_v1alpha)
                 .add_service(service)
                 .add_service(jobs_service)
+                .add_service(servers_service)
                 // TCP_NODELAY as `Server::serve` would set it: without it a response written in
                 // more than one segment waits for the client's delayed ACK (~40 ms per batch Check).
                 .serve_with_incoming_shutdown(

@@ -45,3 +45,67 @@ pub async fn channel(sidecar: &Sidecar) -> Channel {
         .await
         .unwrap()
 }
+
+/// A `coherence-sidecar` process, so a test can SIGKILL it for real. Killed on drop.
+pub struct SidecarProcess {
+    pub server_id: String,
+    pub grpc_url: String,
+    child: Option<std::process::Child>,
+}
+
+impl SidecarProcess {
+    /// Starts the binary against `redis` with `extra` flags, on free ports.
+    pub fn spawn(redis: &RedisServer, server_id: &str, extra: &[&str]) -> SidecarProcess {
+        let port = coherence_testkit::free_port();
+        let admin = coherence_testkit::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_coherence-sidecar"))
+            .args(["--redis-url", &redis.url()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--server-id", server_id, "--namespace", "kit"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn coherence-sidecar");
+        SidecarProcess {
+            server_id: server_id.to_string(),
+            grpc_url: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+        }
+    }
+
+    /// A channel to its API, once it accepts connections (bounded wait).
+    pub async fn channel(&self) -> Channel {
+        let endpoint = Endpoint::from_shared(self.grpc_url.clone())
+            .unwrap()
+            .timeout(Duration::from_secs(5));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match endpoint.connect().await {
+                Ok(channel) => return channel,
+                Err(err) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} never accepted connections: {err}",
+                    self.server_id
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,498 @@
+//! Servers and roles: the registry of live servers, and which one is the scheduling publisher.
+//!
+//! Every sidecar registers its server in Redis (`lua/servers.lua`, keys under the hash tag
+//! `{<namespace>:servers}`) every `server_refresh_ms`; a server whose heartbeat is older than
+//! `server_ttl_ms` drops out. The role is either pinned by configuration (static mode, like the
+//! seed's `StaticServerAccessor`) or elected: the same call renews a leader lease (SET NX PX,
+//! extended only by its holder). The holder is `SCHEDULING_PUBLISHER` (`SINGLE` when it is the
+//! only live server), the others `SUBSCRIBER`.
+//!
+//! Never a role the sidecar cannot prove: the lease is measured on our own monotonic clock from
+//! an instant taken *before* the acquiring or renewing call was sent, minus a 1 % allowance for
+//! clock-rate drift, so this sidecar stops claiming leadership before the lease can have
+//! expired in Redis (which starts its own count later, when it runs the call). Without a
+//! verified Redis connection, with a lease that could not be renewed in time, or with no
+//! successful heartbeat for `server_ttl_ms`, the role is `UNKNOWN`.
+
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::Script;
+use tokio::sync::{watch, Notify};
+
+use crate::config::Settings;
+use crate::redis_link::LinkError;
+use crate::state::SidecarState;
+
+static SERVERS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/servers.lua")));
+
+/// The seed's server roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Single,
+    SchedulingPublisher,
+    Subscriber,
+    Unknown,
+}
+
+impl Role {
+    /// The metric label and the word stored in the registry.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Single => "single",
+            Role::SchedulingPublisher => "scheduling_publisher",
+            Role::Subscriber => "subscriber",
+            Role::Unknown => "unknown",
+        }
+    }
+
+    fn from_label(label: &str) -> Role {
+        match label {
+            "single" => Role::Single,
+            "scheduling_publisher" => Role::SchedulingPublisher,
+            "subscriber" => Role::Subscriber,
+            _ => Role::Unknown,
+        }
+    }
+
+    const ALL: [Role; 4] = [
+        Role::Single,
+        Role::SchedulingPublisher,
+        Role::Subscriber,
+        Role::Unknown,
+    ];
+}
+
+/// How the role is chosen (setting `role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleMode {
+    Static(Role),
+    Elected,
+}
+
+impl RoleMode {
+    /// Parses the `role` setting.
+    pub fn parse(setting: &str) -> Result<RoleMode, String> {
+        match setting {
+            "elected" => Ok(RoleMode::Elected),
+            "single" => Ok(RoleMode::Static(Role::Single)),
+            "scheduling-publisher" => Ok(RoleMode::Static(Role::SchedulingPublisher)),
+            "subscriber" => Ok(RoleMode::Static(Role::Subscriber)),
+            other => Err(format!(
+                "{other:?} is not one of elected, single, scheduling-publisher, subscriber"
+            )),
+        }
+    }
+}
+
+/// Checks the settings of this module; the error names the setting.
+pub fn validate_settings(s: &Settings) -> Result<(), (&'static str, String)> {
+    RoleMode::parse(&s.role).map_err(|m| ("role", m))?;
+    if s.lease_ms < 10 {
+        return Err(("lease_ms", "must be at least 10".into()));
+    }
+    if s.server_refresh_ms == 0 || s.server_refresh_ms.saturating_mul(3) > s.lease_ms {
+        return Err((
+            "server_refresh_ms",
+            format!(
+                "must be greater than 0 and at most a third of lease_ms ({}), so that a late renewal does not lose the lease",
+                s.lease_ms
+            ),
+        ));
+    }
+    if s.server_ttl_ms <= s.server_refresh_ms.saturating_mul(2) {
+        return Err((
+            "server_ttl_ms",
+            format!(
+                "must be more than twice server_refresh_ms ({}), or live servers would drop out between heartbeats",
+                s.server_refresh_ms
+            ),
+        ));
+    }
+    if s.max_payload_bytes == 0 || s.max_payload_bytes > 64 * 1024 * 1024 {
+        return Err(("max_payload_bytes", "must be between 1 and 67108864".into()));
+    }
+    Ok(())
+}
+
+/// This server's role and what it is based on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleStatus {
+    pub role: Role,
+    pub mode: RoleMode,
+    pub leader_id: String,
+    pub live_servers: u32,
+    pub reason: String,
+}
+
+/// One live server as registered in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    pub server_id: String,
+    pub address: String,
+    pub version: String,
+    pub started_at_unix_ms: u64,
+    pub last_heartbeat_unix_ms: u64,
+    pub role: Role,
+}
+
+/// What the last successful heartbeat established.
+#[derive(Debug, Clone)]
+struct Observation {
+    /// When the heartbeat call was sent (our monotonic clock).
+    sent_at: Instant,
+    /// While we hold the leader lease, the instant our claim on it ends.
+    leading_until: Option<Instant>,
+    leader_id: String,
+    live_servers: u32,
+}
+
+/// The registry and role of one sidecar.
+pub struct Servers {
+    state: Arc<SidecarState>,
+    mode: RoleMode,
+    incarnation: String,
+    address: String,
+    observed: Mutex<Option<Observation>>,
+    changed: Notify,
+    status_tx: watch::Sender<RoleStatus>,
+}
+
+impl Servers {
+    pub fn new(state: Arc<SidecarState>, grpc_addr: std::net::SocketAddr) -> Servers {
+        let settings = &state.config.settings;
+        // Validated at start; a bad value cannot reach here, but never panic on it.
+        let mode = RoleMode::parse(&settings.role).unwrap_or(RoleMode::Elected);
+        let address = if settings.advertise_address.is_empty() {
+            grpc_addr.to_string()
+        } else {
+            settings.advertise_address.clone()
+        };
+        let initial = RoleStatus {
+            role: Role::Unknown,
+            mode,
+            leader_id: String::new(),
+            live_servers: 0,
+            reason: "not registered yet".into(),
+        };
+        let (status_tx, _) = watch::channel(initial);
+        Servers {
+            state,
+            mode,
+            incarnation: crate::scripts::random_token(),
+            address,
+            observed: Mutex::new(None),
+            changed: Notify::new(),
+            status_tx,
+        }
+    }
+
+    pub fn server_id(&self) -> &str {
+        &self.state.config.settings.server_id
+    }
+
+    fn keys(&self, server_id: &str) -> [String; 3] {
+        let prefix = self.info_prefix();
+        [
+            format!("coh:{{{}:servers}}:live", self.state.keyspace.namespace()),
+            format!("{prefix}{server_id}"),
+            format!("coh:{{{}:servers}}:leader", self.state.keyspace.namespace()),
+        ]
+    }
+
+    fn info_prefix(&self) -> String {
+        format!("coh:{{{}:servers}}:s:", self.state.keyspace.namespace())
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.state.config.settings.lease_ms)
+    }
+
+    fn observation(&self) -> Option<Observation> {
+        match self.observed.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_observation(&self, value: Observation) {
+        match self.observed.lock() {
+            Ok(mut guard) => *guard = Some(value),
+            Err(poisoned) => *poisoned.into_inner() = Some(value),
+        }
+        self.changed.notify_one();
+    }
+
+    /// This server's role now, computed at the instant of the call.
+    pub fn status(&self) -> RoleStatus {
+        self.status_at(Instant::now())
+    }
+
+    fn status_at(&self, now: Instant) -> RoleStatus {
+        let observed = self.observation();
+        let (leader_id, live_servers) = observed.as_ref().map_or((String::new(), 0), |o| {
+            (o.leader_id.clone(), o.live_servers)
+        });
+        let status = |role: Role, reason: String| RoleStatus {
+            role,
+            mode: self.mode,
+            leader_id: leader_id.clone(),
+            live_servers,
+            reason,
+        };
+        if let RoleMode::Static(role) = self.mode {
+            return status(
+                role,
+                format!(
+                    "pinned by configuration (role = {})",
+                    self.state.config.settings.role
+                ),
+            );
+        }
+        if !self.state.link.is_connected() {
+            return status(Role::Unknown, "redis is unreachable".into());
+        }
+        let Some(observed) = observed else {
+            return status(Role::Unknown, "not registered in redis yet".into());
+        };
+        match observed.leading_until {
+            Some(until) if now < until => {
+                if observed.live_servers <= 1 {
+                    status(
+                        Role::Single,
+                        "holds the leader lease and is the only live server".into(),
+                    )
+                } else {
+                    status(Role::SchedulingPublisher, "holds the leader lease".into())
+                }
+            }
+            Some(_) => status(
+                Role::Unknown,
+                "the leader lease could not be renewed before it may have expired".into(),
+            ),
+            None if now.duration_since(observed.sent_at) > self.ttl() => status(
+                Role::Unknown,
+                "no heartbeat reached redis within server_ttl_ms".into(),
+            ),
+            None if observed.leader_id.is_empty() => status(
+                Role::Subscriber,
+                "no server holds the leader lease right now".into(),
+            ),
+            None => status(
+                Role::Subscriber,
+                format!("{} holds the leader lease", observed.leader_id),
+            ),
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.state.config.settings.server_ttl_ms)
+    }
+
+    /// The current status, then every change.
+    pub fn watch(&self) -> watch::Receiver<RoleStatus> {
+        self.status_tx.subscribe()
+    }
+
+    /// Recomputes the status and tells watchers and metrics when it changed.
+    fn publish(&self) {
+        let now = self.status();
+        let metrics = &self.state.metrics.kit;
+        metrics.servers_live.set(i64::from(now.live_servers));
+        let previous_role = self.status_tx.borrow().role;
+        let changed = self.status_tx.send_if_modified(|current| {
+            if *current == now {
+                false
+            } else {
+                *current = now.clone();
+                true
+            }
+        });
+        if changed && previous_role != now.role {
+            metrics.role_changes.inc();
+            for role in Role::ALL {
+                metrics
+                    .role
+                    .get_or_create(&[("role", role.label())])
+                    .set(i64::from(role == now.role));
+            }
+            tracing::info!(role = now.role.label(), reason = %now.reason, "server role changed");
+        }
+    }
+
+    /// The live servers of the namespace and the current leader.
+    pub async fn list(&self) -> Result<(Vec<ServerEntry>, String), LinkError> {
+        let [live, info, leader] = self.keys("");
+        let mut invocation = SERVERS.prepare_invoke();
+        invocation
+            .key(live)
+            .key(info)
+            .key(leader)
+            .arg("list")
+            .arg(self.state.config.settings.server_ttl_ms)
+            .arg(self.info_prefix());
+        let reply: Vec<String> = self
+            .state
+            .link
+            .run(
+                "servers_list",
+                self.state.config.request_timeout(),
+                |mut conn| async move { invocation.invoke_async(&mut conn).await },
+            )
+            .await?;
+        let mut fields = reply.into_iter();
+        let leader = fields.next().unwrap_or_default();
+        let rest: Vec<String> = fields.collect();
+        let servers = rest
+            .chunks_exact(6)
+            .map(|f| ServerEntry {
+                server_id: f[0].clone(),
+                address: f[1].clone(),
+                version: f[2].clone(),
+                started_at_unix_ms: f[3].parse().unwrap_or(0),
+                last_heartbeat_unix_ms: f[4].parse().unwrap_or(0),
+                role: Role::from_label(&f[5]),
+            })
+            .collect();
+        Ok((servers, leader))
+    }
+
+    /// One heartbeat: registers this server and renews (or tries to take) the leader lease.
+    async fn tick(&self) -> Result<(), LinkError> {
+        let settings = &self.state.config.settings;
+        let [live, info, leader] = self.keys(self.server_id());
+        let mut invocation = SERVERS.prepare_invoke();
+        invocation
+            .key(live)
+            .key(info)
+            .key(leader)
+            .arg("tick")
+            .arg(self.server_id())
+            .arg(&self.address)
+            .arg(env!("CARGO_PKG_VERSION"))
+            .arg(self.status().role.label())
+            .arg(&self.incarnation)
+            .arg(settings.server_ttl_ms)
+            .arg(settings.lease_ms)
+            .arg(u8::from(self.mode == RoleMode::Elected));
+        // A reply later than the lease is useless: the claim it would make has already ended.
+        let timeout = self.state.config.request_timeout().min(self.lease() / 2);
+        // Measured before the call is sent: the lease in Redis starts later than this.
+        let sent_at = Instant::now();
+        let (leading, leader_id, live_servers): (u8, String, u32) = self
+            .state
+            .link
+            .run("servers_tick", timeout, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        let lease = self.lease();
+        let claim = lease - lease / 100;
+        self.set_observation(Observation {
+            sent_at,
+            leading_until: (leading == 1).then(|| sent_at + claim),
+            leader_id,
+            live_servers,
+        });
+        Ok(())
+    }
+
+    /// Leaves the registry and gives the lease up (graceful shutdown).
+    async fn leave(&self) {
+        let [live, info, leader] = self.keys(self.server_id());
+        let mut invocation = SERVERS.prepare_invoke();
+        invocation
+            .key(live)
+            .key(info)
+            .key(leader)
+            .arg("leave")
+            .arg(self.server_id());
+        let left: Result<u8, _> = self
+            .state
+            .link
+            .run(
+                "servers_leave",
+                Duration::from_millis(500),
+                |mut conn| async move { invocation.invoke_async(&mut conn).await },
+            )
+            .await;
+        if let Err(err) = left {
+            tracing::debug!(error = %err, "could not leave the server registry; it expires");
+        }
+    }
+
+    /// Heartbeats until `shutdown`, then leaves the registry.
+    pub async fn run_heartbeats(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let refresh = Duration::from_millis(self.state.config.settings.server_refresh_ms);
+        let mut tick = tokio::time::interval(refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            if let Err(err) = self.tick().await {
+                tracing::debug!(error = %err, "server heartbeat failed");
+            }
+            self.publish();
+        }
+        self.leave().await;
+    }
+
+    /// Keeps the published status (WatchRole, metrics) current as time passes: a lease or a
+    /// heartbeat running out changes the role without any call completing.
+    pub async fn run_status(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            self.publish();
+            let now = Instant::now();
+            let mut wake = now + Duration::from_millis(100);
+            if let Some(observed) = self.observation() {
+                for deadline in [observed.leading_until, Some(observed.sent_at + self.ttl())]
+                    .into_iter()
+                    .flatten()
+                {
+                    if deadline > now && deadline < wake {
+                        wake = deadline;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = self.changed.notified() => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_setting_parses_and_names_the_setting() {
+        assert_eq!(RoleMode::parse("elected"), Ok(RoleMode::Elected));
+        assert_eq!(
+            RoleMode::parse("scheduling-publisher"),
+            Ok(RoleMode::Static(Role::SchedulingPublisher))
+        );
+        assert!(RoleMode::parse("leader").is_err());
+        let mut s = crate::config::Config::defaults();
+        s.role = "boss".into();
+        assert_eq!(validate_settings(&s).unwrap_err().0, "role");
+        let mut s = crate::config::Config::defaults();
+        s.server_refresh_ms = s.lease_ms;
+        assert_eq!(validate_settings(&s).unwrap_err().0, "server_refresh_ms");
+        let mut s = crate::config::Config::defaults();
+        s.server_ttl_ms = s.server_refresh_ms;
+        assert_eq!(validate_settings(&s).unwrap_err().0, "server_ttl_ms");
+        assert!(validate_settings(&crate::config::Config::defaults()).is_ok());
+    }
+}

@@ -149,10 +149,8 @@ fn panel(
     if values.is_empty() || levels.is_empty() {
         return;
     }
-    let lo = values
-        .iter()
-        .copied()
-        .fold(f64::INFINITY, f64::min)
+    // Room below the smallest bar (a third of it), so that it stays visible.
+    let lo = (values.iter().copied().fold(f64::INFINITY, f64::min) / 3.0)
         .log10()
         .floor();
     let hi = values

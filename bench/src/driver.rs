@@ -62,13 +62,7 @@ where
             })
         })
         .collect();
-    let mut parts = Vec::with_capacity(workers.len());
-    for w in workers {
-        if let Ok(s) = w.await {
-            parts.push(s);
-        }
-    }
-    Samples::merge(parts, started.elapsed())
+    join(workers, started).await
 }
 
 /// Starts `op` at `rate` calls per second for the budget, with at most `max_in_flight` calls
@@ -181,6 +175,11 @@ where
             })
         })
         .collect();
+    join(workers, started).await
+}
+
+/// Waits for every worker and merges their samples into one run that began at `started`.
+async fn join(workers: Vec<tokio::task::JoinHandle<Samples>>, started: Instant) -> Samples {
     let mut parts = Vec::with_capacity(workers.len());
     for w in workers {
         if let Ok(s) = w.await {

@@ -192,6 +192,15 @@ impl Metrics {
                 .redis_reconnects
                 .get_or_create(&[("connection", connection)]);
         }
+        // Counters start at 0 for the label values known here, so that `increase()` and
+        // `rate()` see their first event (a series born at 1 hides it) and dashboards and
+        // alerts find the family from the first scrape. Other values appear when first used.
+        for reason in ["epoch_changed", "gap_beyond_log"] {
+            let _ = m.resyncs.get_or_create(&[("reason", reason)]);
+        }
+        for op in ["read", "bump", "fence", "read_log"] {
+            let _ = m.redis_errors.get_or_create(&[("op", op)]);
+        }
         m.kit.register(r);
         Metrics {
             registry: Arc::new(registry),

@@ -68,17 +68,44 @@ async fn seen_everywhere(clients: &[Client], key: &str, old: &Version, new: &Ver
     .await
 }
 
-async fn assert_never_current(clients: &[Client], key: &str, superseded: &Version, when: &str) {
+/// Once every sidecar serves again (answers come from Redis, not failed closed while
+/// reconnecting), none may call `superseded` current.
+async fn assert_never_current(
+    sidecars: &[Sidecar],
+    clients: &[Client],
+    key: &str,
+    superseded: &Version,
+    when: &str,
+) {
+    assert!(
+        coherence_testkit::eventually(WAIT, || async {
+            sidecars.iter().all(|s| s.state.is_ready())
+        })
+        .await,
+        "{when}: the sidecars serve again"
+    );
     for (i, client) in clients.iter().enumerate() {
-        for consistency in [Consistency::Strong, Consistency::Bounded] {
-            let r = client.check(&[(key, superseded)], consistency).await;
-            if let Ok(r) = r {
-                assert!(
-                    !r[0].current,
-                    "{when}: sidecar {i} ({consistency:?}) said a superseded version of {key} is current"
-                );
-            }
-        }
+        let strong = client
+            .check(&[(key, superseded)], Consistency::Strong)
+            .await
+            .unwrap();
+        assert_eq!(
+            strong[0].source,
+            coherence_client::CheckSource::Redis,
+            "{when}: sidecar {i} read Redis"
+        );
+        assert!(
+            !strong[0].current,
+            "{when}: sidecar {i} (strong) said a superseded version of {key} is current"
+        );
+        let bounded = client
+            .check(&[(key, superseded)], Consistency::Bounded)
+            .await
+            .unwrap();
+        assert!(
+            !bounded[0].current,
+            "{when}: sidecar {i} said a superseded version of {key} is current"
+        );
     }
 }
 
@@ -198,8 +225,15 @@ async fn failover_to_a_replica_that_missed_the_bump_keeps_the_old_version_stale(
         "the promoted replica really went back to the old version"
     );
 
-    assert_never_current(&clients, &key, &old, "after failover").await;
-    assert_never_current(&clients, &key, &new, "after failover (lost bump)").await;
+    assert_never_current(&sidecars, &clients, &key, &old, "after failover").await;
+    assert_never_current(
+        &sidecars,
+        &clients,
+        &key,
+        &new,
+        "after failover (lost bump)",
+    )
+    .await;
     // Recovery: bumps work again and reach every mirror.
     let recovered = coherence_testkit::eventually(Duration::from_secs(30), || async {
         let Ok(v) = clients[2].bump(&[&key]).await else {
@@ -232,7 +266,7 @@ async fn slot_migration_keeps_invalidations_flowing() {
         seen_everywhere(&clients, &key, &old, &new).await,
         "a bump after the slot moved reaches every sidecar (re-subscribed on the new owner)"
     );
-    assert_never_current(&clients, &key, &old, "after migration").await;
+    assert_never_current(&sidecars, &clients, &key, &old, "after migration").await;
     let owner = &cluster.nodes()[to];
     let channel = ks.shard_keys(ks.shard_of(&key)).channel;
     let subs: Vec<redis::Value> = owner.cmd(&["PUBSUB", "SHARDNUMSUB", &channel]).unwrap();

@@ -106,7 +106,7 @@ macro_rules! settings {
 
 settings! {
     redis_url: String = "redis://127.0.0.1:6379".to_string(), "redis://127.0.0.1:6379", "COHERENCE_REDIS_URL",
-        "Redis to keep versions in (redis:// or rediss://). A password in the URL is never logged.";
+        "Redis to keep versions in: redis://, rediss://, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (docs/redis-deployments.md). A password in the URL is never logged.";
     listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 50051)), "127.0.0.1:50051", "COHERENCE_LISTEN",
         "gRPC listen address (loopback unless you mean otherwise).";
     admin_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464)), "127.0.0.1:9464", "COHERENCE_ADMIN_LISTEN",

@@ -23,6 +23,8 @@ pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod mirror;
+pub mod notifications;
+pub mod notifications_grpc;
 pub mod reader;
 pub mod reconcile;
 pub mod redis_access;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use coherence_proto::v1::cache_versions_server::CacheVersionsServer;
 use coherence_proto::v1::jobs_server::JobsServer;
+use coherence_proto::v1::notifications_server::NotificationsServer;
 use coherence_proto::v1::servers_server::ServersServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -26,6 +27,8 @@ use crate::jobs::Jobs;
 use crate::jobs_grpc::JobsService;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::notifications::Notifications;
+use crate::notifications_grpc::NotificationsService;
 use crate::servers::Servers;
 use crate::servers_grpc::ServersService;
 use crate::state::SidecarState;
@@ -138,6 +141,19 @@ impl Sidecar {
         tasks.push(tokio::spawn(
             Arc::clone(&servers).run_status(shutdown_rx.clone()),
         ));
+        let notifications = Arc::new(Notifications::new(Arc::clone(&state)));
+        tasks.push(tokio::spawn(
+            Arc::clone(&notifications).run(shutdown_rx.clone()),
+        ));
+        let notifications_service = NotificationsServer::new(NotificationsService::new(
+            Arc::clone(&notifications),
+            limits,
+            shutdown_rx.clone(),
+        ))
+        .max_decoding_message_size(NotificationsService::max_message_bytes(
+            &limits,
+            settings.max_payload_bytes,
+        ));
         let servers_service = ServersServer::new(ServersService::new(
             Arc::clone(&servers),
             shutdown_rx.clone(),
@@ -155,6 +171,7 @@ impl Sidecar {
                 .add_service(service)
                 .add_service(jobs_service)
                 .add_service(servers_service)
+                .add_service(notifications_service)
                 // TCP_NODELAY as `Server::serve` would set it: without it a response written in
                 // more than one segment waits for the client's delayed ACK (~40 ms per batch Check).
                 .serve_with_incoming_shutdown(

@@ -1,0 +1,300 @@
+//! Notifications backplane: small messages fanned out to every server of the namespace.
+//!
+//! Every sidecar keeps one dedicated RESP3 connection subscribed to the namespace's notification
+//! channel `coh:{<namespace>:notify}` (separate from the cache-invalidation subscription, which
+//! has its own rules) and hands each message to its local `Subscribe` streams, which filter by
+//! topic. `Publish` sends one `PUBLISH` over the verified command connection.
+//!
+//! Delivery is **at most once**. Redis pub/sub keeps nothing: a message published while a
+//! sidecar's connection is down, or one a slow stream falls too far behind on, is lost. That is
+//! never silent: after the connection is re-established every stream gets a `MissedMessages`
+//! event, and so does a stream that fell behind.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::redis_link::LinkError;
+use crate::state::SidecarState;
+
+/// A notification as carried on the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub topic: String,
+    pub publisher: String,
+    pub published_at_unix_ms: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What the hub hands to Subscribe streams.
+#[derive(Debug, Clone)]
+pub enum NoteEvent {
+    Message(Arc<Note>),
+    /// Messages may have been lost (the subscription connection was re-established).
+    Missed(Arc<str>),
+}
+
+const FRAME_VERSION: u8 = 1;
+
+impl Note {
+    /// `[version][u16 topic len][topic][u16 publisher len][publisher][u64 ms][payload]`, big endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(13 + self.topic.len() + self.publisher.len() + self.payload.len());
+        out.push(FRAME_VERSION);
+        for text in [&self.topic, &self.publisher] {
+            let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&text.as_bytes()[..usize::from(len)]);
+        }
+        out.extend_from_slice(&self.published_at_unix_ms.to_be_bytes());
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// Decodes a frame; `None` for anything that is not one of ours.
+    pub fn decode(frame: &[u8]) -> Option<Note> {
+        let (&version, mut rest) = frame.split_first()?;
+        if version != FRAME_VERSION {
+            return None;
+        }
+        let mut text = || -> Option<String> {
+            let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+            let value = std::str::from_utf8(rest.get(2..2 + len)?).ok()?.to_string();
+            rest = &rest[2 + len..];
+            Some(value)
+        };
+        let topic = text()?;
+        let publisher = text()?;
+        let published_at_unix_ms = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        Some(Note {
+            topic,
+            publisher,
+            published_at_unix_ms,
+            payload: rest[8..].to_vec(),
+        })
+    }
+}
+
+/// The notification hub of one sidecar.
+pub struct Notifications {
+    state: Arc<SidecarState>,
+    channel: String,
+    events: broadcast::Sender<NoteEvent>,
+    live_tx: watch::Sender<bool>,
+}
+
+impl Notifications {
+    pub fn new(state: Arc<SidecarState>) -> Notifications {
+        let channel = format!("coh:{{{}:notify}}", state.keyspace.namespace());
+        let (events, _) = broadcast::channel(4096);
+        let (live_tx, _) = watch::channel(false);
+        Notifications {
+            state,
+            channel,
+            events,
+            live_tx,
+        }
+    }
+
+    pub fn state(&self) -> &Arc<SidecarState> {
+        &self.state
+    }
+
+    /// Events for one Subscribe stream (subscribe before waiting for [`Self::live`]).
+    pub fn events(&self) -> broadcast::Receiver<NoteEvent> {
+        self.events.subscribe()
+    }
+
+    /// Whether the subscription connection is up, and its changes.
+    pub fn live(&self) -> watch::Receiver<bool> {
+        self.live_tx.subscribe()
+    }
+
+    /// Publishes a message; returns how many sidecars were subscribed to receive it.
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<u64, LinkError> {
+        let note = Note {
+            topic: topic.to_string(),
+            publisher: self.state.config.settings.server_id.clone(),
+            published_at_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            payload,
+        };
+        let frame = note.encode();
+        let channel = &self.channel;
+        let receivers: u64 = self
+            .state
+            .link
+            .run(
+                "notify_publish",
+                self.state.config.request_timeout(),
+                |mut conn| async move {
+                    redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(frame)
+                        .query_async(&mut conn)
+                        .await
+                },
+            )
+            .await?;
+        self.state.metrics.kit.notifications_published.inc();
+        Ok(receivers)
+    }
+
+    /// Keeps the subscription up until `shutdown`; tells streams after every reconnect.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(50);
+        let mut sessions = 0u64;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if !self.state.link.is_connected() {
+                tokio::select! {
+                    _ = self.state.link.wait_connected(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+            let ended = self.session(&mut shutdown, &mut sessions).await;
+            self.live_tx.send_replace(false);
+            match ended {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in = ?backoff, "notification subscription lost; messages may be missed until it is back");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn session(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        sessions: &mut u64,
+    ) -> Result<(), SessionError> {
+        let channels = vec![self.channel.clone()];
+        let plan = self
+            .state
+            .link
+            .run(
+                "notify_plan",
+                self.state.config.request_timeout(),
+                |mut conn| {
+                    let channels = &channels;
+                    async move {
+                        self.state
+                            .link
+                            .target()
+                            .subscription_plan(&mut conn, channels)
+                            .await
+                    }
+                },
+            )
+            .await?;
+        let Some((url, _)) = plan.into_iter().next() else {
+            return Err(SessionError::Disconnected);
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<PushInfo>();
+        let config = AsyncConnectionConfig::new()
+            .set_push_sender(tx)
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let mut conn = self
+            .state
+            .link
+            .target()
+            .client(&url)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("SUBSCRIBE")
+            .arg(&self.channel)
+            .query_async::<Value>(&mut conn)
+            .await?;
+        *sessions += 1;
+        self.live_tx.send_replace(true);
+        if *sessions > 1 {
+            self.state
+                .metrics
+                .redis_reconnects
+                .get_or_create(&[("connection", "notifications")])
+                .inc();
+            let _ = self.events.send(NoteEvent::Missed(Arc::from(
+                "the sidecar's notification subscription was re-established; messages published meanwhile were lost",
+            )));
+        }
+        loop {
+            tokio::select! {
+                push = rx.recv() => match push {
+                    Some(push) => self.on_push(push)?,
+                    None => return Err(SessionError::Disconnected),
+                },
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_push(&self, push: PushInfo) -> Result<(), SessionError> {
+        match push.kind {
+            PushKind::Message => {}
+            PushKind::Disconnection => return Err(SessionError::Disconnected),
+            PushKind::Unsubscribe => return Err(SessionError::Disconnected),
+            _ => return Ok(()),
+        }
+        let Some(frame) = push
+            .data
+            .into_iter()
+            .nth(1)
+            .and_then(|v| redis::from_redis_value::<Vec<u8>>(v).ok())
+        else {
+            return Ok(());
+        };
+        match Note::decode(&frame) {
+            Some(note) => {
+                let _ = self.events.send(NoteEvent::Message(Arc::new(note)));
+            }
+            None => tracing::debug!("ignoring a notification frame that is not ours"),
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot subscribe: {0}")]
+    Connect(#[from] redis::RedisError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("notification subscription connection dropped")]
+    Disconnected,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_junk_is_ignored() {
+        let note = Note {
+            topic: "orders".into(),
+            publisher: "a".into(),
+            published_at_unix_ms: 1_700_000_000_123,
+            payload: vec![0, 1, 2, 255],
+        };
+        assert_eq!(Note::decode(&note.encode()), Some(note));
+        assert_eq!(Note::decode(b""), None);
+        assert_eq!(Note::decode(&[1, 0, 9, b'x']), None);
+        assert_eq!(Note::decode(&[2, 0, 0]), None);
+    }
+}

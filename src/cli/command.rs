@@ -1,7 +1,7 @@
 //! The subcommands. Add one by adding a variant here (with its arguments in its own module)
 //! and an arm in [`Command::run`].
 
-use super::{bump, check, get, watch, GlobalOptions};
+use super::{bump, check, get, jobs, servers, watch, GlobalOptions};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -13,6 +13,12 @@ pub enum Command {
     Bump(bump::BumpArgs),
     /// Follow invalidations of keys under the prefixes (every key when none is given).
     Watch(watch::WatchArgs),
+    /// List the live servers of the namespace, their roles and the leader.
+    Servers(servers::ServersArgs),
+    /// This server's role (SINGLE, SCHEDULING_PUBLISHER, SUBSCRIBER, UNKNOWN); --watch follows it.
+    Role(servers::RoleArgs),
+    /// Distributed job leases with fencing tokens: acquire, renew, release, claim.
+    Jobs(jobs::JobsArgs),
 }
 
 impl Command {
@@ -23,6 +29,9 @@ impl Command {
             Command::Check(args) => check::run(args, global).await,
             Command::Bump(args) => bump::run(args, global).await,
             Command::Watch(args) => watch::run(args, global).await,
+            Command::Servers(args) => servers::servers(args, global).await,
+            Command::Role(args) => servers::role(args, global).await,
+            Command::Jobs(args) => jobs::run(args, global).await,
         }
     }
 }

@@ -6,7 +6,10 @@ pub mod check;
 pub mod command;
 pub mod exit;
 pub mod get;
+pub mod jobs;
+pub mod kit;
 pub mod output;
+pub mod servers;
 pub mod watch;
 
 use std::process::ExitCode;

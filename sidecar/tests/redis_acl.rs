@@ -155,6 +155,47 @@ async fn sidecar_works_under_the_documented_acl_user_and_nothing_more() {
     })
     .await;
     assert!(from_mirror, "checks answered from the mirror");
+    // Job leases and periodic runs (lua/jobs.lua) under the same rule.
+    let mut jobs = coherence_proto::v1::jobs_client::JobsClient::connect(format!(
+        "http://{}",
+        sidecar.grpc_addr
+    ))
+    .await
+    .unwrap();
+    let lease = jobs
+        .try_acquire(pb::TryAcquireRequest {
+            job: "nightly".into(),
+            ttl_ms: 10_000,
+            holder: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(lease.granted, "{lease:?}");
+    jobs.renew(pb::RenewRequest {
+        job: "nightly".into(),
+        fencing_token: lease.fencing_token,
+        ttl_ms: 10_000,
+    })
+    .await
+    .unwrap();
+    jobs.release(pb::ReleaseRequest {
+        job: "nightly".into(),
+        fencing_token: lease.fencing_token,
+    })
+    .await
+    .unwrap();
+    let run = jobs
+        .claim_run(pb::ClaimRunRequest {
+            job: "hourly".into(),
+            period_ms: 3_600_000,
+            lease_ms: 0,
+            holder: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(run.granted, "{run:?}");
     let denials = acl_log(&redis);
     assert!(
         denials.is_empty(),

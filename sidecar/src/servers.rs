@@ -299,16 +299,18 @@ impl Servers {
         let now = self.status();
         let metrics = &self.state.metrics.kit;
         metrics.servers_live.set(i64::from(now.live_servers));
-        let previous_role = self.status_tx.borrow().role;
-        let changed = self.status_tx.send_if_modified(|current| {
+        // Decided under the watch's lock, so two publishers never count one change twice.
+        let mut role_changed = false;
+        self.status_tx.send_if_modified(|current| {
             if *current == now {
                 false
             } else {
+                role_changed = current.role != now.role;
                 *current = now.clone();
                 true
             }
         });
-        if changed && previous_role != now.role {
+        if role_changed {
             metrics.role_changes.inc();
             for role in Role::ALL {
                 metrics

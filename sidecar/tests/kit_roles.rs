@@ -165,6 +165,14 @@ async fn alone_is_single_then_publisher_and_graceful_leave_hands_over_at_once() 
     })
     .await;
     assert!(single, "{:?}", role_of(&on_a).await);
+    let metrics = coherence_testkit::eventually(Duration::from_secs(5), || async {
+        let text = a.state.metrics.encode();
+        text.contains("coherence_role{role=\"single\"} 1")
+            && text.contains("coherence_role{role=\"unknown\"} 0")
+            && text.contains("coherence_role_changes_total 1")
+    })
+    .await;
+    assert!(metrics, "{}", a.state.metrics.encode());
 
     let b = start(tune("b")).await;
     let on_b = ServersClient::new(channel(&b).await);

@@ -29,6 +29,7 @@ impl ScratchDb {
         let admin = connect(admin_conninfo)
             .await
             .context("connect to PostgreSQL")?;
+        drop_abandoned(&admin).await?;
         let name = format!("coherence_bench_{}", std::process::id());
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -88,6 +89,32 @@ impl ScratchDb {
             .context("drop the scratch database")?;
         Ok(())
     }
+}
+
+/// Drops scratch databases left by benchmark runs that were killed before they could drop
+/// their own (named after a process id that no longer runs).
+async fn drop_abandoned(admin: &Client) -> anyhow::Result<()> {
+    let rows = admin
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'coherence\\_bench\\_%'",
+            &[],
+        )
+        .await?;
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let Some(pid) = name
+            .strip_prefix("coherence_bench_")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn connect(conninfo: &str) -> anyhow::Result<Client> {

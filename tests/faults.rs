@@ -200,7 +200,6 @@ async fn sigkill_and_restart_empty() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent false-current after restore (open finding in docs/faults.md); run with --ignored"]
 async fn sigkill_and_restart_from_an_older_snapshot() {
     let (fleet, effect) = run("sigkill+restore-snapshot", Fault::RestoreSnapshot).await;
     assert!(

@@ -83,8 +83,15 @@ impl RedisServer {
         }
     }
 
+    /// Waits until *our* process answers on the port. A free port is only free until someone
+    /// takes it: another test may start its Redis on the port we picked (or on ours while we
+    /// restart). Answering PING is not enough — the server must report our child's pid, or the
+    /// test would silently share another test's Redis.
     fn wait_until_answering(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
+        let Some(pid) = self.pid() else {
+            return false;
+        };
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -94,8 +101,16 @@ impl RedisServer {
             if let Ok(client) = redis::Client::open(self.url()) {
                 if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200))
                 {
-                    if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                        return true;
+                    let info: redis::RedisResult<String> =
+                        redis::cmd("INFO").arg("server").query(&mut conn);
+                    if let Ok(info) = info {
+                        let answering = info
+                            .lines()
+                            .find_map(|l| l.strip_prefix("process_id:"))
+                            .and_then(|p| p.trim().parse::<u32>().ok());
+                        if answering == Some(pid) {
+                            return true;
+                        }
                     }
                 }
             }

@@ -31,6 +31,25 @@ enum Fault {
     KillPubsub,
     PubsubOverflow,
     FlushAll,
+    /// Redis Cluster: SIGKILL the master of a hot key's shard; its replica takes over.
+    ClusterMasterFailover,
+    /// Redis Cluster: move a hot key's shard slot to another master mid-workload.
+    ClusterSlotMigration,
+}
+
+impl Fault {
+    fn on_cluster(&self) -> bool {
+        matches!(
+            self,
+            Fault::ClusterMasterFailover | Fault::ClusterSlotMigration
+        )
+    }
+}
+
+/// The cluster slot of the shard that holds the workload's hottest key.
+fn hot_slot(fleet: &Fleet) -> u16 {
+    let keyspace = &fleet.sidecars[0].state.keyspace;
+    coherence_testkit::cluster::key_slot(&keyspace.shard_keys(keyspace.shard_of("key:0")).seq)
 }
 
 /// Fleet-wide counters read before the fault, to show what the fault did.
@@ -98,11 +117,15 @@ impl Metrics {
 
 /// Runs the workload, injects `fault`, waits for recovery, runs on, and judges the history.
 async fn run(name: &str, fault: Fault) -> (Fleet, Metrics) {
-    let mut fleet = Fleet::start(3, |_| {}).await;
+    let mut fleet = if fault.on_cluster() {
+        Fleet::start_cluster(3, 1, 3, |_| {}).await
+    } else {
+        Fleet::start(3, |_| {}).await
+    };
     let workload = Workload::start(&fleet, KEYS).await;
     if matches!(fault, Fault::RestoreSnapshot) {
         tokio::time::sleep(PHASE / 2).await;
-        tokio::task::block_in_place(|| fleet.redis.snapshot("earlier"));
+        tokio::task::block_in_place(|| fleet.redis_mut().snapshot("earlier"));
         tokio::time::sleep(PHASE / 2).await;
     } else {
         tokio::time::sleep(PHASE).await;
@@ -135,19 +158,19 @@ async fn run(name: &str, fault: Fault) -> (Fleet, Metrics) {
 
 async fn inject(fleet: &mut Fleet, fault: &Fault) {
     match fault {
-        Fault::RestartEmpty => tokio::task::block_in_place(|| fleet.redis.restart_empty()),
+        Fault::RestartEmpty => tokio::task::block_in_place(|| fleet.redis_mut().restart_empty()),
         Fault::RestoreSnapshot => {
-            tokio::task::block_in_place(|| fleet.redis.restore_snapshot("earlier"))
+            tokio::task::block_in_place(|| fleet.redis_mut().restore_snapshot("earlier"))
         }
         Fault::Pause(how_long) => {
-            fleet.redis.pause();
+            fleet.redis().pause();
             // The fault's duration, not a synchronisation.
             tokio::time::sleep(*how_long).await;
-            fleet.redis.resume();
+            fleet.redis().resume();
         }
         Fault::KillPubsub => {
             let killed: i64 = fleet
-                .redis
+                .redis()
                 .cmd(&["CLIENT", "KILL", "TYPE", "pubsub"])
                 .expect("CLIENT KILL");
             assert!(
@@ -157,7 +180,7 @@ async fn inject(fleet: &mut Fleet, fault: &Fault) {
         }
         Fault::PubsubOverflow => {
             let _: () = fleet
-                .redis
+                .redis()
                 .cmd(&[
                     "CONFIG",
                     "SET",
@@ -170,7 +193,7 @@ async fn inject(fleet: &mut Fleet, fault: &Fault) {
             let names: Vec<&str> = burst.iter().map(String::as_str).collect();
             fleet.clients[0].bump(&names).await.expect("burst bump");
             let _: () = fleet
-                .redis
+                .redis()
                 .cmd(&[
                     "CONFIG",
                     "SET",
@@ -180,7 +203,29 @@ async fn inject(fleet: &mut Fleet, fault: &Fault) {
                 .expect("CONFIG SET");
         }
         Fault::FlushAll => {
-            let _: () = fleet.redis.cmd(&["FLUSHALL"]).expect("FLUSHALL");
+            let _: () = fleet.redis().cmd(&["FLUSHALL"]).expect("FLUSHALL");
+        }
+        Fault::ClusterMasterFailover => {
+            let slot = hot_slot(fleet);
+            tokio::task::block_in_place(|| {
+                fleet
+                    .cluster_mut()
+                    .fail_over_slot(slot, Duration::from_secs(30))
+            });
+        }
+        Fault::ClusterSlotMigration => {
+            let slot = hot_slot(fleet);
+            let cluster = fleet.cluster_mut();
+            let from = cluster.master_of_slot(slot).expect("the slot has a master");
+            let to = (0..cluster.nodes().len())
+                .find(|&i| {
+                    i != from
+                        && (0..16384u16)
+                            .step_by(1024)
+                            .any(|s| cluster.master_of_slot(s) == Some(i))
+                })
+                .expect("another master");
+            tokio::task::block_in_place(|| cluster.move_slot(slot, to));
         }
     }
 }
@@ -269,6 +314,26 @@ async fn flushall() {
     assert!(
         effect.resyncs >= 3.0,
         "every sidecar drops its mirror (new epoch): {effect:?}"
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_master_killed_mid_workload() {
+    let (fleet, effect) = run("cluster-master-failover", Fault::ClusterMasterFailover).await;
+    assert!(
+        effect.sub_reconnects >= 3.0,
+        "every sidecar re-subscribed on the new topology: {effect:?}"
+    );
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_slot_migration_mid_workload() {
+    let (fleet, effect) = run("cluster-slot-migration", Fault::ClusterSlotMigration).await;
+    assert!(
+        effect.sub_reconnects >= 3.0,
+        "every sidecar noticed the moved slot and re-subscribed: {effect:?}"
     );
     fleet.shutdown().await;
 }

@@ -18,7 +18,7 @@ use futures::StreamExt;
 /// buffer limit is tiny, so that subscribers are disconnected mid-burst. Returns the new versions.
 async fn burst_with_tiny_pubsub_buffers(fleet: &Fleet, keys: &[String]) -> Vec<Version> {
     let _: () = fleet
-        .redis
+        .redis()
         .cmd(&[
             "CONFIG",
             "SET",
@@ -29,7 +29,7 @@ async fn burst_with_tiny_pubsub_buffers(fleet: &Fleet, keys: &[String]) -> Vec<V
     let names: Vec<&str> = keys.iter().map(String::as_str).collect();
     let versions = fleet.clients[0].bump(&names).await.expect("burst bump");
     let _: () = fleet
-        .redis
+        .redis()
         .cmd(&[
             "CONFIG",
             "SET",
@@ -208,7 +208,7 @@ async fn gap_beyond_the_replay_log_resyncs_and_watchers_hear_it() {
 
 /// `calls` of EVALSHA and EVAL so far, from `INFO commandstats`.
 fn script_calls(fleet: &Fleet) -> u64 {
-    let info: String = fleet.redis.cmd(&["INFO", "commandstats"]).expect("INFO");
+    let info: String = fleet.redis().cmd(&["INFO", "commandstats"]).expect("INFO");
     info.lines()
         .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
         .filter_map(|l| {
@@ -326,7 +326,7 @@ async fn a_version_key_deleted_by_hand_means_everything_changed() {
         fleet.settings.shards,
     );
     let vkey = keyspace.version_key(keyspace.shard_of("member:7"), "member:7");
-    let deleted: i64 = fleet.redis.cmd(&["DEL", &vkey]).unwrap();
+    let deleted: i64 = fleet.redis().cmd(&["DEL", &vkey]).unwrap();
     assert_eq!(deleted, 1);
     // Neither the superseded token nor the deleted one is current: a new version is issued.
     assert!(!a

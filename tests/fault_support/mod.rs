@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use coherence_client::{CheckSource, Client, Consistency, Version};
 use coherence_sidecar::config::{Config, Settings};
 use coherence_sidecar::Sidecar;
-use coherence_testkit::RedisServer;
+use coherence_testkit::{RedisCluster, RedisServer};
 
 use history::{BumpRecord, CheckRecord, History, Limits};
 
@@ -47,9 +47,24 @@ pub fn keys_of_one_shard(settings: &Settings, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// A test Redis and the sidecars (with a gRPC client each) that use it.
+/// The Redis deployment a fleet runs on: the same workload and checker run on either.
+pub enum Backend {
+    Standalone(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Backend {
+    fn url(&self) -> String {
+        match self {
+            Backend::Standalone(redis) => redis.url(),
+            Backend::Cluster(cluster) => cluster.url(),
+        }
+    }
+}
+
+/// A test Redis (or cluster) and the sidecars (with a gRPC client each) that use it.
 pub struct Fleet {
-    pub redis: RedisServer,
+    pub backend: Backend,
     pub sidecars: Vec<Sidecar>,
     pub clients: Vec<Client>,
     pub settings: Settings,
@@ -58,11 +73,45 @@ pub struct Fleet {
 impl Fleet {
     /// Starts `n` sidecars on a fresh Redis; `tune` adjusts the settings they share.
     pub async fn start(n: usize, tune: impl Fn(&mut Settings)) -> Fleet {
-        Fleet::start_on(RedisServer::start(), n, tune).await
+        Fleet::start_on(Backend::Standalone(RedisServer::start()), n, tune).await
     }
 
-    pub async fn start_on(redis: RedisServer, n: usize, tune: impl Fn(&mut Settings)) -> Fleet {
-        let mut settings = fault_settings(&redis.url(), "s0");
+    /// Starts `n` sidecars on a fresh local cluster of `masters` masters with `replicas`
+    /// replicas each.
+    pub async fn start_cluster(
+        masters: usize,
+        replicas: usize,
+        n: usize,
+        tune: impl Fn(&mut Settings),
+    ) -> Fleet {
+        let cluster = tokio::task::block_in_place(|| RedisCluster::start(masters, replicas));
+        Fleet::start_on(Backend::Cluster(cluster), n, tune).await
+    }
+
+    /// The standalone Redis (for faults that only exist there).
+    pub fn redis(&self) -> &RedisServer {
+        match &self.backend {
+            Backend::Standalone(redis) => redis,
+            Backend::Cluster(_) => panic!("a standalone-only fault on a cluster fleet"),
+        }
+    }
+
+    pub fn redis_mut(&mut self) -> &mut RedisServer {
+        match &mut self.backend {
+            Backend::Standalone(redis) => redis,
+            Backend::Cluster(_) => panic!("a standalone-only fault on a cluster fleet"),
+        }
+    }
+
+    pub fn cluster_mut(&mut self) -> &mut RedisCluster {
+        match &mut self.backend {
+            Backend::Cluster(cluster) => cluster,
+            Backend::Standalone(_) => panic!("a cluster fault on a standalone fleet"),
+        }
+    }
+
+    pub async fn start_on(backend: Backend, n: usize, tune: impl Fn(&mut Settings)) -> Fleet {
+        let mut settings = fault_settings(&backend.url(), "s0");
         tune(&mut settings);
         let mut sidecars = Vec::new();
         let mut clients = Vec::new();
@@ -80,7 +129,7 @@ impl Fleet {
             clients.push(client);
         }
         let fleet = Fleet {
-            redis,
+            backend,
             sidecars,
             clients,
             settings,

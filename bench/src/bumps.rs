@@ -119,7 +119,7 @@ async fn script_cost(port: u16) -> anyhow::Result<String> {
     ))
 }
 
-fn bump_op(
+pub(crate) fn bump_op(
     client: Client,
 ) -> impl Fn(
     usize,

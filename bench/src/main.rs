@@ -17,6 +17,7 @@ mod pg;
 mod plan;
 mod propagation;
 mod report;
+mod scale;
 mod stats;
 mod strong;
 
@@ -176,6 +177,10 @@ async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Repo
     }
     if plan.runs("propagation") {
         propagation::run(plan, server.clone(), &redis.url(), &mut report).await;
+    }
+
+    if plan.runs("scale") {
+        scale::run(plan, server.clone(), &mut report).await;
     }
 
     let Targets { pg, .. } = targets;

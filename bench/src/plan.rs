@@ -45,11 +45,11 @@ pub struct Args {
     /// Connections in the PostgreSQL pool (checks use them round robin by worker).
     #[arg(long, default_value_t = 4)]
     pub pg_pool: usize,
-    /// Sections to run (comma-separated): check, bump, propagation, memory, strong.
+    /// Sections to run (comma-separated): check, bump, propagation, memory, strong, scale.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "check,bump,propagation,memory,strong"
+        default_value = "check,bump,propagation,memory,strong,scale"
     )]
     pub sections: Vec<String>,
     /// Where to write results.csv, results.md and chart.svg.

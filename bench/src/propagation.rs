@@ -59,7 +59,12 @@ pub async fn run(
     }
 }
 
-async fn measure(plan: &Plan, fleet: &Fleet, sidecars: usize, rate: u64) -> anyhow::Result<Row> {
+pub(crate) async fn measure(
+    plan: &Plan,
+    fleet: &Fleet,
+    sidecars: usize,
+    rate: u64,
+) -> anyhow::Result<Row> {
     let epoch = Instant::now();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..SLOTS).map(|_| AtomicU64::new(0)).collect());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -8,10 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use coherence_client::{Client, Consistency, Version};
+use coherence_client::Client;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::cluster::key_slot;
 use coherence_testkit::RedisCluster;
+use common::topology::{assert_never_current, seen_everywhere};
 use common::{grpc_url, start_sidecar_with, WAIT};
 
 async fn fleet(cluster: &RedisCluster, n: usize) -> (Vec<Sidecar>, Vec<Client>) {
@@ -46,67 +47,6 @@ fn key_per_shard(sidecar: &Sidecar) -> Vec<String> {
         i += 1;
     }
     keys.into_iter().flatten().collect()
-}
-
-/// Waits until every client answers `current` for `new` from its mirror and `stale` for `old`.
-async fn seen_everywhere(clients: &[Client], key: &str, old: &Version, new: &Version) -> bool {
-    coherence_testkit::eventually(WAIT, || async {
-        for client in clients {
-            let Ok(r) = client
-                .check(&[(key, old), (key, new)], Consistency::Bounded)
-                .await
-            else {
-                return false;
-            };
-            if r[0].current || !r[1].current || r[1].source != coherence_client::CheckSource::Mirror
-            {
-                return false;
-            }
-        }
-        true
-    })
-    .await
-}
-
-/// Once every sidecar serves again (answers come from Redis, not failed closed while
-/// reconnecting), none may call `superseded` current.
-async fn assert_never_current(
-    sidecars: &[Sidecar],
-    clients: &[Client],
-    key: &str,
-    superseded: &Version,
-    when: &str,
-) {
-    assert!(
-        coherence_testkit::eventually(WAIT, || async {
-            sidecars.iter().all(|s| s.state.is_ready())
-        })
-        .await,
-        "{when}: the sidecars serve again"
-    );
-    for (i, client) in clients.iter().enumerate() {
-        let strong = client
-            .check(&[(key, superseded)], Consistency::Strong)
-            .await
-            .unwrap();
-        assert_eq!(
-            strong[0].source,
-            coherence_client::CheckSource::Redis,
-            "{when}: sidecar {i} read Redis"
-        );
-        assert!(
-            !strong[0].current,
-            "{when}: sidecar {i} (strong) said a superseded version of {key} is current"
-        );
-        let bounded = client
-            .check(&[(key, superseded)], Consistency::Bounded)
-            .await
-            .unwrap();
-        assert!(
-            !bounded[0].current,
-            "{when}: sidecar {i} said a superseded version of {key} is current"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

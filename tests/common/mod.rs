@@ -2,6 +2,8 @@
 //! a bare HTTP GET for the admin listener, and running the real `coherencectl` binary.
 #![allow(dead_code)]
 
+pub mod topology;
+
 use std::net::SocketAddr;
 use std::process::Output;
 use std::time::Duration;

@@ -464,8 +464,8 @@ mod tests {
 
     #[test]
     fn file_values_apply_and_flags_win() {
-        let dir = tempfile_dir();
-        let path = dir.join("c.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
         std::fs::write(&path, "namespace = \"fromfile\"\nshards = 8\n").unwrap();
         let cfg = match parse(&["--config", path.to_str().unwrap(), "--shards", "4"]).unwrap() {
             ConfigOrAction::Run(c) => c,
@@ -487,15 +487,5 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "coherence-config-test-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }

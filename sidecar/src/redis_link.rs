@@ -16,7 +16,6 @@ use redis::{AsyncConnectionConfig, RedisResult};
 use tokio::sync::{watch, Notify};
 
 use crate::config::redact_url;
-use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
 use crate::redis_target::{CommandConnection, RedisTarget};
 
@@ -49,7 +48,6 @@ pub struct RedisLink {
 struct Inner {
     target: RedisTarget,
     url_for_logs: String,
-    keyspace: Keyspace,
     allow_evicting_policy: bool,
     metrics: Metrics,
     current: RwLock<Option<Verified>>,
@@ -65,27 +63,11 @@ struct Verified {
 }
 
 impl RedisLink {
-    pub fn new(
-        url: &str,
-        keyspace: Keyspace,
-        allow_evicting_policy: bool,
-        metrics: Metrics,
-    ) -> RedisResult<RedisLink> {
-        Ok(RedisLink::from_target(
-            RedisTarget::parse(url)?,
-            url,
-            keyspace,
-            allow_evicting_policy,
-            metrics,
-        ))
-    }
-
     /// A link to `target` (with credentials and TLS roots, see [`crate::redis_access`]);
     /// `url` is only shown in logs, password redacted.
-    pub fn from_target(
+    pub fn new(
         target: RedisTarget,
         url: &str,
-        keyspace: Keyspace,
         allow_evicting_policy: bool,
         metrics: Metrics,
     ) -> RedisLink {
@@ -94,7 +76,6 @@ impl RedisLink {
             inner: Arc::new(Inner {
                 target,
                 url_for_logs: redact_url(url),
-                keyspace,
                 allow_evicting_policy,
                 metrics,
                 current: RwLock::new(None),
@@ -108,10 +89,6 @@ impl RedisLink {
     /// The Redis deployment, for connections of other kinds (the subscription).
     pub fn target(&self) -> &RedisTarget {
         &self.inner.target
-    }
-
-    pub fn keyspace(&self) -> &Keyspace {
-        &self.inner.keyspace
     }
 
     pub fn is_connected(&self) -> bool {

@@ -55,10 +55,9 @@ impl SidecarState {
         let target = RedisTarget::parse(&s.redis_url)?.with_access(config.redis_access.clone());
         let keyspace =
             Keyspace::new(&s.namespace, s.shards).with_sharded_channels(target.is_cluster());
-        let link = RedisLink::from_target(
+        let link = RedisLink::new(
             target,
             &s.redis_url,
-            keyspace.clone(),
             s.allow_evicting_policy,
             metrics.clone(),
         );

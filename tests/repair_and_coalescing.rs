@@ -353,3 +353,46 @@ async fn a_version_key_deleted_by_hand_means_everything_changed() {
     );
     fleet.shutdown().await;
 }
+
+/// Reconciliation, the last line of defence: a version rewritten in Redis by hand changes no
+/// sequence and publishes nothing, so heartbeats cannot notice it; only the periodic comparison
+/// with Redis can. Without it the mirror would vouch for the old version forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_corrects_a_version_rewritten_by_hand() {
+    let fleet = Fleet::start(1, |s| s.reconcile_interval_ms = 200).await;
+    let client = &fleet.clients[0];
+    let v1 = client.get_one("page:1").await.unwrap();
+    assert!(
+        coherence_testkit::eventually(Duration::from_secs(5), || async {
+            matches!(client.check(&[("page:1", &v1)], Consistency::Bounded).await,
+                Ok(r) if r[0].current && r[0].source == CheckSource::Mirror)
+        })
+        .await,
+        "the mirror vouches for v1"
+    );
+    // Same epoch, so Redis itself now treats the rewritten token as the current version.
+    let epoch = v1.token().split('.').next().unwrap().to_string();
+    let rewritten = format!("{epoch}.999999.byhand");
+    let keyspace = &fleet.sidecars[0].state.keyspace;
+    let vkey = keyspace.version_key(keyspace.shard_of("page:1"), "page:1");
+    let _: () = fleet.redis().cmd(&["SET", &vkey, &rewritten]).unwrap();
+    assert!(
+        coherence_testkit::eventually(Duration::from_secs(10), || async {
+            matches!(client.check(&[("page:1", &v1)], Consistency::Bounded).await,
+                Ok(r) if !r[0].current && r[0].source == CheckSource::Mirror)
+        })
+        .await,
+        "the mirror kept vouching for a version Redis no longer holds"
+    );
+    assert!(fleet.metric("coherence_reconcile_mismatches_total") >= 1.0);
+    let current = Version::from_token(rewritten);
+    let r = client
+        .check(&[("page:1", &current)], Consistency::Bounded)
+        .await
+        .unwrap();
+    assert!(
+        r[0].current,
+        "the mirror learnt the rewritten version: {r:?}"
+    );
+    fleet.shutdown().await;
+}

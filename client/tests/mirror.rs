@@ -115,6 +115,14 @@ async fn resync_empties_the_mirror() {
     }
     assert_eq!(mirrored.mirrored_keys(), 3);
     assert_eq!(mirrored.is_current_local("r1", &stamps[0]), Some(true));
+    // The first Get of a key issues its version and publishes it through Redis; those three
+    // invalidations must be in before the resync, or they would refill the emptied mirror.
+    let announced = eventually(WAIT, || async { mirrored.stats().invalidations >= 3 }).await;
+    assert!(
+        announced,
+        "the new keys were never announced: {:?}",
+        mirrored.stats()
+    );
 
     a.state.publish(WatchItem::Resync("test resync".into()));
     let emptied = eventually(WAIT, || async { mirrored.mirrored_keys() == 0 }).await;

@@ -1,5 +1,6 @@
 //! Targeted fault tests: gap repair from the replay log, `Resync` when a gap is beyond it (and
-//! that watchers hear it), and coalescing of concurrent strong checks into a few Redis calls.
+//! that watchers hear it), and coalescing of concurrent strong checks and bumps into a few Redis
+//! calls.
 //!
 //! Gaps are caused for real: the test Redis's pub/sub output-buffer limit is made tiny and one
 //! bump of several hundred keys of one shard (one script, one burst of publishes) makes Redis
@@ -7,7 +8,7 @@
 
 mod fault_support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use coherence_client::{CheckSource, Consistency, Version, WatchEvent};
@@ -307,6 +308,61 @@ async fn a_thousand_concurrent_strong_checks_cost_a_handful_of_redis_calls() {
         "200 keys: {spread_calls} script calls"
     );
     assert!(grpc_calls <= 60, "through gRPC: {grpc_calls} script calls");
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_bumps_share_script_calls_and_each_supersedes_the_past() {
+    let fleet = Fleet::start(1, |s| {
+        s.heartbeat_interval_ms = 600_000;
+        s.max_staleness_ms = 1_200_000;
+        s.reconcile_interval_ms = 600_000;
+    })
+    .await;
+    let versions = &fleet.sidecars[0].versions;
+    let keys: Vec<String> = (0..200).map(|i| format!("entity:{i}")).collect();
+    let before_burst = versions.get(&keys, true).await.unwrap();
+
+    let before = script_calls(&fleet);
+    let bumps = (0..1_000).map(|i| {
+        let key = vec![keys[i % keys.len()].clone()];
+        async move { versions.bump(&key).await }
+    });
+    let results = futures::future::join_all(bumps).await;
+    let calls = script_calls(&fleet) - before;
+
+    let mut issued: HashMap<&str, HashSet<String>> = HashMap::new();
+    for (i, result) in results.iter().enumerate() {
+        let key = &keys[i % keys.len()];
+        let version = &result.as_ref().expect("every bump succeeds")[0];
+        assert_ne!(
+            &**version,
+            &*before_burst[i % keys.len()],
+            "{key}: a bump returned the version from before it"
+        );
+        issued.entry(key).or_default().insert(version.to_string());
+    }
+    let stale: Vec<(String, String)> = keys
+        .iter()
+        .cloned()
+        .zip(before_burst.iter().map(|v| v.to_string()))
+        .collect();
+    let outcomes = versions.check(&stale, true).await;
+    assert!(
+        outcomes.iter().all(|o| !o.current),
+        "a version from before the burst is still current"
+    );
+    let now = versions.get(&keys, true).await.unwrap();
+    for (key, current) in keys.iter().zip(&now) {
+        assert!(
+            issued[key.as_str()].contains(&**current),
+            "{key}: the current version {current} was returned by none of its bumps"
+        );
+    }
+    let shards = u64::from(fleet.settings.shards);
+    println!("BUMP COALESCING: 1000 concurrent bumps of 200 keys -> {calls} script calls");
+    // One call per shard and batch; 1,000 calls if bumps were not coalesced.
+    assert!(calls <= 8 * shards, "{calls} script calls for 1,000 bumps");
     fleet.shutdown().await;
 }
 

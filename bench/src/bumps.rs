@@ -1,5 +1,5 @@
-//! Section 2, bump throughput: `Bump` through the sidecar (one Lua script call per bump, with
-//! sequence, replay-log entry and publish), next to the floor's in-memory `Bump` and to
+//! Section 2, bump throughput: `Bump` through the sidecar (concurrent bumps share one Lua
+//! script call per shard, with sequences, replay-log entries and publishes), next to the floor's in-memory `Bump` and to
 //! `redis-benchmark -t incr` at the same client count — what Redis alone does with the
 //! simplest write.
 

@@ -10,6 +10,7 @@
 //! from flags, environment and an optional TOML file ([`config`]).
 
 pub mod admin;
+pub mod batcher;
 pub mod config;
 pub mod exposition;
 pub mod grpc;
@@ -25,7 +26,6 @@ pub mod metrics;
 pub mod mirror;
 pub mod notifications;
 pub mod notifications_grpc;
-pub mod reader;
 pub mod reconcile;
 pub mod redis_access;
 pub mod redis_link;

@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::reader::Reader;
+use crate::batcher::Batcher;
 use crate::state::{Invalidated, SidecarState, WatchItem};
 
 const CHUNK: usize = 1_000;
 
 pub async fn run(
     state: Arc<SidecarState>,
-    reader: Arc<Reader>,
+    reader: Arc<Batcher>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(state.config.reconcile_interval());
@@ -40,14 +40,14 @@ pub async fn run(
 }
 
 /// Compares every mirrored version with Redis once; returns how many differed.
-pub async fn reconcile_once(state: &SidecarState, reader: &Arc<Reader>) -> u64 {
+pub async fn reconcile_once(state: &SidecarState, reader: &Arc<Batcher>) -> u64 {
     let mut mismatches = 0;
     for shard in 0..state.keyspace.shard_count() {
         let keys = state.mirror.keys(shard);
         for chunk in keys.chunks(CHUNK) {
             let position = state.mirror.position(shard);
             let before: Vec<_> = chunk.iter().map(|k| state.mirror.peek(shard, k)).collect();
-            let Ok(current) = reader.read(chunk.to_vec()).await else {
+            let Ok(current) = reader.run(chunk.to_vec()).await else {
                 return mismatches;
             };
             if state.mirror.position(shard) != position {

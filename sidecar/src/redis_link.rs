@@ -2,10 +2,11 @@
 //!
 //! Every new connection is checked before any command runs on it: Redis must not be able to
 //! evict version keys (its `maxmemory-policy`). (A restarted or failed-over Redis that went
-//! back in time is caught by `lua/shard.lua` itself, on every call.) Until a verified
-//! connection exists, [`RedisLink::run`] answers [`LinkError::Unavailable`] at once, which
-//! callers turn into a fail-closed answer. Reconnection happens in the background with
-//! exponential backoff; the library's own silent reconnection is deliberately not used.
+//! back in time is caught by `lua/shard.lua` itself, on every call, against the run id read
+//! when the connection was opened.) Until a verified connection exists, [`RedisLink::run`]
+//! answers [`LinkError::Unavailable`] at once, which callers turn into a fail-closed answer.
+//! Reconnection happens in the background with exponential backoff; the library's own silent
+//! reconnection is deliberately not used.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -18,6 +18,7 @@
 //! version, so a failover never makes a superseded version current again.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -111,11 +112,13 @@ impl RedisTarget {
         config: &AsyncConnectionConfig,
     ) -> RedisResult<CommandConnection> {
         match &self.kind {
-            TargetKind::Standalone { url } => Ok(CommandConnection::Single(
-                self.client(url)?
+            TargetKind::Standalone { url } => {
+                let conn = self
+                    .client(url)?
                     .get_multiplexed_async_connection_with_config(config)
-                    .await?,
-            )),
+                    .await?;
+                CommandConnection::single(conn).await
+            }
             TargetKind::Sentinel { .. } => {
                 let url = self.current_master().await?;
                 let mut conn = self
@@ -134,7 +137,7 @@ impl RedisTarget {
                         redact_url(&url),
                     ));
                 }
-                Ok(CommandConnection::Single(conn))
+                CommandConnection::single(conn).await
             }
             TargetKind::Cluster { seeds } => {
                 let nodes = seeds
@@ -333,14 +336,47 @@ async fn slot_owners(
 /// The command connection: one multiplexed connection, or redis-rs's cluster connection.
 #[derive(Clone)]
 pub enum CommandConnection {
-    Single(MultiplexedConnection),
+    /// One connection to one Redis process, with that process's run id, read when the
+    /// connection was opened (a connection cannot outlive its process; redis-rs's multiplexed
+    /// connection never reconnects by itself).
+    Single(MultiplexedConnection, Arc<str>),
     Cluster(ClusterConnection),
+}
+
+impl CommandConnection {
+    async fn single(mut conn: MultiplexedConnection) -> RedisResult<CommandConnection> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        let run_id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                RedisError::from((
+                    ErrorKind::UnexpectedReturnType,
+                    "INFO server shows no run_id",
+                ))
+            })?;
+        Ok(CommandConnection::Single(conn, Arc::from(run_id)))
+    }
+
+    /// The run id of the Redis process every command on this connection reaches; `None` for
+    /// a cluster connection, which reaches several.
+    pub fn run_id(&self) -> Option<&str> {
+        match self {
+            CommandConnection::Single(_, run_id) => Some(run_id.as_ref()),
+            CommandConnection::Cluster(_) => None,
+        }
+    }
 }
 
 impl ConnectionLike for CommandConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            CommandConnection::Single(c) => c.req_packed_command(cmd),
+            CommandConnection::Single(c, _) => c.req_packed_command(cmd),
             CommandConnection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -352,14 +388,14 @@ impl ConnectionLike for CommandConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            CommandConnection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            CommandConnection::Single(c, _) => c.req_packed_commands(pipeline, offset, count),
             CommandConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            CommandConnection::Single(c) => c.get_db(),
+            CommandConnection::Single(c, _) => c.get_db(),
             CommandConnection::Cluster(c) => c.get_db(),
         }
     }

@@ -3,7 +3,8 @@
 //! Every change to a shard (new version, sequence, replay-log entry, publish) happens inside one
 //! script call on keys that share the shard's hash tag (design guarantee 6). The scripts live in
 //! `lua/shard.lua`, which also retires every earlier version whenever the shard is served by a
-//! different Redis process than last time (restart, restore, failover); `Script::invoke_async`
+//! different Redis process than last time (restart, restore, failover; the process's run id
+//! comes from [`CommandConnection::run_id`]); `Script::invoke_async`
 //! sends EVALSHA and reloads the script when a restarted Redis lost it.
 
 use std::sync::LazyLock;
@@ -63,7 +64,8 @@ pub async fn versions(
     .arg(&sk.channel)
     .arg(keyspace.publish_command())
     .arg(replay_log_len)
-    .arg(keys.len());
+    .arg(keys.len())
+    .arg(conn.run_id().unwrap_or_default());
     for key in keys {
         inv.arg(*key);
     }
@@ -104,6 +106,7 @@ pub async fn fence(
         .arg(keyspace.publish_command())
         .arg(0)
         .arg(0)
+        .arg(conn.run_id().unwrap_or_default())
         .arg(sender)
         .arg(nonce)
         .invoke_async(conn)

@@ -6,15 +6,14 @@
 //! into the mirror before the call returns, so this sidecar sees its own writes at once
 //! (guarantee 7).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::batcher::Batcher;
 use crate::metrics::CheckSource;
 use crate::mirror::VersionStr;
-use crate::reader::Reader;
 use crate::redis_link::LinkError;
-use crate::scripts::{self, VersionsMode};
+use crate::scripts::VersionsMode;
 use crate::state::SidecarState;
 
 /// The answer to one checked entry.
@@ -29,13 +28,15 @@ pub struct CheckOutcome {
 /// The cache-version operations of one sidecar.
 pub struct Versions {
     state: Arc<SidecarState>,
-    reader: Arc<Reader>,
+    reader: Arc<Batcher>,
+    bumper: Arc<Batcher>,
 }
 
 impl Versions {
     pub fn new(state: Arc<SidecarState>) -> Versions {
         Versions {
-            reader: Reader::new(Arc::clone(&state)),
+            reader: Batcher::new(Arc::clone(&state), VersionsMode::Get),
+            bumper: Batcher::new(Arc::clone(&state), VersionsMode::Bump),
             state,
         }
     }
@@ -44,7 +45,7 @@ impl Versions {
         &self.state
     }
 
-    pub fn reader(&self) -> &Arc<Reader> {
+    pub fn reader(&self) -> &Arc<Batcher> {
         &self.reader
     }
 
@@ -68,7 +69,7 @@ impl Versions {
         }
         if !missing.is_empty() {
             let read_keys = missing.iter().map(|&i| keys[i].clone()).collect();
-            let versions = self.reader.read(read_keys).await?;
+            let versions = self.reader.run(read_keys).await?;
             for (i, version) in missing.into_iter().zip(versions) {
                 out[i] = Some(version);
             }
@@ -111,7 +112,7 @@ impl Versions {
         if !missing.is_empty() {
             let read_keys = missing.iter().map(|&i| entries[i].0.clone()).collect();
             let deadline = self.state.config.check_deadline();
-            let read = tokio::time::timeout(deadline, self.reader.read(read_keys)).await;
+            let read = tokio::time::timeout(deadline, self.reader.run(read_keys)).await;
             match read {
                 Ok(Ok(versions)) => {
                     for (i, version) in missing.into_iter().zip(versions) {
@@ -141,60 +142,12 @@ impl Versions {
     }
 
     /// Moves every key to a version never issued before; returns them in order. A key named
-    /// twice gets one new version.
+    /// twice gets one new version. Concurrent bumps share script calls (see [`Batcher`]).
     pub async fn bump(&self, keys: &[String]) -> Result<Vec<VersionStr>, LinkError> {
-        let state = &self.state;
-        let keyspace = &state.keyspace;
-        let mut by_shard: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-        for key in keys {
-            let shard_keys = by_shard.entry(keyspace.shard_of(key)).or_default();
-            if !shard_keys.contains(&key.as_str()) {
-                shard_keys.push(key);
-            }
-        }
-        let timeout = state.config.request_timeout();
-        let log_len = state.config.settings.replay_log_len;
-        let bumps = by_shard.iter().map(|(&shard, shard_keys)| async move {
-            let (shard_state, versions) = state
-                .link
-                .run("bump", timeout, |mut conn| async move {
-                    scripts::versions(
-                        &mut conn,
-                        keyspace,
-                        shard,
-                        VersionsMode::Bump,
-                        shard_keys,
-                        log_len,
-                    )
-                    .await
-                })
-                .await?;
-            // Each bumped key's sequence: the last one is the shard's; earlier keys precede it.
-            let first_seq = shard_state.seq + 1 - shard_keys.len() as u64;
-            let mut learnt = Vec::with_capacity(shard_keys.len());
-            for (offset, (key, version)) in shard_keys.iter().zip(versions).enumerate() {
-                state.mirror.learn(
-                    shard,
-                    &shard_state.epoch,
-                    first_seq + offset as u64,
-                    key,
-                    &version,
-                );
-                learnt.push((*key, VersionStr::from(version)));
-            }
-            Ok::<_, LinkError>(learnt)
-        });
-        let mut new_versions = std::collections::HashMap::new();
-        for result in futures::future::join_all(bumps).await {
-            for (key, version) in result? {
-                new_versions.insert(key, version);
-            }
-        }
-        state.metrics.bumps.inc_by(new_versions.len() as u64);
-        Ok(keys
-            .iter()
-            .filter_map(|k| new_versions.get(k.as_str()).cloned())
-            .collect())
+        let versions = self.bumper.run(keys.to_vec()).await?;
+        let distinct: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+        self.state.metrics.bumps.inc_by(distinct.len() as u64);
+        Ok(versions)
     }
 }
 

@@ -2,15 +2,19 @@
 --
 -- KEYS: epoch, seq, log, incarnation, then one version key per cache key.
 -- ARGV: mode ("get", "bump" or "fence"), candidate epoch, channel, publish command (PUBLISH,
---       or SPUBLISH on a cluster), replay log length, n, then n cache keys, then n unique
---       nonces; for "fence": sender id, nonce after the first six.
+--       or SPUBLISH on a cluster), replay log length, n, the serving process's run id (or ""),
+--       then n cache keys, then n unique nonces; for "fence": sender id, nonce after the
+--       first seven.
 -- Returns: { epoch, shard sequence after the call, version 1, ..., version n }.
 --
 -- Incarnation. A Redis that restarted may hold an older snapshot, and a promoted replica may
 -- have missed the last writes: counters and versions that went backwards, so that a superseded
 -- version would look current again. Every Redis process has its own run_id, and this script
--- reads it on every call: when the shard was last used by another process, the epoch is rotated
--- before anything else happens, which retires every version issued before. A missing epoch or
+-- knows it on every call: when the shard was last used by another process, the epoch is rotated
+-- before anything else happens, which retires every version issued before. The caller passes
+-- the run id when its connection reaches one process (read when it was opened: a connection
+-- cannot outlive its process), saving an INFO per call; otherwise ("", a cluster connection
+-- that may be routed to any node) the script reads it here. A missing epoch or
 -- sequence (FLUSHALL, a key deleted by hand) starts a new epoch too: "everything changed",
 -- never "version 0".
 --
@@ -19,7 +23,10 @@
 -- entry and a published invalidation, in this one call. "fence" publishes a heartbeat carrying
 -- the shard's epoch and sequence: when its sender receives it back, it has received every
 -- invalidation published before it.
-local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local run_id = ARGV[7]
+if run_id == '' then
+  run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+end
 local epoch = redis.call('GET', KEYS[1])
 local seq = redis.call('GET', KEYS[2])
 if not epoch or not seq then
@@ -43,7 +50,7 @@ local channel = ARGV[3]
 local publish = ARGV[4]
 
 if mode == 'fence' then
-  redis.call(publish, channel, 'h|' .. epoch .. '|' .. seq .. '|' .. ARGV[7] .. '|' .. ARGV[8])
+  redis.call(publish, channel, 'h|' .. epoch .. '|' .. seq .. '|' .. ARGV[8] .. '|' .. ARGV[9])
   return { epoch, tostring(seq) }
 end
 
@@ -56,7 +63,7 @@ local out = { epoch, '' }
 
 for i = 1, n do
   local vkey = KEYS[4 + i]
-  local key = ARGV[6 + i]
+  local key = ARGV[7 + i]
   local version = false
   if mode == 'get' then
     version = redis.call('GET', vkey)
@@ -66,7 +73,7 @@ for i = 1, n do
   end
   if not version then
     seq = seq + 1
-    version = prefix .. seq .. '.' .. ARGV[6 + n + i]
+    version = prefix .. seq .. '.' .. ARGV[7 + n + i]
     local id = seq .. '-0'
     local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', log_len, id,
       'k', key, 'v', version, 't', now_ms)

@@ -1,10 +1,12 @@
-//! Reads of current versions from Redis, coalesced.
+//! Reads and bumps of versions in Redis, coalesced per sidecar.
 //!
-//! Checks the mirror cannot answer (strong checks, unknown keys, an untrusted shard) read
-//! Redis. Reads that arrive while one is in flight wait and go together in the next batch: one
-//! script call per shard serves them all. A batch is sent only after every read in it began,
-//! so its answer reflects every bump completed before each of them began (guarantee 3), and
-//! 1,000 concurrent strong checks cost a couple of round trips per shard, not 1,000.
+//! Every read the mirror cannot answer (strong checks, unknown keys, an untrusted shard) and
+//! every bump goes through a [`Batcher`]: calls that arrive while a batch is in flight wait and
+//! go together in the next one, which makes one script call per shard for all of them. A batch
+//! is sent only after every call in it began, so a read reflects every bump completed before
+//! it began (guarantee 3) and a bump's versions are newer than any issued before it began —
+//! and 1,000 concurrent strong checks (or bumps) cost a couple of round trips per shard, not
+//! 1,000. Two concurrent bumps of one key get the same new version: neither was first.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,9 +23,10 @@ const MAX_BATCH_KEYS: usize = 10_000;
 
 type Reply = oneshot::Sender<Result<Vec<VersionStr>, LinkError>>;
 
-/// The coalescing reader of one sidecar.
-pub struct Reader {
+/// The coalescing reader (or bumper) of one sidecar.
+pub struct Batcher {
     state: Arc<SidecarState>,
+    mode: VersionsMode,
     queue: Mutex<Queue>,
 }
 
@@ -33,10 +36,12 @@ struct Queue {
     running: bool,
 }
 
-impl Reader {
-    pub fn new(state: Arc<SidecarState>) -> Arc<Reader> {
-        Arc::new(Reader {
+impl Batcher {
+    /// A batcher that reads (`VersionsMode::Get`) or bumps (`VersionsMode::Bump`).
+    pub fn new(state: Arc<SidecarState>, mode: VersionsMode) -> Arc<Batcher> {
+        Arc::new(Batcher {
             state,
+            mode,
             queue: Mutex::new(Queue::default()),
         })
     }
@@ -48,9 +53,10 @@ impl Reader {
         }
     }
 
-    /// The current versions of `keys` (issuing one for keys that have none), read from Redis
-    /// by a batch sent after this call began. Also refreshes the mirror.
-    pub async fn read(self: &Arc<Self>, keys: Vec<String>) -> Result<Vec<VersionStr>, LinkError> {
+    /// The versions of `keys` in order — current ones (issuing one for keys that have none)
+    /// or, when bumping, new ones — from a batch sent after this call began. Also teaches
+    /// the mirror.
+    pub async fn run(self: &Arc<Self>, keys: Vec<String>) -> Result<Vec<VersionStr>, LinkError> {
         let (tx, rx) = oneshot::channel();
         let start_runner = {
             let mut q = self.queue();
@@ -58,11 +64,11 @@ impl Reader {
             !std::mem::replace(&mut q.running, true)
         };
         if start_runner {
-            let reader = Arc::clone(self);
-            tokio::spawn(async move { reader.drain().await });
+            let batcher = Arc::clone(self);
+            tokio::spawn(async move { batcher.drain().await });
         }
         rx.await
-            .unwrap_or_else(|_| Err(LinkError::Unavailable("read abandoned".into())))
+            .unwrap_or_else(|_| Err(LinkError::Unavailable("call abandoned".into())))
     }
 
     async fn drain(&self) {
@@ -106,12 +112,16 @@ impl Reader {
         }
         let timeout = state.config.request_timeout();
         let log_len = state.config.settings.replay_log_len;
+        let mode = self.mode;
+        let operation = match mode {
+            VersionsMode::Get => "read",
+            VersionsMode::Bump => "bump",
+        };
         let reads = by_shard.iter().map(|(&shard, keys)| async move {
             let result = state
                 .link
-                .run("read", timeout, |mut conn| async move {
-                    scripts::versions(&mut conn, keyspace, shard, VersionsMode::Get, keys, log_len)
-                        .await
+                .run(operation, timeout, |mut conn| async move {
+                    scripts::versions(&mut conn, keyspace, shard, mode, keys, log_len).await
                 })
                 .await;
             (shard, keys, result)

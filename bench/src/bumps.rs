@@ -6,8 +6,11 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use coherence_client::Client;
+use coherence_sidecar::versions::Versions;
 
 use crate::checks::measure;
 use crate::plan::Plan;
@@ -16,9 +19,14 @@ use crate::report::{Report, Row};
 /// Distinct keys the bump runs spread over.
 const BUMP_KEYS: u64 = 1000;
 
+/// `sidecar` is watched (a client mirror) and has a peer sidecar, so each bump also costs its
+/// fan-out on these shared cores; `lone` is a sidecar of a namespace of its own, with no peer
+/// and no watcher, which shows what the bump itself costs.
 pub async fn run(
     plan: &Plan,
     sidecar: &Client,
+    lone: &Client,
+    lone_versions: &Arc<Versions>,
     floor: &Client,
     redis_port: u16,
     report: &mut Report,
@@ -30,6 +38,22 @@ pub async fn run(
             "2 bump",
             "bump_sidecar",
             "sidecar gRPC Bump, 1 key",
+            c,
+            &s,
+        ));
+        let s = measure(plan, c, bump_op(lone.clone())).await;
+        report.push(Row::from_samples(
+            "2 bump",
+            "bump_sidecar_lone",
+            "sidecar gRPC Bump, 1 key, no peer and no watcher",
+            c,
+            &s,
+        ));
+        let s = measure(plan, c, bump_in_process(Arc::clone(lone_versions))).await;
+        report.push(Row::from_samples(
+            "2 bump",
+            "bump_lone_inproc",
+            "sidecar Versions::bump in process, no peer and no watcher",
             c,
             &s,
         ));
@@ -70,6 +94,18 @@ pub async fn run(
                 0.8,
                 true,
                 "×",
+            );
+        }
+        let pair = report
+            .find("bump_sidecar_lone", c)
+            .cloned()
+            .zip(report.find("bump_floor", c).cloned());
+        if let Some((lone, floor)) = pair {
+            report.info(
+                format!(
+                    "Bump throughput without fan-out (no peer, no watcher) / floor Bump, c={c}"
+                ),
+                Some(lone.ops_per_sec / floor.ops_per_sec),
             );
         }
         let pair = report
@@ -226,5 +262,25 @@ mod tests {
         assert_eq!(line.p50, Duration::from_micros(279));
         assert_eq!(line.p99, Duration::from_micros(535));
         assert_eq!(parse_csv("garbage"), None);
+    }
+}
+
+/// A bump through `Versions` directly: the sidecar's own work without gRPC.
+fn bump_in_process(
+    versions: Arc<Versions>,
+) -> impl Fn(
+    usize,
+    u64,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + Send>>
+       + Send
+       + Sync
+       + Clone
+       + 'static {
+    move |_, i| {
+        let versions = Arc::clone(&versions);
+        Box::pin(async move {
+            versions.bump(&[format!("bump:{}", i % BUMP_KEYS)]).await?;
+            Ok(1)
+        })
     }
 }

@@ -156,14 +156,19 @@ async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Repo
         strong::run(plan, &targets, &mut report).await;
     }
     if plan.runs("bump") {
+        let mut lone = Fleet::new(server.clone(), &redis.url(), "bench-lone");
+        lone.grow_to(1).await?;
         bumps::run(
             plan,
             &targets.sidecar,
+            &Client::connect(lone.url(0)).await?,
+            &lone.sidecars[0].versions,
             &targets.floor,
             redis.port(),
             &mut report,
         )
         .await;
+        lone.shutdown().await;
     }
     if plan.runs("memory") {
         memory::run(

@@ -17,9 +17,53 @@ pub type VersionStr = Arc<str>;
 
 #[derive(Debug, Clone)]
 struct Entry {
-    version: VersionStr,
+    version: StoredVersion,
     /// The shard sequence this entry is known as of.
     seq: u64,
+}
+
+/// A version as the mirror keeps it. The versions our script issues are
+/// `<epoch>.<sequence>.<16 hex digits>` and every entry of a shard belongs to the shard's
+/// epoch, so two integers say it all: no allocation per key, which is most of the mirror's
+/// memory at a million keys. Anything else (a version written into Redis by hand) is kept as
+/// text. Packing is exact both ways, so two versions are equal exactly when their stored
+/// forms are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StoredVersion {
+    Packed { seq: u64, nonce: u64 },
+    Text(Box<str>),
+}
+
+impl StoredVersion {
+    fn new(epoch: &str, version: &str) -> StoredVersion {
+        Self::pack(epoch, version).unwrap_or_else(|| StoredVersion::Text(Box::from(version)))
+    }
+
+    fn pack(epoch: &str, version: &str) -> Option<StoredVersion> {
+        let rest = version.strip_prefix(epoch)?.strip_prefix('.')?;
+        let (seq, nonce) = rest.split_once('.')?;
+        let canonical_seq = seq == "0" || (!seq.starts_with('0') && !seq.is_empty());
+        let canonical_nonce = nonce.len() == 16
+            && nonce
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !canonical_seq || !seq.bytes().all(|b| b.is_ascii_digit()) || !canonical_nonce {
+            return None;
+        }
+        Some(StoredVersion::Packed {
+            seq: seq.parse().ok()?,
+            nonce: u64::from_str_radix(nonce, 16).ok()?,
+        })
+    }
+
+    fn render(&self, epoch: &str) -> VersionStr {
+        match self {
+            StoredVersion::Packed { seq, nonce } => {
+                Arc::from(format!("{epoch}.{seq}.{nonce:016x}"))
+            }
+            StoredVersion::Text(text) => Arc::from(&**text),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +76,13 @@ struct ShardMirror {
     synced: bool,
     fenced_at: Option<Instant>,
     entries: HashMap<Box<str>, Entry>,
+}
+
+impl ShardMirror {
+    /// The epoch every entry of the shard belongs to.
+    fn epoch(&self) -> &str {
+        self.epoch.as_deref().unwrap_or_default()
+    }
 }
 
 /// What applying an invalidation did.
@@ -118,7 +169,9 @@ impl Mirror {
         if !self.trusted(&m, now) {
             return None;
         }
-        m.entries.get(key).map(|e| (e.version.clone(), e.seq))
+        m.entries
+            .get(key)
+            .map(|e| (e.version.render(m.epoch()), e.seq))
     }
 
     /// Whether the shard is synced (its stream position is known and complete).
@@ -261,21 +314,16 @@ impl Mirror {
     }
 
     fn upsert_locked(&self, m: &mut ShardMirror, seq: u64, key: &str, version: &str) {
+        let version = StoredVersion::new(m.epoch(), version);
         match m.entries.get_mut(key) {
             Some(entry) => {
-                if seq >= entry.seq && &*entry.version != version {
-                    entry.version = Arc::from(version);
+                if seq >= entry.seq {
+                    entry.version = version;
                 }
                 entry.seq = entry.seq.max(seq);
             }
             None => {
-                m.entries.insert(
-                    Box::from(key),
-                    Entry {
-                        version: Arc::from(version),
-                        seq,
-                    },
-                );
+                m.entries.insert(Box::from(key), Entry { version, seq });
                 self.len.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -292,7 +340,8 @@ impl Mirror {
 
     /// The version mirrored for a key, trusted or not (for reconciliation).
     pub fn peek(&self, shard: u32, key: &str) -> Option<VersionStr> {
-        self.read(shard).entries.get(key).map(|e| e.version.clone())
+        let m = self.read(shard);
+        m.entries.get(key).map(|e| e.version.render(m.epoch()))
     }
 }
 
@@ -361,6 +410,39 @@ mod tests {
         assert_eq!(m.peek(0, "k"), None);
         m.learn(0, "e1", 20, "k", "e1.12.new");
         assert_eq!(m.peek(0, "k"), Some(Arc::from("e1.12.new")));
+    }
+
+    #[test]
+    fn versions_are_stored_packed_when_they_can_be_and_always_come_back_exact() {
+        let epoch = "0123456789abcdef";
+        for version in [
+            "0123456789abcdef.7.00000000000000ff",
+            "0123456789abcdef.0.ffffffffffffffff",
+            "0123456789abcdef.18446744073709551615.0000000000000001",
+        ] {
+            let stored = StoredVersion::new(epoch, version);
+            assert!(matches!(stored, StoredVersion::Packed { .. }), "{version}");
+            assert_eq!(&*stored.render(epoch), version);
+        }
+        // Not in the script's canonical form: kept as text, never confused with a packed one.
+        for version in [
+            "0123456789abcdef.07.00000000000000ff",
+            "0123456789abcdef.+7.00000000000000ff",
+            "0123456789abcdef.7.00000000000000FF",
+            "0123456789abcdef.7.ff",
+            "0123456789abcdef.7.00000000000000ff.x",
+            "0123456789abcdef..00000000000000ff",
+            "fedcba9876543210.7.00000000000000ff",
+            "hand-written",
+        ] {
+            let stored = StoredVersion::new(epoch, version);
+            assert!(matches!(stored, StoredVersion::Text(_)), "{version}");
+            assert_eq!(&*stored.render(epoch), version);
+            assert_ne!(
+                stored,
+                StoredVersion::new(epoch, "0123456789abcdef.7.00000000000000ff")
+            );
+        }
     }
 
     #[test]

@@ -250,21 +250,6 @@ fn unquote(s: &str) -> String {
     s.trim().trim_matches('"').to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_redis_benchmark_csv() {
-        let text = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\"INCR\",\"98039.22\",\"0.287\",\"0.080\",\"0.279\",\"0.415\",\"0.535\",\"1.055\"\n";
-        let line = parse_csv(text).unwrap();
-        assert_eq!(line.rps, 98039.22);
-        assert_eq!(line.p50, Duration::from_micros(279));
-        assert_eq!(line.p99, Duration::from_micros(535));
-        assert_eq!(parse_csv("garbage"), None);
-    }
-}
-
 /// A bump through `Versions` directly: the sidecar's own work without gRPC.
 fn bump_in_process(
     versions: Arc<Versions>,
@@ -282,5 +267,20 @@ fn bump_in_process(
             versions.bump(&[format!("bump:{}", i % BUMP_KEYS)]).await?;
             Ok(1)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_redis_benchmark_csv() {
+        let text = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"\n\"INCR\",\"98039.22\",\"0.287\",\"0.080\",\"0.279\",\"0.415\",\"0.535\",\"1.055\"\n";
+        let line = parse_csv(text).unwrap();
+        assert_eq!(line.rps, 98039.22);
+        assert_eq!(line.p50, Duration::from_micros(279));
+        assert_eq!(line.p99, Duration::from_micros(535));
+        assert_eq!(parse_csv("garbage"), None);
     }
 }

@@ -23,7 +23,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
@@ -198,7 +198,9 @@ struct Entry {
 
 /// The map and its trust state, shared by the client handle and the Watch task.
 pub(crate) struct MirrorState {
-    entries: DashMap<String, Entry>,
+    /// foldhash rather than SipHash: the keys come from the application itself, and hashing
+    /// a key is a good part of a local check's ~60 ns.
+    entries: DashMap<String, Entry, foldhash::fast::RandomState>,
     /// Taken by every invalidation and resync; fills compare against it.
     generation: AtomicU64,
     /// The generation of the latest resync: fills that began before it are refused.
@@ -206,7 +208,11 @@ pub(crate) struct MirrorState {
     /// Nanoseconds since `base` until which local answers are allowed; 0 = untrusted.
     trusted_until: AtomicU64,
     connected: AtomicBool,
-    base: Instant,
+    /// The TSC-based clock of `quanta` where the CPU has an invariant TSC (the OS clock
+    /// otherwise): reading it is a good part of a local check, and `Instant::now` costs
+    /// 40-60 ns on some virtual machines.
+    clock: quanta::Clock,
+    base: quanta::Instant,
     max_staleness: Duration,
     max_entries: usize,
     prefixes: Vec<String>,
@@ -215,13 +221,15 @@ pub(crate) struct MirrorState {
 
 impl MirrorState {
     pub(crate) fn new(options: &MirrorOptions) -> MirrorState {
+        let clock = quanta::Clock::new();
         MirrorState {
-            entries: DashMap::new(),
+            entries: DashMap::default(),
             generation: AtomicU64::new(1),
             resync_generation: AtomicU64::new(1),
             trusted_until: AtomicU64::new(0),
             connected: AtomicBool::new(false),
-            base: Instant::now(),
+            base: clock.now(),
+            clock,
             max_staleness: options.max_staleness,
             max_entries: options.max_entries,
             prefixes: options.prefixes.clone(),
@@ -229,14 +237,14 @@ impl MirrorState {
         }
     }
 
-    fn nanos_since_base(&self, at: Instant) -> u64 {
+    fn nanos_since_base(&self, at: quanta::Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Whether local answers are allowed right now.
     pub(crate) fn is_trusted(&self) -> bool {
         let until = self.trusted_until.load(Ordering::Acquire);
-        until != 0 && self.nanos_since_base(Instant::now()) < until
+        until != 0 && self.nanos_since_base(self.clock.now()) < until
     }
 
     fn mirrors(&self, key: &str) -> bool {
@@ -338,7 +346,7 @@ impl MirrorState {
     pub(crate) fn heartbeat(&self, fence_age: Option<Duration>) {
         let until = match fence_age {
             Some(age) if age < self.max_staleness => {
-                let received = self.nanos_since_base(Instant::now());
+                let received = self.nanos_since_base(self.clock.now());
                 let allowance =
                     u64::try_from((self.max_staleness - age).as_nanos()).unwrap_or(u64::MAX);
                 received.saturating_add(allowance).max(1)

@@ -56,6 +56,14 @@ impl StoredVersion {
         })
     }
 
+    /// Whether `version` is this one, without allocating.
+    fn is(&self, epoch: &str, version: &str) -> bool {
+        match self {
+            StoredVersion::Packed { .. } => Self::pack(epoch, version).as_ref() == Some(self),
+            StoredVersion::Text(text) => **text == *version,
+        }
+    }
+
     fn render(&self, epoch: &str) -> VersionStr {
         match self {
             StoredVersion::Packed { seq, nonce } => {
@@ -83,6 +91,15 @@ impl ShardMirror {
     fn epoch(&self) -> &str {
         self.epoch.as_deref().unwrap_or_default()
     }
+}
+
+/// The mirror's answer about one token (see [`Mirror::check_token`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// The token is the mirrored version.
+    Current,
+    /// The mirror holds `version`, known as of shard sequence `seq`.
+    Differs { version: VersionStr, seq: u64 },
 }
 
 /// What applying an invalidation did.
@@ -172,6 +189,31 @@ impl Mirror {
         m.entries
             .get(key)
             .map(|e| (e.version.render(m.epoch()), e.seq))
+    }
+
+    /// What the mirror can say about `token` for `key` now: `None` when the shard may not
+    /// answer or does not know the key. Unlike [`Mirror::lookup`], a token that is current is
+    /// confirmed without rendering the mirrored version (the hot path of `Check`).
+    pub fn check_token(
+        &self,
+        shard: u32,
+        key: &str,
+        token: &str,
+        now: Instant,
+    ) -> Option<TokenCheck> {
+        let m = self.read(shard);
+        if !self.trusted(&m, now) {
+            return None;
+        }
+        let entry = m.entries.get(key)?;
+        Some(if entry.version.is(m.epoch(), token) {
+            TokenCheck::Current
+        } else {
+            TokenCheck::Differs {
+                version: entry.version.render(m.epoch()),
+                seq: entry.seq,
+            }
+        })
     }
 
     /// Whether the shard is synced (its stream position is known and complete).
@@ -410,6 +452,38 @@ mod tests {
         assert_eq!(m.peek(0, "k"), None);
         m.learn(0, "e1", 20, "k", "e1.12.new");
         assert_eq!(m.peek(0, "k"), Some(Arc::from("e1.12.new")));
+    }
+
+    #[test]
+    fn check_token_confirms_the_mirrored_version_and_names_the_current_one_otherwise() {
+        let m = synced_mirror();
+        let packed = "e1.11.00000000000000aa";
+        assert_eq!(m.apply(0, "e1", 11, "k", packed), Applied::InOrder);
+        assert_eq!(m.apply(0, "e1", 12, "hand", "edited"), Applied::InOrder);
+        let now = Instant::now();
+        m.mark_fresh(0, now);
+        assert_eq!(
+            m.check_token(0, "k", packed, now),
+            Some(TokenCheck::Current)
+        );
+        assert_eq!(
+            m.check_token(0, "k", "e1.10.00000000000000aa", now),
+            Some(TokenCheck::Differs {
+                version: Arc::from(packed),
+                seq: 11
+            })
+        );
+        assert_eq!(
+            m.check_token(0, "hand", "edited", now),
+            Some(TokenCheck::Current)
+        );
+        assert!(matches!(
+            m.check_token(0, "hand", packed, now),
+            Some(TokenCheck::Differs { .. })
+        ));
+        assert_eq!(m.check_token(0, "unknown", packed, now), None);
+        let late = now + Duration::from_millis(501);
+        assert_eq!(m.check_token(0, "k", packed, late), None, "fence too old");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::batcher::Batcher;
 use crate::metrics::CheckSource;
-use crate::mirror::VersionStr;
+use crate::mirror::{TokenCheck, VersionStr};
 use crate::redis_link::LinkError;
 use crate::scripts::VersionsMode;
 use crate::state::SidecarState;
@@ -89,17 +89,19 @@ impl Versions {
             } else {
                 self.state
                     .mirror
-                    .lookup(self.state.keyspace.shard_of(key), key, now)
+                    .check_token(self.state.keyspace.shard_of(key), key, token, now)
             };
             match hit {
-                Some((version, _)) if *version == **token => {
+                Some(TokenCheck::Current) => {
                     out[i] = Some(CheckOutcome {
                         current: true,
-                        version: Some(version),
+                        version: Some(VersionStr::from(token.as_str())),
                         source: CheckSource::Mirror,
                     })
                 }
-                Some((version, seq)) if !may_be_newer(token, &version, seq) => {
+                Some(TokenCheck::Differs { version, seq })
+                    if !may_be_newer(token, &version, seq) =>
+                {
                     out[i] = Some(CheckOutcome {
                         current: false,
                         version: Some(version),

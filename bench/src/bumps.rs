@@ -12,7 +12,7 @@ use anyhow::Context;
 use coherence_client::Client;
 use coherence_sidecar::versions::Versions;
 
-use crate::checks::measure;
+use crate::checks::{measure, OpFuture};
 use crate::plan::Plan;
 use crate::report::{Report, Row};
 
@@ -157,14 +157,7 @@ async fn script_cost(port: u16) -> anyhow::Result<String> {
 
 pub(crate) fn bump_op(
     client: Client,
-) -> impl Fn(
-    usize,
-    u64,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + Send>>
-       + Send
-       + Sync
-       + Clone
-       + 'static {
+) -> impl Fn(usize, u64) -> OpFuture + Send + Sync + Clone + 'static {
     move |_, i| {
         let client = client.clone();
         Box::pin(async move {
@@ -253,14 +246,7 @@ fn unquote(s: &str) -> String {
 /// A bump through `Versions` directly: the sidecar's own work without gRPC.
 fn bump_in_process(
     versions: Arc<Versions>,
-) -> impl Fn(
-    usize,
-    u64,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + Send>>
-       + Send
-       + Sync
-       + Clone
-       + 'static {
+) -> impl Fn(usize, u64) -> OpFuture + Send + Sync + Clone + 'static {
     move |_, i| {
         let versions = Arc::clone(&versions);
         Box::pin(async move {

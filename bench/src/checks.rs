@@ -44,6 +44,9 @@ pub struct Targets {
 }
 
 /// Runs a warm-up and then the measurement.
+/// One call of a measured operation, boxed so that operations can be built by functions.
+pub(crate) type OpFuture = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>>;
+
 pub async fn measure<F, Fut>(plan: &Plan, concurrency: usize, op: F) -> Samples
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
@@ -203,11 +206,7 @@ fn grpc_check(
     client: Client,
     t: &Targets,
     batch: usize,
-) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>>
-       + Send
-       + Sync
-       + Clone
-       + 'static {
+) -> impl Fn(usize, u64) -> OpFuture + Send + Sync + Clone + 'static {
     let keys = Arc::clone(&t.keys);
     let tokens = Arc::clone(&t.tokens);
     move |_, i| {
@@ -232,13 +231,7 @@ fn grpc_check(
     }
 }
 
-fn redis_get(
-    t: &Targets,
-) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>>
-       + Send
-       + Sync
-       + Clone
-       + 'static {
+fn redis_get(t: &Targets) -> impl Fn(usize, u64) -> OpFuture + Send + Sync + Clone + 'static {
     let conn = t.redis.clone();
     let version_keys = Arc::clone(&t.version_keys);
     move |_, i| {
@@ -256,11 +249,7 @@ fn redis_get(
 fn pg_select(
     pg: Arc<ScratchDb>,
     keys: Arc<Vec<String>>,
-) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>>
-       + Send
-       + Sync
-       + Clone
-       + 'static {
+) -> impl Fn(usize, u64) -> OpFuture + Send + Sync + Clone + 'static {
     move |worker, i| {
         let pg = Arc::clone(&pg);
         let keys = Arc::clone(&keys);

@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
@@ -111,7 +111,9 @@ pub enum WatchEvent {
     /// The stream is alive; the sidecar's mirror was fresh as of `fence_age` ago (`None` when
     /// the sidecar cannot currently vouch for its mirror).
     Heartbeat {
-        /// Age of the sidecar's oldest fence when the heartbeat was sent.
+        /// Age of the sidecar's oldest fence when the heartbeat was read from the stream: its
+        /// age when sent plus the time since the sidecar sent it (by the wall clock, which a
+        /// sidecar on the same host shares; a send time ahead of this clock counts as zero).
         fence_age: Option<Duration>,
     },
 }
@@ -382,12 +384,78 @@ impl Stream for WatchStream {
                 },
                 Some(Event::Resync(r)) => WatchEvent::Resync { reason: r.reason },
                 Some(Event::Heartbeat(h)) => WatchEvent::Heartbeat {
-                    fence_age: (h.fence_age_ms != u64::MAX)
-                        .then(|| Duration::from_millis(h.fence_age_ms)),
+                    fence_age: fence_age_on_receipt(&h, SystemTime::now()),
                 },
                 None => continue,
             };
             return Poll::Ready(Some(Ok(event)));
         }
+    }
+}
+
+/// A heartbeat's fence age as of `now`: as sent, plus the time since it was sent.
+fn fence_age_on_receipt(heartbeat: &pb::Heartbeat, now: SystemTime) -> Option<Duration> {
+    if heartbeat.fence_age_ms == u64::MAX {
+        return None;
+    }
+    let transit = match heartbeat.sent_at_unix_us {
+        0 => Duration::ZERO,
+        sent => now
+            .duration_since(UNIX_EPOCH + Duration::from_micros(sent))
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(Duration::from_millis(heartbeat.fence_age_ms).saturating_add(transit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat(fence_age_ms: u64, sent_at: SystemTime) -> pb::Heartbeat {
+        pb::Heartbeat {
+            fence_age_ms,
+            sent_at_unix_us: sent_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        }
+    }
+
+    /// A wall-clock instant with whole microseconds, as heartbeats carry.
+    fn whole_micros() -> SystemTime {
+        UNIX_EPOCH + Duration::from_micros(1_800_000_000_000_000)
+    }
+
+    #[test]
+    fn time_in_transit_counts_against_the_fence() {
+        let now = whole_micros();
+        let sent = now - Duration::from_millis(300);
+        assert_eq!(
+            fence_age_on_receipt(&heartbeat(200, sent), now),
+            Some(Duration::from_millis(500)),
+            "a heartbeat that waited 300 ms vouches for a fence 500 ms old"
+        );
+        assert_eq!(
+            fence_age_on_receipt(&heartbeat(200, now), now),
+            Some(Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn unknown_or_future_send_times_add_nothing_and_no_fence_stays_none() {
+        let now = whole_micros();
+        let unknown = pb::Heartbeat {
+            fence_age_ms: 200,
+            sent_at_unix_us: 0,
+        };
+        assert_eq!(
+            fence_age_on_receipt(&unknown, now),
+            Some(Duration::from_millis(200))
+        );
+        let ahead = heartbeat(200, now + Duration::from_secs(5));
+        assert_eq!(
+            fence_age_on_receipt(&ahead, now),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(fence_age_on_receipt(&heartbeat(u64::MAX, now), now), None);
     }
 }

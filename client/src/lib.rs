@@ -43,10 +43,13 @@
 //!
 //! By default a check has *bounded staleness*: it reflects every bump that completed more than
 //! `max_staleness` (default 500 ms) before the check began. The mirror proves this with the
-//! sidecar's Watch heartbeats: each carries the age `a` of the sidecar's oldest fence, and a
-//! heartbeat received at local instant `t` lets the mirror answer locally while
-//! `now - t + a < max_staleness` — local monotonic clock only, no clock agreement between
-//! machines. Bumps made through the same [`MirroredClient`] are visible to it at once.
+//! sidecar's Watch heartbeats: each carries the age `a` of the sidecar's oldest fence and the
+//! time it was sent; a heartbeat received at local instant `t` after `d` in queues and in
+//! transit lets the mirror answer locally while `now - t + a + d < max_staleness`. `d` comes
+//! from the wall clock, which the sidecar beside the app shares (same host); a send time ahead
+//! of the client's clock counts as zero, and a sidecar whose clock runs behind only makes the
+//! mirror trust less and ask the sidecar more, never trust more. Everything else is the local
+//! monotonic clock. Bumps made through the same [`MirroredClient`] are visible to it at once.
 //!
 //! Use a **strong** check ([`Consistency::Strong`], [`MirroredClient::is_current_with`],
 //! [`CoherentCache::get_or_load_with`]) when a read must reflect every bump completed before it

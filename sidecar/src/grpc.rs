@@ -182,7 +182,9 @@ async fn forward_events(
                     })
                 }
                 Ok(WatchItem::Resync(reason)) => Event::Resync(pb::Resync { reason: reason.to_string() }),
-                Ok(WatchItem::Heartbeat { fence_age_ms }) => Event::Heartbeat(pb::Heartbeat { fence_age_ms }),
+                Ok(WatchItem::Heartbeat { fence_age_ms, sent_at_unix_us }) => {
+                    Event::Heartbeat(pb::Heartbeat { fence_age_ms, sent_at_unix_us })
+                }
                 Err(broadcast::error::RecvError::Lagged(n)) => Event::Resync(pb::Resync {
                     reason: format!("watcher fell behind and missed {n} events"),
                 }),

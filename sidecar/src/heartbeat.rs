@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Notify};
 
@@ -102,8 +102,15 @@ pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) 
             .set(now.saturating_duration_since(all_fenced_at).as_secs_f64());
         state.metrics.mirror_keys.set(state.mirror.len() as i64);
         state.metrics.ready.set(i64::from(state.is_ready()));
+        let sent_at_unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         state.publish(WatchItem::Heartbeat {
-            fence_age_ms: fence_age.map_or(u64::MAX, |a| a.as_millis() as u64),
+            // Rounded up: a client must never think the fence younger than it is.
+            fence_age_ms: fence_age.map_or(u64::MAX, |a| {
+                u64::try_from(a.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
+            }),
+            sent_at_unix_us,
         });
     }
 }

@@ -22,8 +22,12 @@ pub enum WatchItem {
     Invalidated(Arc<Invalidated>),
     /// Invalidations may have been lost: watchers drop what they cached.
     Resync(Arc<str>),
-    /// Periodic liveness signal with the age of the sidecar's oldest fence.
-    Heartbeat { fence_age_ms: u64 },
+    /// Periodic liveness signal with the age of the sidecar's oldest fence (rounded up) and
+    /// the wall-clock time it was sent.
+    Heartbeat {
+        fence_age_ms: u64,
+        sent_at_unix_us: u64,
+    },
 }
 
 #[derive(Debug)]

@@ -34,6 +34,9 @@ pub struct Batcher {
 struct Queue {
     waiting: Vec<(Vec<String>, Reply)>,
     running: bool,
+    /// Calls begun since start, for tests and diagnostics that must know when a burst has
+    /// arrived.
+    begun: u64,
 }
 
 impl Batcher {
@@ -53,6 +56,11 @@ impl Batcher {
         }
     }
 
+    /// How many calls have begun since this batcher was made (answered, in flight or waiting).
+    pub fn calls_begun(&self) -> u64 {
+        self.queue().begun
+    }
+
     /// The versions of `keys` in order — current ones (issuing one for keys that have none)
     /// or, when bumping, new ones — from a batch sent after this call began. Also teaches
     /// the mirror.
@@ -61,6 +69,7 @@ impl Batcher {
         let start_runner = {
             let mut q = self.queue();
             q.waiting.push((keys, tx));
+            q.begun += 1;
             !std::mem::replace(&mut q.running, true)
         };
         if start_runner {

@@ -49,6 +49,10 @@ impl Versions {
         &self.reader
     }
 
+    pub fn bumper(&self) -> &Arc<Batcher> {
+        &self.bumper
+    }
+
     /// Current versions of `keys`, in order.
     pub async fn get(&self, keys: &[String], strong: bool) -> Result<Vec<VersionStr>, LinkError> {
         let now = Instant::now();

@@ -179,28 +179,9 @@ async fn inject(fleet: &mut Fleet, fault: &Fault) {
             );
         }
         Fault::PubsubOverflow => {
-            let _: () = fleet
-                .redis()
-                .cmd(&[
-                    "CONFIG",
-                    "SET",
-                    "client-output-buffer-limit",
-                    "pubsub 1kb 1kb 0",
-                ])
-                .expect("CONFIG SET");
             // One bump of many keys of one shard: one script, one burst of publishes.
             let burst = keys_of_one_shard(&fleet.settings, 400);
-            let names: Vec<&str> = burst.iter().map(String::as_str).collect();
-            fleet.clients[0].bump(&names).await.expect("burst bump");
-            let _: () = fleet
-                .redis()
-                .cmd(&[
-                    "CONFIG",
-                    "SET",
-                    "client-output-buffer-limit",
-                    "pubsub 32mb 8mb 60",
-                ])
-                .expect("CONFIG SET");
+            fleet.burst_with_tiny_pubsub_buffers(&burst).await;
         }
         Fault::FlushAll => {
             let _: () = fleet.redis().cmd(&["FLUSHALL"]).expect("FLUSHALL");

@@ -15,32 +15,6 @@ use coherence_client::{CheckSource, Consistency, Version, WatchEvent};
 use fault_support::{keys_of_one_shard, metric_of, Fleet};
 use futures::StreamExt;
 
-/// Bumps `keys` (all of one shard) through sidecar 0 in one call while Redis's pub/sub output
-/// buffer limit is tiny, so that subscribers are disconnected mid-burst. Returns the new versions.
-async fn burst_with_tiny_pubsub_buffers(fleet: &Fleet, keys: &[String]) -> Vec<Version> {
-    let _: () = fleet
-        .redis()
-        .cmd(&[
-            "CONFIG",
-            "SET",
-            "client-output-buffer-limit",
-            "pubsub 1kb 1kb 0",
-        ])
-        .expect("CONFIG SET");
-    let names: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let versions = fleet.clients[0].bump(&names).await.expect("burst bump");
-    let _: () = fleet
-        .redis()
-        .cmd(&[
-            "CONFIG",
-            "SET",
-            "client-output-buffer-limit",
-            "pubsub 32mb 8mb 60",
-        ])
-        .expect("CONFIG SET");
-    versions
-}
-
 /// Collects Watch events until every key in `expect` was seen invalidated to its version (or a
 /// Resync arrives, or `limit` passes). Returns (invalidations seen, resync reasons).
 async fn watch_until(
@@ -90,7 +64,7 @@ async fn gap_inside_the_replay_log_is_repaired_without_resync() {
         metric_of(b, "coherence_repairs_from_log_total"),
     );
 
-    let new = burst_with_tiny_pubsub_buffers(&fleet, &keys).await;
+    let new = fleet.burst_with_tiny_pubsub_buffers(&keys).await;
     let recovery = fleet.wait_recovered(Duration::from_secs(10)).await;
     assert!(recovery.is_some(), "the fleet did not recover");
 
@@ -163,7 +137,7 @@ async fn gap_beyond_the_replay_log_resyncs_and_watchers_hear_it() {
     let old = fleet.clients[1].get(&names).await.unwrap();
     let mut watch = fleet.clients[1].watch(&[]).await.unwrap();
 
-    let new = burst_with_tiny_pubsub_buffers(&fleet, &keys).await;
+    let new = fleet.burst_with_tiny_pubsub_buffers(&keys).await;
     let expect: HashMap<String, Version> = keys.iter().cloned().zip(new.iter().cloned()).collect();
     let (_, resyncs) = watch_until(&mut watch, &expect, true, Duration::from_secs(10)).await;
     let recovery = fleet.wait_recovered(Duration::from_secs(10)).await;

@@ -479,3 +479,50 @@ async fn reconciliation_corrects_a_version_rewritten_by_hand() {
     );
     fleet.shutdown().await;
 }
+
+/// Heartbeat fences scale with the fleet, not with fleet × shards × fleet: one script call
+/// fences every shard of a standalone Redis, and it comes back only to its sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fence_covers_every_shard_and_reaches_only_its_sender() {
+    let fleet = Fleet::start(3, no_background_script_calls).await;
+    let state = fleet.sidecars[0].versions.state();
+    // Every shard fenced by a fence sent after `asked_at`.
+    let fence_round = |asked_at: std::time::Instant| async move {
+        state.fences.fence_now();
+        coherence_testkit::eventually(Duration::from_secs(5), || async {
+            let now = std::time::Instant::now();
+            state
+                .mirror
+                .oldest_fence_age(now)
+                .is_some_and(|age| age <= now - asked_at)
+        })
+        .await
+    };
+    // A first round lets any fence still in flight from start-up land before counting.
+    assert!(
+        fence_round(std::time::Instant::now()).await,
+        "no fence came back"
+    );
+    let before = script_calls(&fleet);
+    assert!(
+        fence_round(std::time::Instant::now()).await,
+        "no fence came back"
+    );
+    let calls = script_calls(&fleet) - before;
+    assert_eq!(calls, 1, "one fence round for all shards, one script call");
+
+    for sidecar in &fleet.sidecars {
+        let state = sidecar.versions.state();
+        let groups = state
+            .keyspace
+            .fence_groups(&state.config.settings.server_id);
+        assert_eq!(groups.len(), 1, "one fence group on a standalone Redis");
+        let channel = &groups[0].channel;
+        let subscribers: (String, u64) = fleet
+            .redis()
+            .cmd(&["PUBSUB", "NUMSUB", channel])
+            .expect("PUBSUB NUMSUB");
+        assert_eq!(subscribers.1, 1, "{channel}: only its sender listens");
+    }
+    fleet.shutdown().await;
+}

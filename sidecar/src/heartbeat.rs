@@ -1,11 +1,15 @@
 //! Heartbeat fences: how the sidecar proves its mirror fresh with its own clock only.
 //!
-//! Every `heartbeat_interval` the sidecar runs `lua/fence.lua` on each shard, which publishes
-//! a heartbeat carrying the shard's epoch and sequence on the shard's channel. The send instant
-//! is remembered (monotonic clock). When the heartbeat comes back through our own subscription,
-//! every bump completed before that instant has been delivered before it; the subscription
-//! brings the shard up to the carried sequence and marks it fresh as of the send instant
-//! (design guarantee 2). No clock agreement between machines is assumed.
+//! Every `heartbeat_interval` the sidecar runs the fence of `lua/shard.lua` once per group of
+//! shards that share a Redis node (one call for all shards on a standalone Redis), which
+//! publishes one heartbeat carrying every fenced shard's epoch and sequence on this sidecar's
+//! own fence channel. The send instant is remembered (monotonic clock). When the heartbeat comes
+//! back through our own subscription, every bump completed before that instant has been
+//! delivered before it (one connection receives a node's messages in publish order); the
+//! subscription brings each shard up to the carried sequence and marks it fresh as of the send
+//! instant (design guarantee 2). No clock agreement between machines is assumed. Because only
+//! the sender subscribes to its fence channel, a fleet of N sidecars costs N script calls and N
+//! deliveries per interval, not N × shards calls each delivered N times.
 //!
 //! Each round also sends a `Heartbeat` to Watch streams, so that clients can tell a quiet
 //! stream from a dead one, and refreshes the fence-age and mirror-size gauges.
@@ -22,34 +26,33 @@ use crate::state::{SidecarState, WatchItem};
 /// Fences sent and not yet returned, by nonce.
 #[derive(Default)]
 pub struct Fences {
-    pending: Mutex<HashMap<String, (u32, Instant)>>,
+    pending: Mutex<HashMap<String, (Vec<u32>, Instant)>>,
     last_returned: Mutex<Option<Instant>>,
     nudge: Notify,
 }
 
 impl Fences {
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u32>, Instant)>> {
         match self.pending.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    /// Registers a fence about to be sent; returns its nonce.
-    fn register(&self, shard: u32, sent_at: Instant) -> String {
+    /// Registers a fence of `shards` about to be sent; returns its nonce.
+    fn register(&self, shards: Vec<u32>, sent_at: Instant) -> String {
         let nonce = scripts::random_token();
-        self.pending().insert(nonce.clone(), (shard, sent_at));
+        self.pending().insert(nonce.clone(), (shards, sent_at));
         nonce
     }
 
-    /// The send instant of our fence `nonce` on `shard`, if it is ours and still pending.
-    pub fn take(&self, shard: u32, nonce: &str) -> Option<Instant> {
-        let taken = self.pending().remove(nonce);
-        let sent_at = taken.filter(|(s, _)| *s == shard).map(|(_, at)| at)?;
+    /// The shards and send instant of our fence `nonce`, if it is still pending.
+    pub fn take(&self, nonce: &str) -> Option<(Vec<u32>, Instant)> {
+        let taken = self.pending().remove(nonce)?;
         if let Ok(mut last) = self.last_returned.lock() {
             *last = Some(Instant::now());
         }
-        Some(sent_at)
+        Some(taken)
     }
 
     /// When one of our fences last came back.
@@ -115,23 +118,29 @@ pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
-/// One fence per shard, sent concurrently.
+/// One fence per group of shards, sent concurrently.
 async fn fence_round(state: Arc<SidecarState>) {
     let timeout = state.config.max_staleness().max(Duration::from_millis(100));
     let server_id = state.config.settings.server_id.as_str();
-    let fences = (0..state.keyspace.shard_count()).map(|shard| {
-        let state = &state;
-        async move {
-            let nonce = state.fences.register(shard, Instant::now());
-            let keyspace = &state.keyspace;
-            state
-                .link
-                .run("fence", timeout, |mut conn| async move {
-                    scripts::fence(&mut conn, keyspace, shard, server_id, &nonce).await
-                })
-                .await
-        }
-    });
+    let fences = state
+        .keyspace
+        .fence_groups(server_id)
+        .into_iter()
+        .map(|group| {
+            let state = &state;
+            async move {
+                let keyspace = &state.keyspace;
+                let nonce = state.fences.register(group.shards.clone(), Instant::now());
+                let (group, nonce) = (&group, &nonce);
+                state
+                    .link
+                    .run("fence", timeout, |mut conn| async move {
+                        scripts::fence(&mut conn, keyspace, &group.shards, &group.channel, nonce)
+                            .await
+                    })
+                    .await
+            }
+        });
     for result in futures::future::join_all(fences).await {
         if let Err(err) = result {
             tracing::debug!(error = %err, "heartbeat fence not sent");

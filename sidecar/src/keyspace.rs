@@ -15,6 +15,13 @@ pub struct Keyspace {
     sharded_channels: bool,
 }
 
+/// Shards fenced together by one script call, and the channel the fence comes back on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceGroup {
+    pub shards: Vec<u32>,
+    pub channel: String,
+}
+
 /// Redis names of one shard's state.
 #[derive(Debug, Clone)]
 pub struct ShardKeys {
@@ -26,7 +33,7 @@ pub struct ShardKeys {
     pub log: String,
     /// The Redis run id the shard's epoch was last verified against (restart detection).
     pub incarnation: String,
-    /// Pub/sub channel of the shard's invalidations and heartbeats.
+    /// Pub/sub channel of the shard's invalidations.
     pub channel: String,
 }
 
@@ -99,6 +106,27 @@ impl Keyspace {
             .collect()
     }
 
+    /// What one heartbeat fence of `server_id` covers, group by group: all shards when they
+    /// live on one Redis; one each on a cluster (sharded channels), where one script call
+    /// reaches one slot. Each group's fences come back on a channel only that sidecar
+    /// subscribes to, so a fence costs one delivery, not one per sidecar; it carries the group's
+    /// first shard's hash tag, so that on a cluster it lives on the shard's node and reaches the
+    /// subscription connection that receives the shard's invalidations.
+    pub fn fence_groups(&self, server_id: &str) -> Vec<FenceGroup> {
+        let groups: Vec<Vec<u32>> = if self.sharded_channels {
+            (0..self.shards).map(|s| vec![s]).collect()
+        } else {
+            vec![(0..self.shards).collect()]
+        };
+        groups
+            .into_iter()
+            .map(|shards| FenceGroup {
+                channel: format!("{}:fence:{server_id}", self.prefix(shards[0])),
+                shards,
+            })
+            .collect()
+    }
+
     /// The shard a channel name belongs to, if it is one of ours.
     pub fn shard_of_channel(&self, channel: &str) -> Option<u32> {
         let rest = channel.strip_prefix("coh:{")?.strip_suffix("}:inv")?;
@@ -152,7 +180,26 @@ mod tests {
         }
         assert!(ks.version_key(s, "content").contains(&tag));
         assert_eq!(ks.shard_of_channel(&keys.channel), Some(s));
+        let fence = &ks
+            .clone()
+            .with_sharded_channels(true)
+            .fence_groups("server-a")[s as usize];
+        assert!(fence.channel.contains(&tag), "{fence:?}");
+        assert_eq!(ks.shard_of_channel(&fence.channel), None);
         assert_eq!(ks.shard_of_channel("coh:{other:1}:inv"), None);
+    }
+
+    #[test]
+    fn one_fence_covers_every_shard_unless_channels_are_sharded() {
+        let shards = |ks: &Keyspace| -> Vec<Vec<u32>> {
+            ks.fence_groups("a").into_iter().map(|g| g.shards).collect()
+        };
+        let ks = Keyspace::new("app", 4);
+        assert_eq!(shards(&ks), vec![vec![0, 1, 2, 3]]);
+        assert_eq!(
+            shards(&ks.with_sharded_channels(true)),
+            vec![vec![0], vec![1], vec![2], vec![3]]
+        );
     }
 
     #[test]

@@ -1,16 +1,17 @@
-//! The messages sidecars exchange on a shard's pub/sub channel.
+//! The messages sidecars receive on their subscription.
 //!
-//! They are produced by the Lua scripts (`lua/versions.lua` and `lua/fence.lua`) and parsed
-//! here. Text, `|`-separated, with the cache key last so that it may contain any character:
+//! They are produced by `lua/shard.lua` and parsed here. Text, `|`-separated, with the cache
+//! key last so that it may contain any character:
 //!
-//! - invalidation: `i|<epoch>|<seq>|<bumped_at_unix_ms>|<version>|<key>`
-//! - heartbeat fence: `h|<epoch>|<seq>|<sender>|<nonce>`
+//! - invalidation, on a shard's channel: `i|<epoch>|<seq>|<bumped_at_unix_ms>|<version>|<key>`
+//! - heartbeat fence, on its sender's own fence channel: `f|<nonce>|<epoch>|<seq>|…`, one
+//!   epoch and sequence per fenced shard, in the order the sender named them
 
 /// One message received on a shard channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelMessage {
     Invalidation(InvalidationMessage),
-    Heartbeat(HeartbeatMessage),
+    Fence(FenceMessage),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,11 +24,10 @@ pub struct InvalidationMessage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeartbeatMessage {
-    pub epoch: String,
-    pub seq: u64,
-    pub sender: String,
+pub struct FenceMessage {
     pub nonce: String,
+    /// Epoch and sequence of each fenced shard.
+    pub shards: Vec<(String, u64)>,
 }
 
 impl ChannelMessage {
@@ -51,18 +51,15 @@ impl ChannelMessage {
                     key,
                 }))
             }
-            "h" => {
-                let mut parts = rest.splitn(4, '|');
-                let epoch = parts.next()?.to_string();
-                let seq = parts.next()?.parse().ok()?;
-                let sender = parts.next()?.to_string();
+            "f" => {
+                let mut parts = rest.split('|');
                 let nonce = parts.next()?.to_string();
-                Some(ChannelMessage::Heartbeat(HeartbeatMessage {
-                    epoch,
-                    seq,
-                    sender,
-                    nonce,
-                }))
+                let mut shards = Vec::new();
+                while let Some(epoch) = parts.next() {
+                    let seq = parts.next()?.parse().ok()?;
+                    shards.push((epoch.to_string(), seq));
+                }
+                Some(ChannelMessage::Fence(FenceMessage { nonce, shards }))
             }
             _ => None,
         }
@@ -89,11 +86,17 @@ mod tests {
     }
 
     #[test]
-    fn parses_heartbeats_and_rejects_garbage() {
-        let msg = ChannelMessage::parse(b"h|e1|7|server-a|n1").unwrap();
-        assert!(
-            matches!(msg, ChannelMessage::Heartbeat(h) if h.seq == 7 && h.sender == "server-a")
+    fn parses_fences_and_rejects_garbage() {
+        let msg = ChannelMessage::parse(b"f|n1|e1|7|e2|0").unwrap();
+        assert_eq!(
+            msg,
+            ChannelMessage::Fence(FenceMessage {
+                nonce: "n1".into(),
+                shards: vec![("e1".into(), 7), ("e2".into(), 0)],
+            })
         );
+        assert_eq!(ChannelMessage::parse(b"f|n1|e1|7|e2"), None);
+        assert_eq!(ChannelMessage::parse(b"f|n1|e1|x"), None);
         assert_eq!(ChannelMessage::parse(b"i|e1|notanumber|1|v|k"), None);
         assert_eq!(ChannelMessage::parse(b"x|y"), None);
         assert_eq!(ChannelMessage::parse(&[0xff, 0xfe]), None);

@@ -216,11 +216,6 @@ impl Mirror {
         })
     }
 
-    /// Whether the shard is synced (its stream position is known and complete).
-    pub fn is_synced(&self, shard: u32) -> bool {
-        self.read(shard).synced
-    }
-
     /// Whether every shard is synced (the subscription is live and repaired).
     pub fn all_synced(&self) -> bool {
         (0..self.shard_count()).all(|s| self.read(s).synced)

@@ -86,35 +86,50 @@ pub async fn versions(
     Ok((ShardState { epoch, seq }, versions))
 }
 
-/// Publishes a heartbeat fence on `shard`'s channel; returns the shard's state.
+/// Publishes one heartbeat fence for `shards` (all on one Redis node) on `channel`, the caller's
+/// own fence channel; returns each shard's state as of the fence, in order.
 pub async fn fence(
     conn: &mut CommandConnection,
     keyspace: &Keyspace,
-    shard: u32,
-    sender: &str,
+    shards: &[u32],
+    channel: &str,
     nonce: &str,
-) -> RedisResult<ShardState> {
-    let sk = keyspace.shard_keys(shard);
-    let (epoch, seq): (String, String) = SHARD
-        .key(&sk.epoch)
-        .key(&sk.seq)
-        .key(&sk.log)
-        .key(&sk.incarnation)
-        .arg("fence")
-        .arg(random_token())
-        .arg(&sk.channel)
+) -> RedisResult<Vec<ShardState>> {
+    let mut inv = SHARD.prepare_invoke();
+    for &shard in shards {
+        let sk = keyspace.shard_keys(shard);
+        inv.key(sk.epoch)
+            .key(sk.seq)
+            .key(sk.log)
+            .key(sk.incarnation);
+    }
+    inv.arg("fence")
+        .arg("")
+        .arg(channel)
         .arg(keyspace.publish_command())
         .arg(0)
-        .arg(0)
+        .arg(shards.len())
         .arg(conn.run_id().unwrap_or_default())
-        .arg(sender)
-        .arg(nonce)
-        .invoke_async(conn)
-        .await?;
-    let seq = seq
-        .parse()
-        .map_err(|_| malformed("fence returned a bad sequence"))?;
-    Ok(ShardState { epoch, seq })
+        .arg(nonce);
+    for _ in shards {
+        inv.arg(random_token());
+    }
+    let reply: Vec<String> = inv.invoke_async(conn).await?;
+    if reply.len() != 2 * shards.len() {
+        return Err(malformed("fence returned the wrong number of values"));
+    }
+    reply
+        .chunks_exact(2)
+        .map(|pair| {
+            let seq = pair[1]
+                .parse()
+                .map_err(|_| malformed("fence returned a bad sequence"))?;
+            Ok(ShardState {
+                epoch: pair[0].clone(),
+                seq,
+            })
+        })
+        .collect()
 }
 
 /// One replay-log entry.

@@ -1,15 +1,16 @@
 //! The subscription: applies every shard's invalidations to the mirror, in order, and repairs
 //! whatever was lost (design guarantee 5).
 //!
-//! One dedicated RESP3 connection subscribes to every shard channel and sends no other
-//! command. Its push messages are handled one at a time by this task:
+//! One dedicated RESP3 connection (one per node on a cluster) subscribes to every shard channel
+//! and to this sidecar's own fence channels, and sends no other command. Its push messages are
+//! handled one at a time by this task:
 //!
 //! - an invalidation is applied if it is the next sequence of its shard; a gap is repaired
 //!   from the shard's replay log, or, when the log no longer holds the missing entries, the
 //!   shard is dropped and watchers are told to `Resync`;
-//! - a heartbeat (ours or another sidecar's) carries the shard's epoch and sequence: a mirror
-//!   that is behind repairs, one that diverged (new epoch, counters gone backwards) is dropped.
-//!   Our own heartbeat coming back also marks the shard fresh (see `heartbeat`).
+//! - our heartbeat fence coming back carries each fenced shard's epoch and sequence: a mirror
+//!   that is behind repairs, one that diverged (new epoch, counters gone backwards) is dropped,
+//!   and the shard is marked fresh as of the fence's send instant (see `heartbeat`).
 //! - a `Disconnection` push (the only sign redis-rs gives of a dropped connection), a closed
 //!   channel or heartbeats that stop coming back end the session: every shard is suspended,
 //!   the task reconnects with backoff and resubscribes, and each shard is synced again by its
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::message::{ChannelMessage, HeartbeatMessage, InvalidationMessage};
+use crate::message::{ChannelMessage, FenceMessage, InvalidationMessage};
 use crate::mirror::{Applied, FenceCheck, VersionStr};
 use crate::redis_link::LinkError;
 use crate::scripts;
@@ -89,7 +90,14 @@ async fn session(
         .set_push_sender(tx)
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(2)));
-    let channels = state.keyspace.channels();
+    let keyspace = &state.keyspace;
+    let mut channels = keyspace.channels();
+    channels.extend(
+        keyspace
+            .fence_groups(&state.config.settings.server_id)
+            .into_iter()
+            .map(|group| group.channel),
+    );
     let plan = state
         .link
         .run(
@@ -140,10 +148,7 @@ async fn session(
     }
     state.subscription_live.store(true, Ordering::SeqCst);
     state.metrics.set_connected("subscription", true);
-    tracing::info!(
-        channels = state.keyspace.shard_count(),
-        "subscribed; syncing shards"
-    );
+    tracing::info!(channels = channels.len(), "subscribed; syncing shards");
     state.fences.fence_now();
 
     let session_start = Instant::now();
@@ -186,17 +191,17 @@ async fn handle_push(state: &Arc<SidecarState>, push: PushInfo) -> Result<(), Se
     let (Some(channel), Some(payload)) = (bytes(channel), bytes(payload)) else {
         return Ok(());
     };
-    let Some(shard) = std::str::from_utf8(&channel)
+    let shard = std::str::from_utf8(&channel)
         .ok()
-        .and_then(|c| state.keyspace.shard_of_channel(c))
-    else {
-        return Ok(());
-    };
-    match ChannelMessage::parse(&payload) {
-        Some(ChannelMessage::Invalidation(msg)) => on_invalidation(state, shard, msg).await,
-        Some(ChannelMessage::Heartbeat(msg)) => on_heartbeat(state, shard, msg).await,
-        None => {
-            tracing::debug!(shard, "ignoring a message that is not ours");
+        .and_then(|c| state.keyspace.shard_of_channel(c));
+    match (ChannelMessage::parse(&payload), shard) {
+        (Some(ChannelMessage::Invalidation(msg)), Some(shard)) => {
+            on_invalidation(state, shard, msg).await
+        }
+        // Only we subscribe to our fence channels; the nonce proves the fence is ours.
+        (Some(ChannelMessage::Fence(msg)), None) => on_fence(state, msg).await,
+        _ => {
+            tracing::debug!(?shard, "ignoring a message that is not ours");
             Ok(())
         }
     }
@@ -238,41 +243,41 @@ async fn on_invalidation(
     Ok(())
 }
 
-async fn on_heartbeat(
-    state: &Arc<SidecarState>,
-    shard: u32,
-    msg: HeartbeatMessage,
-) -> Result<(), SessionError> {
-    let own_sent_at = if msg.sender == state.config.settings.server_id {
-        state.fences.take(shard, &msg.nonce)
-    } else {
-        None
+/// Our fence came back: every invalidation published before it was sent has been applied or
+/// is repaired now, so each fenced shard is synced to the carried sequence and fresh as of the
+/// send instant.
+async fn on_fence(state: &Arc<SidecarState>, msg: FenceMessage) -> Result<(), SessionError> {
+    let Some((shards, sent_at)) = state.fences.take(&msg.nonce) else {
+        return Ok(());
     };
-    let synced_before = state.mirror.position(shard).is_some();
-    if own_sent_at.is_none() && !state.mirror.is_synced(shard) {
-        // Only our own fence may (re)sync a shard: it marks where our stream stands.
+    if shards.len() != msg.shards.len() {
+        tracing::warn!(
+            expected = shards.len(),
+            got = msg.shards.len(),
+            "malformed fence ignored"
+        );
         return Ok(());
     }
-    match state.mirror.compare(shard, &msg.epoch, msg.seq) {
-        FenceCheck::Fresh => {}
-        FenceCheck::Behind { from, to } => {
-            state.metrics.gaps_detected.inc();
-            if synced_before {
-                repair(state, shard, &msg.epoch, from, to).await?;
-            } else {
-                state.mirror.reset(shard, &msg.epoch, msg.seq);
+    for (shard, (epoch, seq)) in shards.into_iter().zip(msg.shards) {
+        let synced_before = state.mirror.position(shard).is_some();
+        match state.mirror.compare(shard, &epoch, seq) {
+            FenceCheck::Fresh => {}
+            FenceCheck::Behind { from, to } => {
+                state.metrics.gaps_detected.inc();
+                if synced_before {
+                    repair(state, shard, &epoch, from, to).await?;
+                } else {
+                    state.mirror.reset(shard, &epoch, seq);
+                }
+            }
+            FenceCheck::Diverged => {
+                state.mirror.reset(shard, &epoch, seq);
+                if synced_before {
+                    state.resync_watchers("epoch_changed");
+                }
             }
         }
-        FenceCheck::Diverged => {
-            state.mirror.reset(shard, &msg.epoch, msg.seq);
-            if synced_before {
-                state.resync_watchers("epoch_changed");
-            }
-        }
-    }
-    match own_sent_at {
-        Some(sent_at) => state.mirror.mark_fresh(shard, sent_at),
-        None => state.mirror.mark_synced(shard),
+        state.mirror.mark_fresh(shard, sent_at);
     }
     Ok(())
 }

@@ -1,11 +1,13 @@
--- Every read and write of one shard's state, atomically (design guarantees 1 and 6).
+-- Every read and write of shards' state, atomically (design guarantees 1 and 6).
 --
--- KEYS: epoch, seq, log, incarnation, then one version key per cache key.
+-- KEYS: per shard its epoch, seq, log and incarnation keys ("get"/"bump": one shard, followed
+--       by one version key per cache key; "fence": n shards, 4 keys each).
 -- ARGV: mode ("get", "bump" or "fence"), candidate epoch, channel, publish command (PUBLISH,
 --       or SPUBLISH on a cluster), replay log length, n, the serving process's run id (or ""),
---       then n cache keys, then n unique nonces; for "fence": sender id, nonce after the
---       first seven.
--- Returns: { epoch, shard sequence after the call, version 1, ..., version n }.
+--       then for "get"/"bump" n cache keys and n unique nonces; for "fence" the fence's nonce
+--       and n candidate epochs (one per shard).
+-- Returns: "get"/"bump": { epoch, shard sequence after the call, version 1, ..., version n };
+--          "fence": { epoch 1, sequence 1, ..., epoch n, sequence n }.
 --
 -- Incarnation. A Redis that restarted may hold an older snapshot, and a promoted replica may
 -- have missed the last writes: counters and versions that went backwards, so that a superseded
@@ -20,29 +22,32 @@
 --
 -- "get" keeps a key's version when it has one of the current epoch and otherwise issues a new
 -- one, as "bump" always does. Every issued version gets the next sequence number, a replay-log
--- entry and a published invalidation, in this one call. "fence" publishes a heartbeat carrying
--- the shard's epoch and sequence: when its sender receives it back, it has received every
--- invalidation published before it.
+-- entry and a published invalidation, in this one call. "fence" publishes one heartbeat on the
+-- caller's own fence channel carrying every fenced shard's epoch and sequence: when the caller
+-- receives it back on its subscription, it has received every invalidation published before it.
 local run_id = ARGV[7]
 if run_id == '' then
   run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 end
-local epoch = redis.call('GET', KEYS[1])
-local seq = redis.call('GET', KEYS[2])
-if not epoch or not seq then
-  epoch = ARGV[2]
-  seq = 0
-  redis.call('SET', KEYS[1], epoch)
-  redis.call('SET', KEYS[2], 0)
-  redis.call('DEL', KEYS[3])
-  redis.call('SET', KEYS[4], run_id)
-else
-  seq = tonumber(seq)
-  if redis.call('GET', KEYS[4]) ~= run_id then
-    epoch = ARGV[2]
-    redis.call('SET', KEYS[1], epoch)
-    redis.call('SET', KEYS[4], run_id)
+
+-- The epoch and sequence of the shard whose keys start at KEYS[k], rotating the epoch to
+-- `candidate` when the shard's state is missing or was last served by another process.
+local function shard_state(k, candidate)
+  local epoch = redis.call('GET', KEYS[k])
+  local seq = redis.call('GET', KEYS[k + 1])
+  if not epoch or not seq then
+    redis.call('SET', KEYS[k], candidate)
+    redis.call('SET', KEYS[k + 1], 0)
+    redis.call('DEL', KEYS[k + 2])
+    redis.call('SET', KEYS[k + 3], run_id)
+    return candidate, 0
   end
+  if redis.call('GET', KEYS[k + 3]) ~= run_id then
+    epoch = candidate
+    redis.call('SET', KEYS[k], epoch)
+    redis.call('SET', KEYS[k + 3], run_id)
+  end
+  return epoch, tonumber(seq)
 end
 
 local mode = ARGV[1]
@@ -50,9 +55,20 @@ local channel = ARGV[3]
 local publish = ARGV[4]
 
 if mode == 'fence' then
-  redis.call(publish, channel, 'h|' .. epoch .. '|' .. seq .. '|' .. ARGV[8] .. '|' .. ARGV[9])
-  return { epoch, tostring(seq) }
+  local out = {}
+  local message = { 'f', ARGV[8] }
+  for i = 1, tonumber(ARGV[6]) do
+    local epoch, seq = shard_state(4 * i - 3, ARGV[8 + i])
+    out[2 * i - 1] = epoch
+    out[2 * i] = tostring(seq)
+    message[#message + 1] = epoch
+    message[#message + 1] = tostring(seq)
+  end
+  redis.call(publish, channel, table.concat(message, '|'))
+  return out
 end
+
+local epoch, seq = shard_state(1, ARGV[2])
 
 local log_len = ARGV[5]
 local n = tonumber(ARGV[6])

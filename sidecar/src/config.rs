@@ -129,6 +129,8 @@ settings! {
         "Longest a Check waits for Redis before answering current = false.";
     request_timeout_ms: u64 = 2_000, "2000", "COHERENCE_REQUEST_TIMEOUT_MS",
         "Longest Get and Bump wait for Redis before answering UNAVAILABLE.";
+    mirror_max_keys: usize = 500_000, "500000", "COHERENCE_MIRROR_MAX_KEYS",
+        "Most versions the in-memory mirror keeps (about 140 bytes each); past it an arbitrary eighth of a shard is dropped and read from Redis when next asked.";
     replay_log_len: u64 = 10_000, "10000", "COHERENCE_REPLAY_LOG_LEN",
         "Invalidations kept per shard for gap repair (approximate, capped stream).";
     reconcile_interval_ms: u64 = 30_000, "30000", "COHERENCE_RECONCILE_INTERVAL_MS",
@@ -247,6 +249,9 @@ impl Config {
         }
         if settings.max_batch_keys == 0 {
             return Err(invalid("max_batch_keys", "must be at least 1".into()));
+        }
+        if settings.mirror_max_keys == 0 {
+            return Err(invalid("mirror_max_keys", "must be at least 1".into()));
         }
         for (name, value) in [
             ("heartbeat_interval_ms", settings.heartbeat_interval_ms),

@@ -48,6 +48,7 @@ pub struct Metrics {
     pub invalidations_received: Counter,
     pub propagation_delay: Histogram,
     pub mirror_keys: Gauge,
+    pub mirror_evictions: Counter,
     pub fence_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub gaps_detected: Counter,
     pub repairs_from_log: Counter,
@@ -79,6 +80,7 @@ impl Metrics {
             invalidations_received: Counter::default(),
             propagation_delay: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             mirror_keys: Gauge::default(),
+            mirror_evictions: Counter::default(),
             fence_age: Gauge::default(),
             gaps_detected: Counter::default(),
             repairs_from_log: Counter::default(),
@@ -128,6 +130,11 @@ impl Metrics {
             "mirror_keys",
             "Versions held in the in-memory mirror",
             m.mirror_keys.clone(),
+        );
+        r.register(
+            "mirror_evictions",
+            "Versions dropped from a full mirror (mirror_max_keys); they are read from Redis when next asked",
+            m.mirror_evictions.clone(),
         );
         r.register(
             "fence_age_seconds",

@@ -6,11 +6,18 @@
 //! answers only while it is synced and its fence is younger than `max_staleness`; otherwise the
 //! caller reads Redis. Entries carry the sequence they are known as of, so that invalidations,
 //! own bumps and Redis reads can arrive in any order and the newest always wins.
+//!
+//! The mirror is bounded (`mirror_max_keys`): a full shard drops an arbitrary eighth of its
+//! entries. A key that is not mirrored is read from Redis, so eviction costs reads, never
+//! correctness — provided a read that began before the eviction is not learnt afterwards, for
+//! the entry it would replace may have known a newer version (see `learn_floor`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
 
 /// A version string shared between the mirror, callers and watchers.
 pub type VersionStr = Arc<str>;
@@ -78,9 +85,10 @@ impl StoredVersion {
 struct ShardMirror {
     epoch: Option<String>,
     applied_seq: u64,
-    /// The sequence the shard was last reset at: versions read before it are not learnt, for
-    /// the invalidations that superseded them were dropped with the reset.
-    reset_seq: u64,
+    /// Versions read from Redis as of an earlier sequence are not learnt: a reset or an eviction
+    /// since dropped what may have superseded them (the invalidations applied, or the newer
+    /// versions the evicted entries knew).
+    learn_floor: u64,
     synced: bool,
     fenced_at: Option<Instant>,
     entries: HashMap<Box<str>, Entry>,
@@ -132,18 +140,32 @@ pub enum FenceCheck {
 pub struct Mirror {
     shards: Vec<RwLock<ShardMirror>>,
     max_staleness: Duration,
+    /// Most entries one shard keeps.
+    shard_capacity: usize,
     len: AtomicUsize,
+    evictions: Counter,
 }
 
 impl Mirror {
+    /// An unbounded mirror; see [`Mirror::with_max_keys`].
     pub fn new(shards: u32, max_staleness: Duration) -> Mirror {
         Mirror {
             shards: (0..shards)
                 .map(|_| RwLock::new(ShardMirror::default()))
                 .collect(),
             max_staleness,
+            shard_capacity: usize::MAX,
             len: AtomicUsize::new(0),
+            evictions: Counter::default(),
         }
+    }
+
+    /// Keeps about `max_keys` entries at most (spread evenly over the shards), counting the
+    /// entries it evicts in `evictions`.
+    pub fn with_max_keys(mut self, max_keys: usize, evictions: Counter) -> Mirror {
+        self.shard_capacity = max_keys.div_ceil(self.shards.len().max(1)).max(1);
+        self.evictions = evictions;
+        self
     }
 
     fn read(&self, shard: u32) -> RwLockReadGuard<'_, ShardMirror> {
@@ -285,11 +307,12 @@ impl Mirror {
     /// Records a version learnt from Redis or from an own bump, known as of `seq`.
     ///
     /// Ignored unless it belongs to the shard's epoch and is no older than the shard's last
-    /// reset: a read that raced a reset may carry a version whose superseding invalidation was
-    /// applied and then dropped with the reset, and nothing would ever correct it.
+    /// reset or eviction: a read that raced a reset may carry a version whose superseding
+    /// invalidation was applied and then dropped with the reset, and nothing would ever correct
+    /// it (likewise an entry evicted while the read was in flight).
     pub fn learn(&self, shard: u32, epoch: &str, seq: u64, key: &str, version: &str) {
         let mut m = self.write(shard);
-        if m.epoch.as_deref() == Some(epoch) && seq >= m.reset_seq {
+        if m.epoch.as_deref() == Some(epoch) && seq >= m.learn_floor {
             self.upsert_locked(&mut m, seq, key, version);
         }
     }
@@ -331,7 +354,7 @@ impl Mirror {
         m.entries = HashMap::new();
         m.epoch = Some(epoch.to_string());
         m.applied_seq = seq;
-        m.reset_seq = seq;
+        m.learn_floor = seq;
         m.synced = true;
         m.fenced_at = None;
     }
@@ -360,10 +383,35 @@ impl Mirror {
                 entry.seq = entry.seq.max(seq);
             }
             None => {
+                if m.entries.len() >= self.shard_capacity {
+                    self.evict_locked(m);
+                }
                 m.entries.insert(Box::from(key), Entry { version, seq });
                 self.len.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Drops an eighth of a full shard's entries: whichever come first in the table, an order
+    /// the hasher's random seed makes arbitrary. One pass per eighth of the capacity inserted
+    /// keeps eviction O(1) per insert, amortised. Raises the learn floor past every dropped
+    /// entry and everything applied, so that no read older than what was forgotten is learnt.
+    fn evict_locked(&self, m: &mut ShardMirror) {
+        let keep = self.shard_capacity - self.shard_capacity.div_ceil(8);
+        let mut to_drop = m.entries.len().saturating_sub(keep);
+        let dropped = to_drop;
+        let mut floor = m.applied_seq;
+        m.entries.retain(|_, entry| {
+            if to_drop == 0 {
+                return true;
+            }
+            to_drop -= 1;
+            floor = floor.max(entry.seq);
+            false
+        });
+        m.learn_floor = m.learn_floor.max(floor);
+        self.len.fetch_sub(dropped, Ordering::Relaxed);
+        self.evictions.inc_by(dropped as u64);
     }
 
     /// The keys mirrored in a shard (for reconciliation).
@@ -390,6 +438,60 @@ mod tests {
         let m = Mirror::new(1, Duration::from_millis(500));
         m.reset(0, "e1", 10);
         m
+    }
+
+    #[test]
+    fn a_full_mirror_evicts_and_stays_within_its_bound() {
+        let evictions = Counter::default();
+        let m = Mirror::new(4, Duration::from_millis(500)).with_max_keys(1_000, evictions.clone());
+        for shard in 0..4 {
+            m.reset(shard, "e1", 0);
+        }
+        for i in 0..10_000u64 {
+            let shard = (i % 4) as u32;
+            m.learn(
+                shard,
+                "e1",
+                i,
+                &format!("k{i}"),
+                &format!("e1.{i}.{i:016x}"),
+            );
+        }
+        assert!(m.len() <= 1_000, "{} entries", m.len());
+        assert!(
+            m.len() >= 800,
+            "evicts an eighth at a time, not all: {}",
+            m.len()
+        );
+        assert_eq!(evictions.get() + m.len() as u64, 10_000);
+    }
+
+    /// The race eviction must not open: a read that began before a newer version was learnt
+    /// (here an own bump) completes after that entry was evicted. Learning it would make the
+    /// superseded version current again.
+    #[test]
+    fn a_read_older_than_an_evicted_entry_is_not_learnt() {
+        let m = Mirror::new(1, Duration::from_millis(500)).with_max_keys(1, Counter::default());
+        m.reset(0, "e1", 10);
+        m.mark_fresh(0, Instant::now());
+        // An own bump is learnt ahead of the stream (applied_seq stays 10).
+        m.learn(0, "e1", 12, "k", "e1.12.bbbbbbbbbbbbbbbb");
+        // Another key fills the shard: "k" is evicted.
+        m.learn(0, "e1", 12, "other", "e1.11.cccccccccccccccc");
+        assert_eq!(m.peek(0, "k"), None, "k was evicted");
+        // A read of "k" sent before the bump comes back with the version before it.
+        m.learn(0, "e1", 11, "k", "e1.11.aaaaaaaaaaaaaaaa");
+        assert_eq!(
+            m.check_token(0, "k", "e1.11.aaaaaaaaaaaaaaaa", Instant::now()),
+            None,
+            "the superseded version must not be mirrored"
+        );
+        // A read from after the eviction is learnt as usual.
+        m.learn(0, "e1", 12, "k", "e1.12.bbbbbbbbbbbbbbbb");
+        assert_eq!(
+            m.check_token(0, "k", "e1.12.bbbbbbbbbbbbbbbb", Instant::now()),
+            Some(TokenCheck::Current)
+        );
     }
 
     #[test]

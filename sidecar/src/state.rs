@@ -66,8 +66,10 @@ impl SidecarState {
             metrics.clone(),
         );
         let (events, _) = broadcast::channel(65_536);
+        let mirror = Mirror::new(s.shards, config.max_staleness())
+            .with_max_keys(s.mirror_max_keys, metrics.mirror_evictions.clone());
         Ok(Arc::new(SidecarState {
-            mirror: Mirror::new(s.shards, config.max_staleness()),
+            mirror,
             keyspace,
             link,
             metrics,

@@ -142,7 +142,8 @@ impl MirrorOptions {
         self
     }
 
-    /// Most keys the mirror holds; past it the mirror is emptied and refills (default 1,000,000).
+    /// Most keys the mirror holds (default 1,000,000); a full mirror drops an arbitrary eighth
+    /// of its keys, which are asked of the sidecar when next needed.
     pub fn max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries.max(1);
         self
@@ -160,8 +161,10 @@ impl MirrorOptions {
 pub struct MirrorStats {
     /// Times the Watch stream was reopened after it had been open.
     pub reconnects: u64,
-    /// Times the mirror was emptied (sidecar `Resync`, stream gap, size limit).
+    /// Times the mirror was emptied (sidecar `Resync`, stream gap).
     pub resyncs: u64,
+    /// Keys dropped because the mirror was full (`max_entries`).
+    pub evictions: u64,
     /// Checks and gets answered locally.
     pub hits: u64,
     /// Checks and gets that had to ask the sidecar.
@@ -183,6 +186,7 @@ struct Counters {
     fallback_failures: AtomicU64,
     invalidations: AtomicU64,
     fills_refused: AtomicU64,
+    evictions: AtomicU64,
 }
 
 fn bump_counter(counter: &AtomicU64) {
@@ -203,8 +207,9 @@ pub(crate) struct MirrorState {
     entries: DashMap<String, Entry, foldhash::fast::RandomState>,
     /// Taken by every invalidation and resync; fills compare against it.
     generation: AtomicU64,
-    /// The generation of the latest resync: fills that began before it are refused.
-    resync_generation: AtomicU64,
+    /// The generation of the latest resync or eviction: fills of keys the map does not hold
+    /// that began before it are refused (what was dropped may have been newer than they are).
+    fill_floor: AtomicU64,
     /// Nanoseconds since `base` until which local answers are allowed; 0 = untrusted.
     trusted_until: AtomicU64,
     connected: AtomicBool,
@@ -225,7 +230,7 @@ impl MirrorState {
         MirrorState {
             entries: DashMap::default(),
             generation: AtomicU64::new(1),
-            resync_generation: AtomicU64::new(1),
+            fill_floor: AtomicU64::new(1),
             trusted_until: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             base: clock.now(),
@@ -280,10 +285,7 @@ impl MirrorState {
         if !self.mirrors(key) || !self.connected.load(Ordering::SeqCst) {
             return;
         }
-        if self.entries.len() >= self.max_entries {
-            self.resync("mirror size limit reached");
-            return;
-        }
+        self.make_room();
         match self.entries.entry(key.to_string()) {
             MapEntry::Occupied(mut occupied) => {
                 let entry = occupied.get_mut();
@@ -300,9 +302,9 @@ impl MirrorState {
                 }
             }
             MapEntry::Vacant(vacant) => {
-                // Read under the shard lock: a resync stores its generation before it clears,
-                // so either we see it here or its clear removes what we insert.
-                if self.resync_generation.load(Ordering::SeqCst) > asked_at {
+                // Read under the shard lock: a resync or eviction raises the floor before it
+                // removes entries, so either we see it here or its removal sees what we insert.
+                if self.fill_floor.load(Ordering::SeqCst) > asked_at {
                     bump_counter(&self.counters.fills_refused);
                 } else {
                     vacant.insert(Entry {
@@ -316,6 +318,7 @@ impl MirrorState {
 
     /// Applies one invalidation from the stream: the key is now at `version`.
     pub(crate) fn invalidate(&self, key: &str, version: Version) {
+        self.make_room();
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.entries.insert(
             key.to_string(),
@@ -335,11 +338,39 @@ impl MirrorState {
     }
 
     /// Empties the map: anything learnt before now may be superseded without our knowing.
-    /// The resync generation is stored before clearing (see [`MirrorState::fill`]).
+    /// The fill floor is raised before clearing (see [`MirrorState::fill`]).
     fn clear(&self) {
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.resync_generation.store(generation, Ordering::SeqCst);
+        self.raise_fill_floor();
         self.entries.clear();
+    }
+
+    /// When the map is full, drops an arbitrary eighth of it (the order of DashMap's randomly
+    /// seeded table), so that eviction costs O(1) per insert, amortised. Fills in flight are
+    /// refused afterwards, as after a resync: an entry dropped may have known a newer version
+    /// than theirs.
+    fn make_room(&self) {
+        if self.entries.len() < self.max_entries {
+            return;
+        }
+        self.raise_fill_floor();
+        let mut to_drop = self.max_entries.div_ceil(8);
+        let dropped = to_drop as u64;
+        self.entries.retain(|_, _| {
+            if to_drop == 0 {
+                return true;
+            }
+            to_drop -= 1;
+            false
+        });
+        let dropped = dropped - to_drop as u64;
+        self.counters
+            .evictions
+            .fetch_add(dropped, Ordering::Relaxed);
+    }
+
+    fn raise_fill_floor(&self) {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.fill_floor.fetch_max(generation, Ordering::SeqCst);
     }
 
     /// A heartbeat received now, vouching for the sidecar's mirror as of `fence_age` ago.
@@ -375,6 +406,7 @@ impl MirrorState {
             fallback_failures: c.fallback_failures.load(Ordering::Relaxed),
             invalidations: c.invalidations.load(Ordering::Relaxed),
             fills_refused: c.fills_refused.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
         }
     }
 }
@@ -704,6 +736,45 @@ mod tests {
         assert_eq!(state.local_check("k", &v("1.1.a")), Some(true));
         assert_eq!(state.local_check("k", &v("1.0.z")), Some(false));
         assert_eq!(state.local_check("other", &v("1.1.a")), None);
+    }
+
+    #[test]
+    fn a_full_mirror_evicts_an_eighth_and_stays_bounded() {
+        let state = MirrorState::new(&MirrorOptions::default().max_entries(800));
+        state.connected.store(true, Ordering::SeqCst);
+        for i in 0..5_000 {
+            state.fill(&format!("k{i}"), v("1.1.a"), state.generation());
+        }
+        assert!(state.len() <= 800, "{} entries", state.len());
+        assert!(state.len() >= 700, "not emptied: {}", state.len());
+        // The fill that finds the map full began before the eviction it causes: refused.
+        let stats = state.stats();
+        assert_eq!(
+            stats.evictions + stats.fills_refused + state.len() as u64,
+            5_000
+        );
+        assert_eq!(stats.resyncs, 0);
+    }
+
+    /// The race eviction must not open: a fill that began before an invalidation completes after
+    /// that key was evicted. Storing it would make the superseded version current again.
+    #[test]
+    fn a_fill_older_than_an_evicted_entry_is_refused() {
+        let state = MirrorState::new(&MirrorOptions::default().max_entries(1));
+        state.connected.store(true, Ordering::SeqCst);
+        state.heartbeat(Some(Duration::ZERO));
+        let asked_at = state.generation();
+        state.invalidate("k", v("1.2.b"));
+        state.invalidate("other", v("1.3.c"));
+        assert_eq!(state.local_check("k", &v("1.2.b")), None, "k was evicted");
+        state.fill("k", v("1.1.a"), asked_at);
+        assert_eq!(
+            state.local_check("k", &v("1.1.a")),
+            None,
+            "the superseded version must not be mirrored"
+        );
+        state.fill("k", v("1.2.b"), state.generation());
+        assert_eq!(state.local_check("k", &v("1.2.b")), Some(true));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
 use futures::Stream;
 
 use crate::error::Error;
+use crate::jobs::Jobs;
+use crate::servers::Servers;
 use tonic::transport::{Channel, Endpoint};
 
 /// An opaque version token. Compare for equality; hand it back to the sidecar unchanged.
@@ -122,6 +124,7 @@ pub enum WatchEvent {
 #[derive(Debug, Clone)]
 pub struct Client {
     grpc: CacheVersionsClient<Channel>,
+    channel: Channel,
     timeout: Duration,
 }
 
@@ -149,7 +152,8 @@ impl Client {
     /// Wraps an existing tonic channel.
     pub fn from_channel(channel: Channel) -> Client {
         Client {
-            grpc: CacheVersionsClient::new(channel),
+            grpc: CacheVersionsClient::new(channel.clone()),
+            channel,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -166,20 +170,24 @@ impl Client {
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(self.timeout);
-        request
+        request(message, self.timeout)
     }
 
     async fn call<T, F>(&self, fut: F) -> Result<T, Error>
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(Error::from_status(status, self.timeout)),
-            Err(_) => Err(Error::DeadlineExceeded(self.timeout)),
-        }
+        call(self.timeout, fut).await
+    }
+
+    /// Distributed jobs on the same sidecar: leases with fencing tokens, recurring runs.
+    pub fn jobs(&self) -> Jobs {
+        Jobs::new(self.channel.clone(), self.timeout)
+    }
+
+    /// This server's role and the live servers, from the same sidecar.
+    pub fn servers(&self) -> Servers {
+        Servers::new(self.channel.clone(), self.timeout)
     }
 
     /// Current versions of `keys`, in order. A key never bumped still has one.
@@ -327,18 +335,40 @@ impl Client {
     /// ```
     pub async fn watch(&self, prefixes: &[&str]) -> Result<WatchStream, Error> {
         let mut grpc = self.grpc.clone();
-        let request = self.request(pb::WatchRequest {
+        // No gRPC deadline: the local one covers opening the stream, not its lifetime.
+        let request = tonic::Request::new(pb::WatchRequest {
             prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
         });
-        // The deadline covers opening the stream, not its lifetime.
-        let mut request = request;
-        request.metadata_mut().remove("grpc-timeout");
         let stream = self.call(grpc.watch(request)).await?;
         Ok(WatchStream {
             inner: stream,
             timeout: self.timeout,
         })
     }
+}
+
+/// A request that carries `timeout` to the sidecar as its gRPC deadline.
+pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// Awaits one call for at most `timeout`, mapping its status to [`Error`].
+pub(crate) async fn call<T, F>(timeout: Duration, fut: F) -> Result<T, Error>
+where
+    F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(Error::from_status(status, timeout)),
+        Err(_) => Err(Error::DeadlineExceeded(timeout)),
+    }
+}
+
+/// Milliseconds for a proto field; longer than `u64::MAX` ms saturates.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn endpoint(addr: &str) -> Result<Endpoint, Error> {

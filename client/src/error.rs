@@ -23,6 +23,10 @@ pub enum Error {
     /// No answer within the per-call deadline.
     #[error("the sidecar did not answer within {0:?}")]
     DeadlineExceeded(Duration),
+    /// A renew or release under a fencing token that is no longer the job's: the lease expired
+    /// or another holder took it. Stop the work; anything it writes now must be refused.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
     /// Any other gRPC status.
     #[error("sidecar answered {code:?}: {message}")]
     Status {
@@ -41,6 +45,7 @@ impl Error {
         match status.code() {
             tonic::Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
             tonic::Code::Unavailable => Error::Unavailable(status.message().to_string()),
+            tonic::Code::FailedPrecondition => Error::LeaseLost(status.message().to_string()),
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 Error::DeadlineExceeded(timeout)
             }
@@ -63,6 +68,7 @@ impl Error {
             Error::InvalidAddress(_) | Error::InvalidArgument(_) => tonic::Code::InvalidArgument,
             Error::Connect(_) | Error::Unavailable(_) => tonic::Code::Unavailable,
             Error::DeadlineExceeded(_) => tonic::Code::DeadlineExceeded,
+            Error::LeaseLost(_) => tonic::Code::FailedPrecondition,
             Error::Status { code, .. } => *code,
             Error::Malformed(_) => tonic::Code::Internal,
         }

@@ -95,13 +95,24 @@
 //!
 //! Every call has a deadline (default 1 s, see [`Client::with_timeout`]); a broken channel is
 //! re-established by the next call.
+//!
+//! # The rest of the load-balancing kit
+//!
+//! The same sidecar answers which servers are alive and which one runs scheduled work
+//! ([`Client::servers`], [`Role::runs_scheduled_work`]), and hands out job leases with fencing
+//! tokens and recurring runs granted to one server per period ([`Client::jobs`]). A lease can
+//! be lost unnoticed, so every write a job makes carries its fencing token and the resource
+//! refuses older tokens; a renew or release under a lost lease fails with
+//! [`Error::LeaseLost`].
 
 #![warn(missing_docs)]
 
 mod cache;
 mod client;
 mod error;
+mod jobs;
 mod mirror;
+mod servers;
 
 pub use cache::{BumpReport, CacheStats, CoherentCache, CoherentCacheBuilder};
 pub use client::{
@@ -109,6 +120,8 @@ pub use client::{
     DEFAULT_TIMEOUT,
 };
 pub use error::Error;
+pub use jobs::{Acquired, Claimed, Jobs, Lease};
 pub use mirror::{
     MirrorEvent, MirrorHook, MirrorOptions, MirrorStats, MirroredClient, DEFAULT_MAX_STALENESS,
 };
+pub use servers::{Role, RoleMode, RoleStatus, RoleStream, ServerInfo, ServerList, Servers};

@@ -13,6 +13,7 @@ use futures::Stream;
 
 use crate::error::Error;
 use crate::jobs::Jobs;
+use crate::notifications::Notifications;
 use crate::servers::Servers;
 use tonic::transport::{Channel, Endpoint};
 
@@ -188,6 +189,11 @@ impl Client {
     /// This server's role and the live servers, from the same sidecar.
     pub fn servers(&self) -> Servers {
         Servers::new(self.channel.clone(), self.timeout)
+    }
+
+    /// The notifications backplane of the same sidecar: publish to every server, subscribe.
+    pub fn notifications(&self) -> Notifications {
+        Notifications::new(self.channel.clone(), self.timeout)
     }
 
     /// Current versions of `keys`, in order. A key never bumped still has one.
@@ -394,31 +400,45 @@ impl Stream for WatchStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         use pb::watch_event::Event;
-        loop {
-            let timeout = self.timeout;
-            let next = match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Ready(Some(Err(status))) => {
-                    return Poll::Ready(Some(Err(Error::from_status(status, timeout))))
-                }
-                Poll::Ready(Some(Ok(event))) => event,
-            };
-            let event = match next.event {
-                Some(Event::Invalidated(inv)) => WatchEvent::Invalidated {
+        let timeout = self.timeout;
+        poll_events(&mut self.inner, cx, timeout, |next| {
+            Some(match next.event? {
+                Event::Invalidated(inv) => WatchEvent::Invalidated {
                     key: inv.key,
                     version: Version(inv.version.map(|v| v.token).unwrap_or_default()),
                     sequence: inv.sequence,
                     shard: inv.shard,
                     bumped_at_unix_ms: inv.bumped_at_unix_ms,
                 },
-                Some(Event::Resync(r)) => WatchEvent::Resync { reason: r.reason },
-                Some(Event::Heartbeat(h)) => WatchEvent::Heartbeat {
+                Event::Resync(r) => WatchEvent::Resync { reason: r.reason },
+                Event::Heartbeat(h) => WatchEvent::Heartbeat {
                     fence_age: fence_age_on_receipt(&h, SystemTime::now()),
                 },
-                None => continue,
-            };
-            return Poll::Ready(Some(Ok(event)));
+            })
+        })
+    }
+}
+
+/// The next event of a server stream that `map` turns into one of ours; messages it maps to
+/// `None` (an event kind this client does not know, from a newer sidecar) are skipped.
+pub(crate) fn poll_events<P, T>(
+    inner: &mut tonic::Streaming<P>,
+    cx: &mut Context<'_>,
+    timeout: Duration,
+    mut map: impl FnMut(P) -> Option<T>,
+) -> Poll<Option<Result<T, Error>>> {
+    loop {
+        match Pin::new(&mut *inner).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(status))) => {
+                return Poll::Ready(Some(Err(Error::from_status(status, timeout))))
+            }
+            Poll::Ready(Some(Ok(message))) => {
+                if let Some(event) = map(message) {
+                    return Poll::Ready(Some(Ok(event)));
+                }
+            }
         }
     }
 }

@@ -103,7 +103,8 @@
 //! tokens and recurring runs granted to one server per period ([`Client::jobs`]). A lease can
 //! be lost unnoticed, so every write a job makes carries its fencing token and the resource
 //! refuses older tokens; a renew or release under a lost lease fails with
-//! [`Error::LeaseLost`].
+//! [`Error::LeaseLost`]. [`Client::notifications`] fans small messages out to every server, at
+//! most once (a subscriber is told when it may have missed some).
 
 #![warn(missing_docs)]
 
@@ -112,6 +113,7 @@ mod client;
 mod error;
 mod jobs;
 mod mirror;
+mod notifications;
 mod servers;
 
 pub use cache::{BumpReport, CacheStats, CoherentCache, CoherentCacheBuilder};
@@ -124,4 +126,5 @@ pub use jobs::{Acquired, Claimed, Jobs, Lease};
 pub use mirror::{
     MirrorEvent, MirrorHook, MirrorOptions, MirrorStats, MirroredClient, DEFAULT_MAX_STALENESS,
 };
+pub use notifications::{NotificationEvent, NotificationStream, Notifications};
 pub use servers::{Role, RoleMode, RoleStatus, RoleStream, ServerInfo, ServerList, Servers};

@@ -15,7 +15,7 @@ use coherence_proto::v1::servers_client::ServersClient;
 use futures::Stream;
 use tonic::transport::Channel;
 
-use crate::client::{call, request};
+use crate::client::{call, poll_events, request};
 use crate::error::Error;
 
 /// The servers of one sidecar's namespace. From [`Client::servers`](crate::Client::servers);
@@ -212,11 +212,8 @@ impl Stream for RoleStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let timeout = self.timeout;
-        Pin::new(&mut self.inner).poll_next(cx).map(|next| {
-            next.map(|item| {
-                item.map(RoleStatus::from_proto)
-                    .map_err(|status| Error::from_status(status, timeout))
-            })
+        poll_events(&mut self.inner, cx, timeout, |status| {
+            Some(RoleStatus::from_proto(status))
         })
     }
 }

@@ -1,11 +1,11 @@
 //! The typed kit wrappers against real sidecars on one Redis: job leases with fencing tokens,
-//! recurring runs granted once per period, and roles.
+//! recurring runs granted once per period, roles, and the notifications backplane.
 
 mod support;
 
 use std::time::Duration;
 
-use coherence_client::{Acquired, Claimed, Client, Error, Role};
+use coherence_client::{Acquired, Claimed, Client, Error, NotificationEvent, Role};
 use coherence_testkit::RedisServer;
 use futures::StreamExt;
 use support::{start_sidecar, url};
@@ -138,4 +138,43 @@ async fn a_lone_server_is_single_and_lists_itself() {
     assert_eq!(list.servers.len(), 1, "{list:?}");
     assert_eq!(list.servers[0].server_id, "a");
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_published_through_one_server_reaches_a_subscriber_on_another() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        start_sidecar(&redis.url(), "a").await,
+        start_sidecar(&redis.url(), "b").await,
+    );
+    let via_a = Client::connect(url(&a)).await.unwrap().notifications();
+    let via_b = Client::connect(url(&b)).await.unwrap().notifications();
+    let mut events = via_b.subscribe(&["content-published"]).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+    assert!(
+        matches!(&first, Ok(Some(Ok(NotificationEvent::Subscribed { topics }))) if topics == &["content-published"]),
+        "{first:?}"
+    );
+    let receiving = via_a
+        .publish("content-published", b"page:42")
+        .await
+        .unwrap();
+    // B listens for sure (its stream said so); A's own listener may still be connecting.
+    assert!(receiving >= 1, "B's sidecar was listening: {receiving}");
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+    match next {
+        Ok(Some(Ok(NotificationEvent::Message {
+            topic,
+            payload,
+            publisher,
+            ..
+        }))) => {
+            assert_eq!(topic, "content-published");
+            assert_eq!(payload, b"page:42");
+            assert_eq!(publisher, "a");
+        }
+        other => panic!("no message: {other:?}"),
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }

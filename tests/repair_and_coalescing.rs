@@ -12,7 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use coherence_client::{CheckSource, Consistency, Version, WatchEvent};
-use fault_support::{keys_of_one_shard, metric_of, Fleet};
+use coherence_testkit::RedisServer;
+use fault_support::{keys_of_one_shard, metric_of, Backend, Fleet};
 use futures::StreamExt;
 
 /// Collects Watch events until every key in `expect` was seen invalidated to its version (or a
@@ -433,6 +434,52 @@ async fn a_version_key_deleted_by_hand_means_everything_changed() {
         })
         .await,
         "B's mirror still vouches for the deleted version"
+    );
+    fleet.shutdown().await;
+}
+
+/// Guarantee 1 when Redis's data goes back in time inside the same process — a master demoted,
+/// resynced from a replica that lacked its last writes and promoted again, or (as here) an RDB
+/// reloaded in place with `DEBUG RELOAD`. The run id does not change, so only the sequence can
+/// tell: a sidecar that has seen a higher one in the same epoch makes the script start a new
+/// epoch, and the version the lost bump superseded is not current again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_rolled_back_in_the_same_redis_process_does_not_make_a_superseded_version_current() {
+    let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let fleet = Fleet::start_on(Backend::Standalone(redis), 2, |_| {}).await;
+    let (a, b) = (&fleet.clients[0], &fleet.clients[1]);
+    let v1 = a.get_one("page:1").await.unwrap();
+    let _: () = fleet.redis().cmd(&["SAVE"]).expect("SAVE");
+    let v2 = b.bump(&["page:1"]).await.unwrap().remove(0);
+    // A has seen the bump (its sequence) before the data goes back.
+    assert!(
+        coherence_testkit::eventually(Duration::from_secs(5), || async {
+            matches!(a.check(&[("page:1", &v1)], Consistency::Bounded).await,
+                Ok(r) if !r[0].current && r[0].source == CheckSource::Mirror)
+        })
+        .await,
+        "A never heard of the bump"
+    );
+    let _: () = fleet
+        .redis()
+        .cmd(&["DEBUG", "RELOAD", "NOSAVE"])
+        .expect("DEBUG RELOAD");
+
+    for (name, client) in [("A", a), ("B", b)] {
+        let results = client
+            .check(&[("page:1", &v1), ("page:1", &v2)], Consistency::Strong)
+            .await
+            .unwrap();
+        assert!(
+            !results[0].current,
+            "{name}: the version the lost bump superseded is current again"
+        );
+        assert!(!results[1].current, "{name}: the lost version is current");
+    }
+    let v3 = a.get_one("page:1").await.unwrap();
+    assert!(
+        v3 != v1 && v3 != v2,
+        "a new version after the rollback: {v3}"
     );
     fleet.shutdown().await;
 }

@@ -127,10 +127,11 @@ impl Batcher {
             VersionsMode::Bump => "bump",
         };
         let reads = by_shard.iter().map(|(&shard, keys)| async move {
+            let seen = &state.mirror.newest_seen(shard);
             let result = state
                 .link
                 .run(operation, timeout, |mut conn| async move {
-                    scripts::versions(&mut conn, keyspace, shard, mode, keys, log_len).await
+                    scripts::versions(&mut conn, keyspace, shard, mode, keys, log_len, seen).await
                 })
                 .await;
             (shard, keys, result)

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Notify};
 
+use crate::keyspace::FenceGroup;
+use crate::redis_link::LinkError;
 use crate::scripts;
 use crate::state::{SidecarState, WatchItem};
 
@@ -120,30 +122,40 @@ pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) 
 
 /// One fence per group of shards, sent concurrently.
 async fn fence_round(state: Arc<SidecarState>) {
-    let timeout = state.config.max_staleness().max(Duration::from_millis(100));
-    let server_id = state.config.settings.server_id.as_str();
-    let fences = state
+    let groups = state
         .keyspace
-        .fence_groups(server_id)
-        .into_iter()
-        .map(|group| {
-            let state = &state;
-            async move {
-                let keyspace = &state.keyspace;
-                let nonce = state.fences.register(group.shards.clone(), Instant::now());
-                let (group, nonce) = (&group, &nonce);
-                state
-                    .link
-                    .run("fence", timeout, |mut conn| async move {
-                        scripts::fence(&mut conn, keyspace, &group.shards, &group.channel, nonce)
-                            .await
-                    })
-                    .await
-            }
-        });
+        .fence_groups(&state.config.settings.server_id);
+    let fences = groups.iter().map(|group| fence(&state, group));
     for result in futures::future::join_all(fences).await {
         if let Err(err) = result {
             tracing::debug!(error = %err, "heartbeat fence not sent");
         }
     }
+}
+
+/// Sends one fence for `group`, telling the script the newest state seen of each shard.
+async fn fence(state: &SidecarState, group: &FenceGroup) -> Result<(), LinkError> {
+    let timeout = state.config.max_staleness().max(Duration::from_millis(100));
+    let keyspace = &state.keyspace;
+    let nonce = &state.fences.register(group.shards.clone(), Instant::now());
+    let seen: &Vec<scripts::Seen> = &group
+        .shards
+        .iter()
+        .map(|&shard| state.mirror.newest_seen(shard))
+        .collect();
+    state
+        .link
+        .run("fence", timeout, |mut conn| async move {
+            scripts::fence(
+                &mut conn,
+                keyspace,
+                &group.shards,
+                &group.channel,
+                nonce,
+                seen,
+            )
+            .await
+        })
+        .await?;
+    Ok(())
 }

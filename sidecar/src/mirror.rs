@@ -92,9 +92,20 @@ struct ShardMirror {
     synced: bool,
     fenced_at: Option<Instant>,
     entries: HashMap<Box<str>, Entry>,
+    /// The newest `(epoch, sequence)` Redis has shown us for the shard, from any source (the
+    /// stream, reads, own bumps). If Redis later shows a lower sequence in that epoch, its data
+    /// went back in time; the scripts are told, and start a new epoch (see `lua/shard.lua`).
+    seen: Option<(String, u64)>,
 }
 
 impl ShardMirror {
+    fn see(&mut self, epoch: &str, seq: u64) {
+        match &mut self.seen {
+            Some((e, s)) if e == epoch => *s = (*s).max(seq),
+            _ => self.seen = Some((epoch.to_string(), seq)),
+        }
+    }
+
     /// The epoch every entry of the shard belongs to.
     fn epoch(&self) -> &str {
         self.epoch.as_deref().unwrap_or_default()
@@ -263,6 +274,7 @@ impl Mirror {
     /// Applies an invalidation received on the shard's channel.
     pub fn apply(&self, shard: u32, epoch: &str, seq: u64, key: &str, version: &str) -> Applied {
         let mut m = self.write(shard);
+        m.see(epoch, seq);
         if !m.synced {
             return Applied::NotSynced;
         }
@@ -312,6 +324,7 @@ impl Mirror {
     /// it (likewise an entry evicted while the read was in flight).
     pub fn learn(&self, shard: u32, epoch: &str, seq: u64, key: &str, version: &str) {
         let mut m = self.write(shard);
+        m.see(epoch, seq);
         if m.epoch.as_deref() == Some(epoch) && seq >= m.learn_floor {
             self.upsert_locked(&mut m, seq, key, version);
         }
@@ -357,6 +370,12 @@ impl Mirror {
         m.learn_floor = seq;
         m.synced = true;
         m.fenced_at = None;
+        m.see(epoch, seq);
+    }
+
+    /// The newest `(epoch, sequence)` Redis has shown for the shard (see `ShardMirror::seen`).
+    pub fn newest_seen(&self, shard: u32) -> Option<(String, u64)> {
+        self.read(shard).seen.clone()
     }
 
     /// Marks the shard synced again after a repair (its last fence still holds).
@@ -491,6 +510,21 @@ mod tests {
         assert_eq!(
             m.check_token(0, "k", "e1.12.bbbbbbbbbbbbbbbb", Instant::now()),
             Some(TokenCheck::Current)
+        );
+    }
+
+    #[test]
+    fn remembers_the_newest_sequence_redis_showed_in_the_current_epoch() {
+        let m = synced_mirror();
+        assert_eq!(m.newest_seen(0), Some(("e1".into(), 10)));
+        m.learn(0, "e1", 14, "k", "e1.14.aaaaaaaaaaaaaaaa");
+        assert_eq!(m.apply(0, "e1", 11, "k", "e1.11.a"), Applied::InOrder);
+        assert_eq!(m.newest_seen(0), Some(("e1".into(), 14)), "never lowered");
+        m.reset(0, "e2", 3);
+        assert_eq!(
+            m.newest_seen(0),
+            Some(("e2".into(), 3)),
+            "a new epoch starts over"
         );
     }
 

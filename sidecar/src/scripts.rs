@@ -38,6 +38,16 @@ pub fn random_token() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// The newest epoch and sequence a sidecar has seen for a shard, passed to every script call:
+/// a lower sequence in that epoch means Redis's data went back in time, and the script starts a
+/// new epoch (see `lua/shard.lua`).
+pub type Seen = Option<(String, u64)>;
+
+fn seen_args(seen: &Seen) -> (&str, u64) {
+    seen.as_ref()
+        .map_or(("", 0), |(epoch, seq)| (epoch.as_str(), *seq))
+}
+
 /// Reads (or bumps) `keys`, which must all belong to `shard`.
 pub async fn versions(
     conn: &mut CommandConnection,
@@ -46,6 +56,7 @@ pub async fn versions(
     mode: VersionsMode,
     keys: &[&str],
     replay_log_len: u64,
+    seen: &Seen,
 ) -> RedisResult<(ShardState, Vec<String>)> {
     let sk = keyspace.shard_keys(shard);
     let mut inv = SHARD.prepare_invoke();
@@ -72,6 +83,8 @@ pub async fn versions(
     for _ in keys {
         inv.arg(random_token());
     }
+    let (seen_epoch, seen_seq) = seen_args(seen);
+    inv.arg(seen_epoch).arg(seen_seq);
     let mut reply: Vec<String> = inv.invoke_async(conn).await?;
     if reply.len() != keys.len() + 2 {
         return Err(malformed(
@@ -87,13 +100,15 @@ pub async fn versions(
 }
 
 /// Publishes one heartbeat fence for `shards` (all on one Redis node) on `channel`, the caller's
-/// own fence channel; returns each shard's state as of the fence, in order.
+/// own fence channel; returns each shard's state as of the fence, in order. `seen` holds the
+/// newest state seen of each shard, in the same order.
 pub async fn fence(
     conn: &mut CommandConnection,
     keyspace: &Keyspace,
     shards: &[u32],
     channel: &str,
     nonce: &str,
+    seen: &[Seen],
 ) -> RedisResult<Vec<ShardState>> {
     let mut inv = SHARD.prepare_invoke();
     for &shard in shards {
@@ -113,6 +128,10 @@ pub async fn fence(
         .arg(nonce);
     for _ in shards {
         inv.arg(random_token());
+    }
+    for shard_seen in (0..shards.len()).map(|i| seen.get(i).unwrap_or(&None)) {
+        let (seen_epoch, seen_seq) = seen_args(shard_seen);
+        inv.arg(seen_epoch).arg(seen_seq);
     }
     let reply: Vec<String> = inv.invoke_async(conn).await?;
     if reply.len() != 2 * shards.len() {

@@ -4,8 +4,10 @@
 --       by one version key per cache key; "fence": n shards, 4 keys each).
 -- ARGV: mode ("get", "bump" or "fence"), candidate epoch, channel, publish command (PUBLISH,
 --       or SPUBLISH on a cluster), replay log length, n, the serving process's run id (or ""),
---       then for "get"/"bump" n cache keys and n unique nonces; for "fence" the fence's nonce
---       and n candidate epochs (one per shard).
+--       then for "get"/"bump" n cache keys, n unique nonces, and the newest epoch and sequence
+--       the caller has seen for the shard ("" and 0 when none); for "fence" the fence's nonce,
+--       n candidate epochs (one per shard), then the caller's newest epoch and sequence seen
+--       for each shard.
 -- Returns: "get"/"bump": { epoch, shard sequence after the call, version 1, ..., version n };
 --          "fence": { epoch 1, sequence 1, ..., epoch n, sequence n }.
 --
@@ -18,7 +20,10 @@
 -- cannot outlive its process), saving an INFO per call; otherwise ("", a cluster connection
 -- that may be routed to any node) the script reads it here. A missing epoch or
 -- sequence (FLUSHALL, a key deleted by hand) starts a new epoch too: "everything changed",
--- never "version 0".
+-- never "version 0". So does a sequence lower than one the caller has already seen in the same
+-- epoch: the data went back in time without the process changing (a master demoted, resynced
+-- from a replica that lacked its last writes and promoted again; an RDB reloaded in place), and
+-- a version superseded by a lost bump would otherwise be current again.
 --
 -- "get" keeps a key's version when it has one of the current epoch and otherwise issues a new
 -- one, as "bump" always does. Every issued version gets the next sequence number, a replay-log
@@ -31,8 +36,9 @@ if run_id == '' then
 end
 
 -- The epoch and sequence of the shard whose keys start at KEYS[k], rotating the epoch to
--- `candidate` when the shard's state is missing or was last served by another process.
-local function shard_state(k, candidate)
+-- `candidate` when the shard's state is missing, was last served by another process, or is
+-- older than the caller's newest (seen_epoch, seen_seq).
+local function shard_state(k, candidate, seen_epoch, seen_seq)
   local epoch = redis.call('GET', KEYS[k])
   local seq = redis.call('GET', KEYS[k + 1])
   if not epoch or not seq then
@@ -42,12 +48,14 @@ local function shard_state(k, candidate)
     redis.call('SET', KEYS[k + 3], run_id)
     return candidate, 0
   end
-  if redis.call('GET', KEYS[k + 3]) ~= run_id then
+  seq = tonumber(seq)
+  if redis.call('GET', KEYS[k + 3]) ~= run_id
+      or (epoch == seen_epoch and seq < tonumber(seen_seq)) then
     epoch = candidate
     redis.call('SET', KEYS[k], epoch)
     redis.call('SET', KEYS[k + 3], run_id)
   end
-  return epoch, tonumber(seq)
+  return epoch, seq
 end
 
 local mode = ARGV[1]
@@ -57,8 +65,9 @@ local publish = ARGV[4]
 if mode == 'fence' then
   local out = {}
   local message = { 'f', ARGV[8] }
-  for i = 1, tonumber(ARGV[6]) do
-    local epoch, seq = shard_state(4 * i - 3, ARGV[8 + i])
+  local n = tonumber(ARGV[6])
+  for i = 1, n do
+    local epoch, seq = shard_state(4 * i - 3, ARGV[8 + i], ARGV[7 + n + 2 * i], ARGV[8 + n + 2 * i])
     out[2 * i - 1] = epoch
     out[2 * i] = tostring(seq)
     message[#message + 1] = epoch
@@ -68,10 +77,10 @@ if mode == 'fence' then
   return out
 end
 
-local epoch, seq = shard_state(1, ARGV[2])
-
 local log_len = ARGV[5]
 local n = tonumber(ARGV[6])
+local epoch, seq = shard_state(1, ARGV[2], ARGV[8 + 2 * n], ARGV[9 + 2 * n])
+
 local prefix = epoch .. '.'
 local now = redis.call('TIME')
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))

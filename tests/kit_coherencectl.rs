@@ -26,14 +26,21 @@ async fn servers_role_and_jobs_subcommands_show_the_kit() {
         "{}",
         stdout(&coherencectl(&on_a, &["servers"]).await)
     );
-    let role = coherencectl(&on_b, &["--json", "role"]).await;
-    assert_eq!(role.status.code(), Some(0), "{}", stderr(&role));
-    let parsed: serde_json::Value = serde_json::from_str(stdout(&role).trim()).unwrap();
+    // B works its role out on its own refresh (every second), so it may still be SINGLE for a
+    // moment after the list, read fresh from Redis, shows both servers.
+    let role_of_b = || async {
+        let role = coherencectl(&on_b, &["--json", "role"]).await;
+        assert_eq!(role.status.code(), Some(0), "{}", stderr(&role));
+        serde_json::from_str::<serde_json::Value>(stdout(&role).trim()).unwrap()
+    };
+    let two_servers = coherence_testkit::eventually(common::WAIT, || async {
+        let parsed = role_of_b().await;
+        ["SCHEDULING_PUBLISHER", "SUBSCRIBER"].contains(&parsed["role"].as_str().unwrap_or(""))
+    })
+    .await;
+    let parsed = role_of_b().await;
+    assert!(two_servers, "{parsed}");
     assert_eq!(parsed["server_id"], "ctl-b");
-    assert!(
-        ["SCHEDULING_PUBLISHER", "SUBSCRIBER"].contains(&parsed["role"].as_str().unwrap()),
-        "{parsed}"
-    );
 
     let got = coherencectl(
         &on_a,

@@ -2,11 +2,11 @@
 //!
 //! Every read the mirror cannot answer (strong checks, unknown keys, an untrusted shard) and
 //! every bump goes through a [`Batcher`]: calls that arrive while a batch is in flight wait and
-//! go together in the next one, which makes one script call per shard for all of them. A batch
-//! is sent only after every call in it began, so a read reflects every bump completed before
-//! it began (guarantee 3) and a bump's versions are newer than any issued before it began —
-//! and 1,000 concurrent strong checks (or bumps) cost a couple of round trips per shard, not
-//! 1,000. Two concurrent bumps of one key get the same new version: neither was first.
+//! go together in the next one: one script call for all of them (one per shard on a cluster,
+//! where a script reaches one slot). A batch is sent only after every call in it began, so a
+//! read reflects every bump completed before it began (guarantee 3) and a bump's versions are
+//! newer than any issued before it began — and 1,000 concurrent strong checks (or bumps) cost a
+//! couple of round trips, not 1,000. Two concurrent bumps of one key get the same new version: neither was first.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::mirror::VersionStr;
 use crate::redis_link::LinkError;
-use crate::scripts::{self, VersionsMode};
+use crate::scripts::{self, ShardKeysToRead, VersionsMode};
 use crate::state::SidecarState;
 
 /// Most keys one batch takes, so that a burst cannot make one huge script call.
@@ -126,33 +126,48 @@ impl Batcher {
             VersionsMode::Get => "read",
             VersionsMode::Bump => "bump",
         };
-        let reads = by_shard.iter().map(|(&shard, keys)| async move {
-            let seen = &state.mirror.newest_seen(shard);
+        let reads: Vec<ShardKeysToRead> = by_shard
+            .into_iter()
+            .map(|(shard, keys)| ShardKeysToRead {
+                shard,
+                keys,
+                seen: state.mirror.newest_seen(shard),
+            })
+            .collect();
+        // One script call for every shard on a standalone Redis, one per shard on a cluster.
+        let calls: Vec<Vec<ShardKeysToRead>> = if keyspace.one_call_covers_every_shard() {
+            vec![reads]
+        } else {
+            reads.into_iter().map(|read| vec![read]).collect()
+        };
+        let results = calls.iter().map(|shards| async move {
             let result = state
                 .link
                 .run(operation, timeout, |mut conn| async move {
-                    scripts::versions(&mut conn, keyspace, shard, mode, keys, log_len, seen).await
+                    scripts::versions(&mut conn, keyspace, mode, shards, log_len).await
                 })
                 .await;
-            (shard, keys, result)
+            (shards, result)
         });
         let mut found: HashMap<&str, Result<VersionStr, LinkError>> = HashMap::new();
-        for (shard, keys, result) in futures::future::join_all(reads).await {
+        for (shards, result) in futures::future::join_all(results).await {
             match result {
-                Ok((shard_state, versions)) => {
-                    for (key, version) in keys.iter().zip(versions) {
-                        state.mirror.learn(
-                            shard,
-                            &shard_state.epoch,
-                            shard_state.seq,
-                            key,
-                            &version,
-                        );
-                        found.insert(key, Ok(VersionStr::from(version)));
+                Ok(states) => {
+                    for (read, (shard_state, versions)) in shards.iter().zip(states) {
+                        for (&key, version) in read.keys.iter().zip(versions) {
+                            state.mirror.learn(
+                                read.shard,
+                                &shard_state.epoch,
+                                shard_state.seq,
+                                key,
+                                &version,
+                            );
+                            found.insert(key, Ok(VersionStr::from(version)));
+                        }
                     }
                 }
                 Err(err) => {
-                    for key in keys {
+                    for &key in shards.iter().flat_map(|read| &read.keys) {
                         found.insert(key, Err(err.clone()));
                     }
                 }

@@ -106,6 +106,12 @@ impl Keyspace {
             .collect()
     }
 
+    /// Whether one script call may touch several shards: yes when every shard lives on one
+    /// Redis; no on a cluster (sharded channels), where one script call reaches one slot.
+    pub fn one_call_covers_every_shard(&self) -> bool {
+        !self.sharded_channels
+    }
+
     /// What one heartbeat fence of `server_id` covers, group by group: all shards when they
     /// live on one Redis; one each on a cluster (sharded channels), where one script call
     /// reaches one slot. Each group's fences come back on a channel only that sidecar
@@ -113,10 +119,10 @@ impl Keyspace {
     /// first shard's hash tag, so that on a cluster it lives on the shard's node and reaches the
     /// subscription connection that receives the shard's invalidations.
     pub fn fence_groups(&self, server_id: &str) -> Vec<FenceGroup> {
-        let groups: Vec<Vec<u32>> = if self.sharded_channels {
-            (0..self.shards).map(|s| vec![s]).collect()
-        } else {
+        let groups: Vec<Vec<u32>> = if self.one_call_covers_every_shard() {
             vec![(0..self.shards).collect()]
+        } else {
+            (0..self.shards).map(|s| vec![s]).collect()
         };
         groups
             .into_iter()

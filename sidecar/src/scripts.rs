@@ -1,7 +1,8 @@
 //! The Lua scripts that touch a shard's state, and typed calls to them.
 //!
 //! Every change to a shard (new version, sequence, replay-log entry, publish) happens inside one
-//! script call on keys that share the shard's hash tag (design guarantee 6). The scripts live in
+//! script call, on keys that share the shard's hash tag (design guarantee 6); on a standalone
+//! Redis one call may cover several shards, on a cluster it covers one (one slot). The scripts live in
 //! `lua/shard.lua`, which also retires every earlier version whenever the shard is served by a
 //! different Redis process than last time (restart, restore, failover; the process's run id
 //! comes from [`CommandConnection::run_id`]); `Script::invoke_async`
@@ -48,55 +49,77 @@ fn seen_args(seen: &Seen) -> (&str, u64) {
         .map_or(("", 0), |(epoch, seq)| (epoch.as_str(), *seq))
 }
 
-/// Reads (or bumps) `keys`, which must all belong to `shard`.
+/// The keys of one shard to read (or bump) in a [`versions`] call, with the newest state of
+/// the shard the caller has seen.
+#[derive(Debug, Clone)]
+pub struct ShardKeysToRead<'a> {
+    pub shard: u32,
+    pub keys: Vec<&'a str>,
+    pub seen: Seen,
+}
+
+/// Reads (or bumps) the keys of `shards` — shards on one Redis node — in one script call;
+/// returns each shard's state and versions, in order.
 pub async fn versions(
     conn: &mut CommandConnection,
     keyspace: &Keyspace,
-    shard: u32,
     mode: VersionsMode,
-    keys: &[&str],
+    shards: &[ShardKeysToRead<'_>],
     replay_log_len: u64,
-    seen: &Seen,
-) -> RedisResult<(ShardState, Vec<String>)> {
-    let sk = keyspace.shard_keys(shard);
+) -> RedisResult<Vec<(ShardState, Vec<String>)>> {
     let mut inv = SHARD.prepare_invoke();
-    inv.key(&sk.epoch)
-        .key(&sk.seq)
-        .key(&sk.log)
-        .key(&sk.incarnation);
-    for key in keys {
-        inv.key(keyspace.version_key(shard, key));
-    }
     inv.arg(match mode {
         VersionsMode::Get => "get",
         VersionsMode::Bump => "bump",
     })
-    .arg(random_token())
-    .arg(&sk.channel)
+    .arg("")
+    .arg("")
     .arg(keyspace.publish_command())
     .arg(replay_log_len)
-    .arg(keys.len())
+    .arg(shards.len())
     .arg(conn.run_id().unwrap_or_default());
-    for key in keys {
-        inv.arg(*key);
+    for read in shards {
+        let sk = keyspace.shard_keys(read.shard);
+        inv.key(sk.epoch)
+            .key(sk.seq)
+            .key(sk.log)
+            .key(sk.incarnation);
+        for key in &read.keys {
+            inv.key(keyspace.version_key(read.shard, key));
+        }
+        let (seen_epoch, seen_seq) = seen_args(&read.seen);
+        inv.arg(random_token())
+            .arg(sk.channel)
+            .arg(seen_epoch)
+            .arg(seen_seq)
+            .arg(read.keys.len());
+        for key in &read.keys {
+            inv.arg(*key);
+        }
+        for _ in &read.keys {
+            inv.arg(random_token());
+        }
     }
-    for _ in keys {
-        inv.arg(random_token());
-    }
-    let (seen_epoch, seen_seq) = seen_args(seen);
-    inv.arg(seen_epoch).arg(seen_seq);
-    let mut reply: Vec<String> = inv.invoke_async(conn).await?;
-    if reply.len() != keys.len() + 2 {
+    let reply: Vec<String> = inv.invoke_async(conn).await?;
+    let expected: usize = shards.iter().map(|r| r.keys.len() + 2).sum();
+    if reply.len() != expected {
         return Err(malformed(
             "versions script returned the wrong number of values",
         ));
     }
-    let versions = reply.split_off(2);
-    let seq = reply[1]
-        .parse()
-        .map_err(|_| malformed("versions script returned a bad sequence"))?;
-    let epoch = std::mem::take(&mut reply[0]);
-    Ok((ShardState { epoch, seq }, versions))
+    let mut reply = reply.into_iter();
+    let mut out = Vec::with_capacity(shards.len());
+    for read in shards {
+        let (Some(epoch), Some(seq)) = (reply.next(), reply.next()) else {
+            return Err(malformed("versions script returned too few values"));
+        };
+        let seq = seq
+            .parse()
+            .map_err(|_| malformed("versions script returned a bad sequence"))?;
+        let versions: Vec<String> = reply.by_ref().take(read.keys.len()).collect();
+        out.push((ShardState { epoch, seq }, versions));
+    }
+    Ok(out)
 }
 
 /// Publishes one heartbeat fence for `shards` (all on one Redis node) on `channel`, the caller's

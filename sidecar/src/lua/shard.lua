@@ -1,15 +1,19 @@
--- Every read and write of shards' state, atomically (design guarantees 1 and 6).
+-- Every read and write of shards' state, atomically (design guarantees 1 and 6). One call
+-- covers one or more shards that live on the same Redis node (all of them on a standalone
+-- Redis, one on a cluster, where a script reaches one slot).
 --
--- KEYS: per shard its epoch, seq, log and incarnation keys ("get"/"bump": one shard, followed
---       by one version key per cache key; "fence": n shards, 4 keys each).
--- ARGV: mode ("get", "bump" or "fence"), candidate epoch, channel, publish command (PUBLISH,
---       or SPUBLISH on a cluster), replay log length, n, the serving process's run id (or ""),
---       then for "get"/"bump" n cache keys, n unique nonces, and the newest epoch and sequence
---       the caller has seen for the shard ("" and 0 when none); for "fence" the fence's nonce,
---       n candidate epochs (one per shard), then the caller's newest epoch and sequence seen
---       for each shard.
--- Returns: "get"/"bump": { epoch, shard sequence after the call, version 1, ..., version n };
---          "fence": { epoch 1, sequence 1, ..., epoch n, sequence n }.
+-- KEYS: per shard its epoch, seq, log and incarnation keys, then ("get"/"bump") one version key
+--       per cache key of that shard.
+-- ARGV: mode ("get", "bump" or "fence"), unused, channel (fence: the caller's own fence
+--       channel), publish command (PUBLISH, or SPUBLISH on a cluster), replay log length,
+--       number of shards, the serving process's run id (or ""), then
+--       "get"/"bump": per shard a block: candidate epoch, the shard's channel, the newest epoch
+--       and sequence the caller has seen for the shard ("" and 0 when none), n, n cache keys,
+--       n unique nonces;
+--       "fence": the fence's nonce, one candidate epoch per shard, then the caller's newest
+--       epoch and sequence seen for each shard.
+-- Returns: "get"/"bump": per shard { epoch, shard sequence after the call, version 1, ...,
+--          version n }, concatenated; "fence": { epoch 1, sequence 1, ..., epoch n, sequence n }.
 --
 -- Incarnation. A Redis that restarted may hold an older snapshot, and a promoted replica may
 -- have missed the last writes: counters and versions that went backwards, so that a superseded
@@ -78,42 +82,51 @@ if mode == 'fence' then
 end
 
 local log_len = ARGV[5]
-local n = tonumber(ARGV[6])
-local epoch, seq = shard_state(1, ARGV[2], ARGV[8 + 2 * n], ARGV[9 + 2 * n])
-
-local prefix = epoch .. '.'
 local now = redis.call('TIME')
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
-local out = { epoch, '' }
+local out = {}
+local k = 1 -- the current shard's first key
+local a = 8 -- the current shard's first argument
 
-for i = 1, n do
-  local vkey = KEYS[4 + i]
-  local key = ARGV[7 + i]
-  local version = false
-  if mode == 'get' then
-    version = redis.call('GET', vkey)
-    if version and string.sub(version, 1, #prefix) ~= prefix then
-      version = false
+for _ = 1, tonumber(ARGV[6]) do
+  local shard_channel = ARGV[a + 1]
+  local n = tonumber(ARGV[a + 4])
+  local epoch, seq = shard_state(k, ARGV[a], ARGV[a + 2], ARGV[a + 3])
+  local prefix = epoch .. '.'
+  out[#out + 1] = epoch
+  local seq_at = #out + 1
+  out[seq_at] = ''
+  for i = 1, n do
+    local vkey = KEYS[k + 3 + i]
+    local key = ARGV[a + 4 + i]
+    local version = false
+    if mode == 'get' then
+      version = redis.call('GET', vkey)
+      if version and string.sub(version, 1, #prefix) ~= prefix then
+        version = false
+      end
     end
-  end
-  if not version then
-    seq = seq + 1
-    version = prefix .. seq .. '.' .. ARGV[7 + n + i]
-    local id = seq .. '-0'
-    local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', log_len, id,
-      'k', key, 'v', version, 't', now_ms)
-    if type(added) == 'table' and added.err then
-      -- The log is ahead of the sequence (someone edited Redis by hand): start it afresh.
-      redis.call('DEL', KEYS[3])
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', log_len, id, 'k', key, 'v', version, 't', now_ms)
+    if not version then
+      seq = seq + 1
+      version = prefix .. seq .. '.' .. ARGV[a + 4 + n + i]
+      local id = seq .. '-0'
+      local added = redis.pcall('XADD', KEYS[k + 2], 'MAXLEN', '~', log_len, id,
+        'k', key, 'v', version, 't', now_ms)
+      if type(added) == 'table' and added.err then
+        -- The log is ahead of the sequence (someone edited Redis by hand): start it afresh.
+        redis.call('DEL', KEYS[k + 2])
+        redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', log_len, id,
+          'k', key, 'v', version, 't', now_ms)
+      end
+      redis.call('SET', vkey, version)
+      redis.call(publish, shard_channel,
+        'i|' .. epoch .. '|' .. seq .. '|' .. now_ms .. '|' .. version .. '|' .. key)
     end
-    redis.call('SET', vkey, version)
-    redis.call(publish, channel,
-      'i|' .. epoch .. '|' .. seq .. '|' .. now_ms .. '|' .. version .. '|' .. key)
+    out[#out + 1] = version
   end
-  out[2 + i] = version
+  redis.call('SET', KEYS[k + 1], seq)
+  out[seq_at] = tostring(seq)
+  k = k + 4 + n
+  a = a + 5 + 2 * n
 end
-
-redis.call('SET', KEYS[2], seq)
-out[2] = tostring(seq)
 return out

@@ -182,6 +182,22 @@ async fn gap_beyond_the_replay_log_resyncs_and_watchers_hear_it() {
     fleet.shutdown().await;
 }
 
+/// Whether, within `limit`, `client`'s sidecar answers from its mirror that `version` of `key`
+/// is current (`current = true`) or not.
+async fn mirror_answers(
+    client: &coherence_client::Client,
+    key: &str,
+    version: &Version,
+    current: bool,
+    limit: Duration,
+) -> bool {
+    coherence_testkit::eventually(limit, || async {
+        matches!(client.check(&[(key, version)], Consistency::Bounded).await,
+            Ok(r) if r[0].current == current && r[0].source == CheckSource::Mirror)
+    })
+    .await
+}
+
 /// `calls` of EVALSHA and EVAL so far, from `INFO commandstats`.
 fn script_calls(fleet: &Fleet) -> u64 {
     let info: String = fleet.redis().cmd(&["INFO", "commandstats"]).expect("INFO");
@@ -425,11 +441,7 @@ async fn a_version_key_deleted_by_hand_means_everything_changed() {
     );
     // The new version was published like a bump: B's mirror learns it and drops v2.
     assert!(
-        coherence_testkit::eventually(Duration::from_secs(5), || async {
-            matches!(b.check(&[("member:7", &v2)], Consistency::Bounded).await,
-                Ok(r) if !r[0].current && r[0].source == CheckSource::Mirror)
-        })
-        .await,
+        mirror_answers(b, "member:7", &v2, false, Duration::from_secs(5)).await,
         "B's mirror still vouches for the deleted version"
     );
     fleet.shutdown().await;
@@ -450,11 +462,7 @@ async fn data_rolled_back_in_the_same_redis_process_does_not_make_a_superseded_v
     let v2 = b.bump(&["page:1"]).await.unwrap().remove(0);
     // A has seen the bump (its sequence) before the data goes back.
     assert!(
-        coherence_testkit::eventually(Duration::from_secs(5), || async {
-            matches!(a.check(&[("page:1", &v1)], Consistency::Bounded).await,
-                Ok(r) if !r[0].current && r[0].source == CheckSource::Mirror)
-        })
-        .await,
+        mirror_answers(a, "page:1", &v1, false, Duration::from_secs(5)).await,
         "A never heard of the bump"
     );
     let _: () = fleet
@@ -496,11 +504,7 @@ async fn reconciliation_corrects_a_version_rewritten_by_hand() {
     let client = &fleet.clients[0];
     let v1 = client.get_one("page:1").await.unwrap();
     assert!(
-        coherence_testkit::eventually(Duration::from_secs(5), || async {
-            matches!(client.check(&[("page:1", &v1)], Consistency::Bounded).await,
-                Ok(r) if r[0].current && r[0].source == CheckSource::Mirror)
-        })
-        .await,
+        mirror_answers(client, "page:1", &v1, true, Duration::from_secs(5)).await,
         "the mirror vouches for v1"
     );
     // Same epoch, so Redis itself now treats the rewritten token as the current version.
@@ -510,11 +514,7 @@ async fn reconciliation_corrects_a_version_rewritten_by_hand() {
     let vkey = keyspace.version_key(keyspace.shard_of("page:1"), "page:1");
     let _: () = fleet.redis().cmd(&["SET", &vkey, &rewritten]).unwrap();
     assert!(
-        coherence_testkit::eventually(Duration::from_secs(10), || async {
-            matches!(client.check(&[("page:1", &v1)], Consistency::Bounded).await,
-                Ok(r) if !r[0].current && r[0].source == CheckSource::Mirror)
-        })
-        .await,
+        mirror_answers(client, "page:1", &v1, false, Duration::from_secs(10)).await,
         "the mirror kept vouching for a version Redis no longer holds"
     );
     assert!(fleet.metric("coherence_reconcile_mismatches_total") >= 1.0);

@@ -6,19 +6,24 @@ mod support;
 use std::time::Duration;
 
 use coherence_client::{Acquired, Claimed, Client, Error, NotificationEvent, Role};
+use coherence_sidecar::Sidecar;
 use coherence_testkit::RedisServer;
 use futures::StreamExt;
 use support::{start_sidecar, url};
 
 const TTL: Duration = Duration::from_secs(30);
 
+/// Sidecars "a" and "b" on one fresh Redis (kept alive by the first element).
+async fn two_sidecars() -> (RedisServer, Sidecar, Sidecar) {
+    let redis = RedisServer::start();
+    let a = start_sidecar(&redis.url(), "a").await;
+    let b = start_sidecar(&redis.url(), "b").await;
+    (redis, a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_goes_to_one_holder_and_a_stale_token_is_refused() {
-    let redis = RedisServer::start();
-    let (a, b) = (
-        start_sidecar(&redis.url(), "a").await,
-        start_sidecar(&redis.url(), "b").await,
-    );
+    let (_redis, a, b) = two_sidecars().await;
     let jobs_a = Client::connect(url(&a)).await.unwrap().jobs();
     let jobs_b = Client::connect(url(&b)).await.unwrap().jobs();
 
@@ -60,11 +65,7 @@ async fn a_lease_goes_to_one_holder_and_a_stale_token_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recurring_run_is_granted_to_one_server_per_period() {
-    let redis = RedisServer::start();
-    let (a, b) = (
-        start_sidecar(&redis.url(), "a").await,
-        start_sidecar(&redis.url(), "b").await,
-    );
+    let (_redis, a, b) = two_sidecars().await;
     let jobs_a = Client::connect(url(&a)).await.unwrap().jobs();
     let jobs_b = Client::connect(url(&b))
         .await
@@ -142,11 +143,7 @@ async fn a_lone_server_is_single_and_lists_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_published_through_one_server_reaches_a_subscriber_on_another() {
-    let redis = RedisServer::start();
-    let (a, b) = (
-        start_sidecar(&redis.url(), "a").await,
-        start_sidecar(&redis.url(), "b").await,
-    );
+    let (_redis, a, b) = two_sidecars().await;
     let via_a = Client::connect(url(&a)).await.unwrap().notifications();
     let via_b = Client::connect(url(&b)).await.unwrap().notifications();
     let mut events = via_b.subscribe(&["content-published"]).await.unwrap();

@@ -156,6 +156,5 @@ async fn fence(state: &SidecarState, group: &FenceGroup) -> Result<(), LinkError
             )
             .await
         })
-        .await?;
-    Ok(())
+        .await
 }

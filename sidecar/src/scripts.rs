@@ -123,7 +123,7 @@ pub async fn versions(
 }
 
 /// Publishes one heartbeat fence for `shards` (all on one Redis node) on `channel`, the caller's
-/// own fence channel; returns each shard's state as of the fence, in order. `seen` holds the
+/// own fence channel; each shard's state as of the fence comes back with it. `seen` holds the
 /// newest state seen of each shard, in the same order.
 pub async fn fence(
     conn: &mut CommandConnection,
@@ -132,7 +132,7 @@ pub async fn fence(
     channel: &str,
     nonce: &str,
     seen: &[Seen],
-) -> RedisResult<Vec<ShardState>> {
+) -> RedisResult<()> {
     let mut inv = SHARD.prepare_invoke();
     for &shard in shards {
         let sk = keyspace.shard_keys(shard);
@@ -156,22 +156,8 @@ pub async fn fence(
         let (seen_epoch, seen_seq) = seen_args(shard_seen);
         inv.arg(seen_epoch).arg(seen_seq);
     }
-    let reply: Vec<String> = inv.invoke_async(conn).await?;
-    if reply.len() != 2 * shards.len() {
-        return Err(malformed("fence returned the wrong number of values"));
-    }
-    reply
-        .chunks_exact(2)
-        .map(|pair| {
-            let seq = pair[1]
-                .parse()
-                .map_err(|_| malformed("fence returned a bad sequence"))?;
-            Ok(ShardState {
-                epoch: pair[0].clone(),
-                seq,
-            })
-        })
-        .collect()
+    let _: redis::Value = inv.invoke_async(conn).await?;
+    Ok(())
 }
 
 /// One replay-log entry.

@@ -245,26 +245,16 @@ impl Fleet {
     /// Bumps `keys` (all of one shard) through sidecar 0 in one call while Redis's pub/sub output
     /// buffer limit is tiny, so that subscribers are disconnected mid-burst. Returns the new versions.
     pub async fn burst_with_tiny_pubsub_buffers(&self, keys: &[String]) -> Vec<Version> {
-        let _: () = self
-            .redis()
-            .cmd(&[
-                "CONFIG",
-                "SET",
-                "client-output-buffer-limit",
-                "pubsub 1kb 1kb 0",
-            ])
-            .expect("CONFIG SET");
+        let set_pubsub_limit = |limit: &str| {
+            let _: () = self
+                .redis()
+                .cmd(&["CONFIG", "SET", "client-output-buffer-limit", limit])
+                .expect("CONFIG SET");
+        };
+        set_pubsub_limit("pubsub 1kb 1kb 0");
         let names: Vec<&str> = keys.iter().map(String::as_str).collect();
         let versions = self.clients[0].bump(&names).await.expect("burst bump");
-        let _: () = self
-            .redis()
-            .cmd(&[
-                "CONFIG",
-                "SET",
-                "client-output-buffer-limit",
-                "pubsub 32mb 8mb 60",
-            ])
-            .expect("CONFIG SET");
+        set_pubsub_limit("pubsub 32mb 8mb 60");
         versions
     }
 }

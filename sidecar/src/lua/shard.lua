@@ -13,7 +13,7 @@
 --       "fence": the fence's nonce, one candidate epoch per shard, then the caller's newest
 --       epoch and sequence seen for each shard.
 -- Returns: "get"/"bump": per shard { epoch, shard sequence after the call, version 1, ...,
---          version n }, concatenated; "fence": { epoch 1, sequence 1, ..., epoch n, sequence n }.
+--          version n }, concatenated; "fence": nothing (the states come back with the fence).
 --
 -- Incarnation. A Redis that restarted may hold an older snapshot, and a promoted replica may
 -- have missed the last writes: counters and versions that went backwards, so that a superseded
@@ -67,18 +67,15 @@ local channel = ARGV[3]
 local publish = ARGV[4]
 
 if mode == 'fence' then
-  local out = {}
   local message = { 'f', ARGV[8] }
   local n = tonumber(ARGV[6])
   for i = 1, n do
     local epoch, seq = shard_state(4 * i - 3, ARGV[8 + i], ARGV[7 + n + 2 * i], ARGV[8 + n + 2 * i])
-    out[2 * i - 1] = epoch
-    out[2 * i] = tostring(seq)
     message[#message + 1] = epoch
     message[#message + 1] = tostring(seq)
   end
   redis.call(publish, channel, table.concat(message, '|'))
-  return out
+  return nil
 end
 
 local log_len = ARGV[5]

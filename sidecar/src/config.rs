@@ -138,7 +138,7 @@ settings! {
     reconcile_interval_ms: u64 = 30_000, "30000", "COHERENCE_RECONCILE_INTERVAL_MS",
         "How often every mirrored version is compared with Redis.";
     allow_evicting_policy: bool = false, "false", "COHERENCE_ALLOW_EVICTING_POLICY",
-        "Serve even when Redis's maxmemory-policy can evict version keys (unsafe).";
+        "Serve even when Redis's maxmemory-policy can evict keys that have no time to live (allkeys-*): shard state and job run records (see docs/design.md).";
     drain_timeout_ms: u64 = 5_000, "5000", "COHERENCE_DRAIN_TIMEOUT_MS",
         "Longest graceful shutdown waits for in-flight calls after SIGTERM.";
     redis_username: String = String::new(), "(none)", "COHERENCE_REDIS_USERNAME",

@@ -43,7 +43,7 @@ pub fn call_error(status: tonic::Status, global: &GlobalOptions) -> anyhow::Erro
     .into()
 }
 
-/// The seed's name of a role, as printed.
+/// Umbraco's name of a role, as printed.
 pub fn role_name(role: coherence_proto::v1::Role) -> &'static str {
     use coherence_proto::v1::Role;
     match role {

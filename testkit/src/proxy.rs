@@ -65,6 +65,8 @@ pub struct ProxyStats {
     pub refused: u64,
     /// Connections that became subscriptions.
     pub subscriptions: u64,
+    /// Invalidation pushes that arrived from Redis on subscriptions (dropped or not).
+    pub invalidations_seen: u64,
     /// Invalidation pushes dropped.
     pub invalidations_dropped: u64,
     /// Fence pushes (`f|…`) forwarded on subscriptions.
@@ -78,6 +80,7 @@ struct Counters {
     connections: AtomicU64,
     refused: AtomicU64,
     subscriptions: AtomicU64,
+    invalidations_seen: AtomicU64,
     invalidations_dropped: AtomicU64,
     fences_passed: AtomicU64,
     blackholed: AtomicU64,
@@ -147,7 +150,8 @@ impl RedisProxy {
         });
     }
 
-    /// Drops (or stops dropping) invalidation pushes on subscriptions, without a disconnect.
+    /// Drops (or stops dropping) the invalidation pushes that arrive on subscriptions from now
+    /// on, without a disconnect. Pushes already held (delayed or stalled) keep their fate.
     pub fn drop_invalidations(&self, drop: bool) {
         self.shared
             .control
@@ -173,6 +177,7 @@ impl RedisProxy {
             connections: c.connections.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             subscriptions: c.subscriptions.load(Ordering::Relaxed),
+            invalidations_seen: c.invalidations_seen.load(Ordering::Relaxed),
             invalidations_dropped: c.invalidations_dropped.load(Ordering::Relaxed),
             fences_passed: c.fences_passed.load(Ordering::Relaxed),
             blackholed: c.blackholed.load(Ordering::Relaxed),
@@ -210,10 +215,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// One value from Redis and when it arrived.
+/// One value from Redis, when it arrived, and whether it is an invalidation to drop (decided
+/// on arrival, so that a test can choose exactly which pushes are lost).
 struct Held {
     arrived: Instant,
     bytes: Vec<u8>,
+    drop: bool,
 }
 
 async fn proxy_connection(client: TcpStream, shared: Arc<Shared>) {
@@ -235,7 +242,7 @@ async fn proxy_connection(client: TcpStream, shared: Arc<Shared>) {
     );
     let downstream = async {
         tokio::join!(
-            read_replies(server_read, tx),
+            read_replies(server_read, tx, &subscribed, &shared),
             write_replies(rx, client_write, &subscribed, &shared)
         )
     };
@@ -304,8 +311,14 @@ fn sniff(pending: &mut Vec<u8>, subscribed: &AtomicBool, shared: &Shared) -> boo
     }
 }
 
-/// Server→client: cut into whole values, stamped with their arrival.
-async fn read_replies(mut from: OwnedReadHalf, tx: mpsc::Sender<Held>) {
+/// Server→client: cut into whole values, stamped with their arrival; invalidation pushes on a
+/// subscription are marked for dropping while dropping is on.
+async fn read_replies(
+    mut from: OwnedReadHalf,
+    tx: mpsc::Sender<Held>,
+    subscribed: &AtomicBool,
+    shared: &Shared,
+) {
     let mut pending = Vec::new();
     let mut framing = true;
     let mut buf = vec![0u8; 64 * 1024];
@@ -330,7 +343,25 @@ async fn read_replies(mut from: OwnedReadHalf, tx: mpsc::Sender<Held>) {
                 pending.len()
             };
             let bytes: Vec<u8> = pending.drain(..len).collect();
-            if tx.send(Held { arrived, bytes }).await.is_err() {
+            let invalidation = framing
+                && subscribed.load(Ordering::Relaxed)
+                && resp::message_payload(&bytes).is_some_and(|p| p.starts_with(b"i|"));
+            if invalidation {
+                shared
+                    .counters
+                    .invalidations_seen
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let drop = invalidation && shared.control.borrow().drop_invalidations;
+            if tx
+                .send(Held {
+                    arrived,
+                    bytes,
+                    drop,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -377,24 +408,20 @@ async fn write_replies(
                 }
                 continue;
             }
-            let payload = on_subscription
-                .then(|| resp::message_payload(&held.bytes))
-                .flatten();
-            match payload.as_deref() {
-                Some([b'i', b'|', ..]) if now.drop_invalidations => {
-                    shared
-                        .counters
-                        .invalidations_dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                Some([b'f', b'|', ..]) => {
-                    shared
-                        .counters
-                        .fences_passed
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
+            if held.drop {
+                shared
+                    .counters
+                    .invalidations_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            let fence = on_subscription
+                && resp::message_payload(&held.bytes).is_some_and(|p| p.starts_with(b"f|"));
+            if fence {
+                shared
+                    .counters
+                    .fences_passed
+                    .fetch_add(1, Ordering::Relaxed);
             }
             if to.write_all(&held.bytes).await.is_err() {
                 return;

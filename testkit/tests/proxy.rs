@@ -145,9 +145,41 @@ async fn invalidations_are_dropped_silently_and_fences_pass() {
         Some("i|e|3|0|e.3.c|k")
     );
     let stats = proxy.stats();
+    assert_eq!(stats.invalidations_seen, 3, "{stats:?}");
     assert_eq!(stats.invalidations_dropped, 2, "{stats:?}");
     assert_eq!(stats.fences_passed, 1, "{stats:?}");
     assert_eq!(stats.connections, 1, "no reconnect: {stats:?}");
+}
+
+/// Waits until `n` invalidations in all have reached the proxy from Redis.
+async fn arrived(proxy: &RedisProxy, n: u64) {
+    let deadline = Instant::now() + WAIT;
+    while proxy.stats().invalidations_seen < n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} invalidations did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn which_invalidations_are_dropped_is_decided_on_arrival() {
+    let redis = RedisServer::start();
+    let proxy = RedisProxy::start(redis.port()).await;
+    let (_sub, mut rx) = subscriber(&proxy.url(), "ch").await;
+    proxy.set_flow(Link::Subscription, Flow::Stall);
+    publish(&redis, "ch", "i|1");
+    arrived(&proxy, 1).await;
+    proxy.drop_invalidations(true);
+    publish(&redis, "ch", "i|2");
+    arrived(&proxy, 2).await;
+    proxy.drop_invalidations(false);
+    publish(&redis, "ch", "i|3");
+    proxy.set_flow(Link::Subscription, Flow::Pass);
+    assert_eq!(next_message(&mut rx).await.as_deref(), Some("i|1"));
+    assert_eq!(next_message(&mut rx).await.as_deref(), Some("i|3"));
+    assert_eq!(proxy.stats().invalidations_dropped, 1);
 }
 
 #[tokio::test]

@@ -416,6 +416,34 @@ pub fn record_checks(
     }
 }
 
+/// Records a client mirror's answer to `is_current` (it says neither where the answer came
+/// from nor which version it takes as current).
+pub fn record_mirror_check(
+    history: &History,
+    via: Via,
+    strong: bool,
+    key: &str,
+    token: &str,
+    start: Instant,
+    current: bool,
+) {
+    history.record_read(ReadRecord {
+        key: key.to_string(),
+        via,
+        strong,
+        start,
+        end: Instant::now(),
+        read: Read::Check {
+            token: token.to_string(),
+            answer: Ok(CheckAnswer {
+                current,
+                version: None,
+                source: None,
+            }),
+        },
+    });
+}
+
 /// Records one get of several keys as one record per key.
 pub fn record_gets(
     history: &History,

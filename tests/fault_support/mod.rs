@@ -16,4 +16,4 @@ pub mod workload;
 
 pub use fleet::{fault_settings, keys_of_one_shard, metric_of, Backend, Fleet};
 pub use history::{Floors, Via};
-pub use workload::{mirror_of, Workload, WorkloadOptions};
+pub use workload::{mirror_of, mirror_options, Workload, WorkloadOptions};

@@ -13,7 +13,7 @@ use coherence_client::{
     Client, CoherentCache, Consistency, MirrorOptions, MirrorStats, MirroredClient, Version,
 };
 
-use super::fleet::{record_bumps, record_checks, record_gets, Fleet};
+use super::fleet::{record_bumps, record_checks, record_gets, record_mirror_check, Fleet};
 use super::history::{
     BumpRecord, CheckAnswer, DataRead, DataWrite, History, Read, ReadRecord, Via,
 };
@@ -114,18 +114,21 @@ pub struct Workload {
     tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
 }
 
-/// A client mirror as the workload attaches it: bounded by the sidecar's `max_staleness`,
-/// quick to notice a silent stream and to reconnect.
+/// Options of a client mirror as the workload attaches it: bounded by the sidecar's
+/// `max_staleness`, quick to notice a silent stream and to reconnect.
+pub fn mirror_options(max_staleness: Duration) -> MirrorOptions {
+    MirrorOptions::default()
+        .max_staleness(max_staleness)
+        .idle_timeout(Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
+}
+
+/// A client mirror over `client` with [`mirror_options`].
 pub fn mirror_of(client: &Client, max_staleness: Duration) -> MirroredClient {
     client
         .clone()
         .with_timeout(Duration::from_secs(2))
-        .with_mirror(
-            MirrorOptions::default()
-                .max_staleness(max_staleness)
-                .idle_timeout(Duration::from_secs(1))
-                .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500)),
-        )
+        .with_mirror(mirror_options(max_staleness))
 }
 
 impl Workload {
@@ -471,21 +474,15 @@ impl Ctx {
         let current = self.mirrors[j]
             .is_current_with(name, &version, consistency(strong))
             .await;
-        self.history.record_read(ReadRecord {
-            key: name.clone(),
-            via: Via::Mirror(j),
+        record_mirror_check(
+            &self.history,
+            Via::Mirror(j),
             strong,
+            name,
+            &token,
             start,
-            end: Instant::now(),
-            read: Read::Check {
-                token,
-                answer: Ok(CheckAnswer {
-                    current,
-                    version: None,
-                    source: None,
-                }),
-            },
-        });
+            current,
+        );
     }
 
     /// One operation through client mirror `j`: mostly local checks, some strong ones, gets

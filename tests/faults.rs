@@ -198,12 +198,8 @@ async fn run(name: &str, fault: Fault) -> Outcome {
     let recovery = fleet.wait_recovered(RECOVERY_BOUND).await;
     history.begin_phase("after");
     tokio::time::sleep(PHASE).await;
-    let sources = workload.sources(fleet.sidecars.len());
-    let clients = workload.client_stats();
-    let history = workload.stop().await;
-    history.begin_phase("sweep");
-    let swept = fleet.sweep_superseded().await;
-    let report = history.analyse(&fleet.limits());
+    let judged = workload.judge(&fleet).await;
+    let (report, swept, clients) = (judged.report, judged.swept, judged.client_stats);
     let effect = Metrics::read(&fleet.sidecars).delta(before);
     let proxied_effect =
         proxied_before.map(|b| Metrics::read(&fleet.sidecars[PROXIED..=PROXIED]).delta(b));
@@ -222,7 +218,7 @@ async fn run(name: &str, fault: Fault) -> Outcome {
         "{name}: the fleet did not recover within {RECOVERY_BOUND:?}"
     );
     for phase in ["before", "after"] {
-        report.assert_not_vacuous(name, phase, &FLOORS, &sources);
+        report.assert_not_vacuous(name, phase, &FLOORS, &judged.sources);
     }
     assert!(swept > 0, "{name}: no superseded token to sweep");
     Outcome {

@@ -182,12 +182,8 @@ async fn reconciliation_every_200ms_beside_hot_bumps() {
     let workload = Workload::start_with(&fleet, WorkloadOptions::new(40)).await;
     // The workload's length: twenty rounds of reconciliation.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let sources = workload.sources(fleet.sidecars.len());
-    let clients = workload.client_stats();
-    let history = workload.stop().await;
-    history.begin_phase("sweep");
-    let swept = fleet.sweep_superseded().await;
-    let report = history.analyse(&fleet.limits());
+    let judged = workload.judge(&fleet).await;
+    let (report, swept, clients) = (judged.report, judged.swept, judged.client_stats);
     let mismatches = fleet.metric("coherence_reconcile_mismatches_total");
     println!(
         "RECONCILE EVERY 200 MS: {report}; {clients}; reconciliation mismatches {mismatches}; swept {swept}"
@@ -202,7 +198,7 @@ async fn reconciliation_every_200ms_beside_hot_bumps() {
             answers_per_source: 50,
             bumps: 200,
         },
-        &sources,
+        &judged.sources,
     );
     fleet.shutdown().await;
 }

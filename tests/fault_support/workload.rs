@@ -14,9 +14,7 @@ use coherence_client::{
 };
 
 use super::fleet::{record_bumps, record_checks, record_gets, record_mirror_check, Fleet};
-use super::history::{
-    BumpRecord, CheckAnswer, DataRead, DataWrite, History, Read, ReadRecord, Via,
-};
+use super::history::{BumpRecord, DataRead, DataWrite, History, Report, Via};
 
 /// Keys that get half of the workload's traffic.
 const HOT_KEYS: usize = 8;
@@ -242,6 +240,22 @@ impl Workload {
         )
     }
 
+    /// Stops the workload, strong-checks every superseded token once more through `fleet`
+    /// (phase `sweep`), and judges the whole history.
+    pub async fn judge(self, fleet: &Fleet) -> Judged {
+        let sources = self.sources(fleet.sidecars.len());
+        let client_stats = self.client_stats();
+        let history = self.stop().await;
+        history.begin_phase("sweep");
+        let swept = fleet.sweep_superseded().await;
+        Judged {
+            report: history.analyse(&fleet.limits()),
+            sources,
+            client_stats,
+            swept,
+        }
+    }
+
     /// Stops the workers and waits for their last operations; a worker that panicked is a
     /// failure of the run (recorded in the history).
     pub async fn stop(self) -> Arc<History> {
@@ -264,6 +278,17 @@ impl Workload {
         }
         self.history
     }
+}
+
+/// What a finished workload showed.
+pub struct Judged {
+    pub report: Report,
+    /// Every source the workload read through (for per-source floors).
+    pub sources: Vec<Via>,
+    /// The client mirrors' and caches' counters, printed.
+    pub client_stats: String,
+    /// Superseded tokens strong-checked at the end.
+    pub swept: usize,
 }
 
 fn item_key(item: usize) -> String {

@@ -64,6 +64,9 @@ enum Fault {
     Proxy(Link, Flow, Duration),
     /// Through the proxy of sidecar [`PROXIED`]: its invalidation pushes dropped for this long.
     DropInvalidations(Duration),
+    /// Through the proxy of sidecar [`PROXIED`]: its subscription stalled until the sidecar has
+    /// declared it dead (no fence back within the stall limit).
+    StallSubscriptionUntilDeclaredDead,
     /// Redis Cluster: SIGKILL the master of a hot key's shard; its replica takes over.
     ClusterMasterFailover,
     /// Redis Cluster: move a hot key's shard slot to another master mid-workload.
@@ -79,7 +82,12 @@ impl Fault {
     }
 
     fn proxied(&self) -> bool {
-        matches!(self, Fault::Proxy(..) | Fault::DropInvalidations(_))
+        matches!(
+            self,
+            Fault::Proxy(..)
+                | Fault::DropInvalidations(_)
+                | Fault::StallSubscriptionUntilDeclaredDead
+        )
     }
 }
 
@@ -264,6 +272,22 @@ async fn inject(fleet: &mut Fleet, fault: &Fault) {
             fleet.proxy(PROXIED).set_flow(*link, *flow);
             tokio::time::sleep(*how_long).await;
             fleet.proxy(PROXIED).set_flow(*link, Flow::Pass);
+        }
+        Fault::StallSubscriptionUntilDeclaredDead => {
+            let proxy = fleet.proxy(PROXIED);
+            proxy.set_flow(Link::Subscription, Flow::Stall);
+            let state = &fleet.sidecars[PROXIED].state;
+            let declared_dead = coherence_testkit::eventually(Duration::from_secs(10), || async {
+                !state
+                    .subscription_live
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            })
+            .await;
+            proxy.set_flow(Link::Subscription, Flow::Pass);
+            assert!(
+                declared_dead,
+                "the stalled subscription was not declared dead within 10 s"
+            );
         }
         Fault::DropInvalidations(how_long) => {
             fleet.proxy(PROXIED).drop_invalidations(true);
@@ -497,12 +521,12 @@ async fn invalidations_dropped_silently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscription_stalled_while_fences_fail() {
-    // Nothing comes back on the subscription (fences included) for longer than the stall
-    // limit (2 s): the mirror stops vouching after max_staleness, the subscription is
-    // declared dead and made again once the stall ends.
+    // Nothing comes back on the subscription (fences included) until the sidecar declares it
+    // dead (no fence back for the 2 s stall limit): the mirror stops vouching after
+    // max_staleness, and the subscription is made again once the stall ends.
     let o = run(
-        "subscription-stalled-3s",
-        Fault::Proxy(Link::Subscription, Flow::Stall, Duration::from_secs(3)),
+        "subscription-stalled",
+        Fault::StallSubscriptionUntilDeclaredDead,
     )
     .await;
     let effect = o.proxied_effect.expect("proxied");

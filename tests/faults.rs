@@ -27,6 +27,7 @@ mod fault_support;
 
 use std::time::{Duration, Instant};
 
+use coherence_client::Version;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::{Flow, Link};
 use fault_support::history::Report;
@@ -201,9 +202,10 @@ async fn run(name: &str, fault: Fault) -> Outcome {
         .then(|| Metrics::read(&fleet.sidecars[PROXIED..=PROXIED]));
     history.begin_phase("fault");
     let fault_started = Instant::now();
-    inject(&mut fleet, &fault).await;
+    let lost = inject(&mut fleet, &fault).await;
     let fault_took = fault_started.elapsed();
     let recovery = fleet.wait_recovered(RECOVERY_BOUND).await;
+    check_lost(&fleet, lost).await;
     history.begin_phase("after");
     tokio::time::sleep(PHASE).await;
     let judged = workload.judge(&fleet).await;
@@ -237,7 +239,15 @@ async fn run(name: &str, fault: Fault) -> Outcome {
     }
 }
 
-async fn inject(fleet: &mut Fleet, fault: &Fault) {
+/// Versions whose invalidations a fault made Redis lose, and when the bump that superseded them
+/// completed.
+struct Lost {
+    entries: Vec<(String, Version)>,
+    superseded: Instant,
+}
+
+/// Injects `fault`; returns the versions whose invalidations it lost, if it knows them.
+async fn inject(fleet: &mut Fleet, fault: &Fault) -> Option<Lost> {
     match fault {
         Fault::RestartEmpty => tokio::task::block_in_place(|| fleet.redis_mut().restart_empty()),
         Fault::RestoreSnapshot => {
@@ -260,9 +270,22 @@ async fn inject(fleet: &mut Fleet, fault: &Fault) {
             );
         }
         Fault::PubsubOverflow => {
-            // One bump of many keys of one shard: one script, one burst of publishes.
+            // Every sidecar mirrors the keys, then one bump of them all (one script, one burst
+            // of publishes) loses invalidations on the way to every subscriber.
             let burst = keys_of_one_shard(&fleet.settings, 400);
+            let names: Vec<&str> = burst.iter().map(String::as_str).collect();
+            let mut old = Vec::new();
+            for i in 0..fleet.clients.len() {
+                old = fleet
+                    .get(i, &names, false)
+                    .await
+                    .expect("get the burst's keys");
+            }
             fleet.burst_with_tiny_pubsub_buffers(&burst).await;
+            return Some(Lost {
+                entries: burst.into_iter().zip(old).collect(),
+                superseded: Instant::now(),
+            });
         }
         Fault::FlushAll => {
             let _: () = fleet.redis().cmd(&["FLUSHALL"]).expect("FLUSHALL");
@@ -316,6 +339,29 @@ async fn inject(fleet: &mut Fleet, fault: &Fault) {
                 .expect("another master");
             tokio::task::block_in_place(|| cluster.move_slot(slot, to));
         }
+    }
+    None
+}
+
+/// Once the bound has passed since they were superseded, every sidecar answers the lost
+/// versions stale (the checker judges these answers with the rest; this says which).
+async fn check_lost(fleet: &Fleet, lost: Option<Lost>) {
+    let Some(lost) = lost else {
+        return;
+    };
+    tokio::time::sleep_until((lost.superseded + fleet.limits().max_staleness).into()).await;
+    let entries: Vec<(&str, &Version)> =
+        lost.entries.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    for i in 0..fleet.clients.len() {
+        let results = fleet
+            .check(i, &entries, false)
+            .await
+            .expect("check the lost versions");
+        let current = results.iter().filter(|r| r.current).count();
+        assert_eq!(
+            current, 0,
+            "sidecar {i} calls {current} versions current whose invalidations were lost"
+        );
     }
 }
 

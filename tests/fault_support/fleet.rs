@@ -269,6 +269,24 @@ impl Fleet {
         result
     }
 
+    /// Gets `keys` through sidecar `i`, recorded.
+    pub async fn get(
+        &self,
+        i: usize,
+        keys: &[&str],
+        strong: bool,
+    ) -> Result<Vec<Version>, coherence_client::Error> {
+        let consistency = if strong {
+            Consistency::Strong
+        } else {
+            Consistency::Bounded
+        };
+        let start = Instant::now();
+        let result = self.clients[i].get_with(keys, consistency).await;
+        record_gets(&self.history, Via::Sidecar(i), strong, keys, start, &result);
+        result
+    }
+
     /// Checks `entries` through sidecar `i`, recorded.
     pub async fn check(
         &self,

@@ -193,10 +193,10 @@ async fn reconciliation_every_200ms_beside_hot_bumps() {
         "reconciliation beside hot bumps",
         "run",
         &Floors {
-            current_answers: 500,
-            superseded_answers: 100,
-            answers_per_source: 50,
-            bumps: 200,
+            current_answers: 100,
+            superseded_answers: 30,
+            answers_per_source: 10,
+            bumps: 30,
         },
         &judged.sources,
     );

@@ -422,7 +422,8 @@ impl Judge<'_> {
         let stats = self.phase(phase);
         stats.answers += 1;
         *stats.answers_by_source.entry(read.via).or_default() += 1;
-        if current.is_some() || matches!(read.read, Read::Get { .. }) {
+        // Gets always name a version: only checks show whether anything answers "current".
+        if current.is_some() {
             stats.current_answers += 1;
             self.report.current_answers += 1;
         }
@@ -481,7 +482,6 @@ impl Judge<'_> {
             self.report.data_reads += 1;
             let stats = self.phase(phase_of(read.start));
             stats.answers += 1;
-            stats.current_answers += 1;
             *stats.answers_by_source.entry(read.via).or_default() += 1;
             let newer = by_key
                 .get(read.key.as_str())

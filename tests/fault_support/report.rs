@@ -20,8 +20,8 @@ pub struct Limits {
 /// The least a phase must contain for its verdict to mean anything.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Floors {
-    /// Reads that called a version current (a sidecar answering "not current" to everything
-    /// would pass every other rule).
+    /// Checks that answered "current" (a sidecar answering "not current" to everything would
+    /// pass every other rule).
     pub current_answers: u64,
     /// Checks of tokens already superseded when the check began: the only ones that can show
     /// a false "current".

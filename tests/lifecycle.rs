@@ -39,7 +39,8 @@ enum NotReady {
 /// Fails on issue 11's first-sync bug (the "watch contract"): the sidecar's first sync of a
 /// shard resets it without telling watchers to resync, so the bump made before it was
 /// subscribed never reaches the stream, and `MirroredClient` trusts the entries it filled
-/// before the stream could vouch for them — a false "current" with no time bound.
+/// before the stream could vouch for them — a false "current" with no time bound. Passes with
+/// the fix (main at 1b6ea13, merged on trial).
 async fn attached_before_ready(how: NotReady) {
     let mut fleet = Fleet::start(2, |_| {}).await;
     let proxy = RedisProxy::start(fleet.redis().port()).await;
@@ -214,8 +215,9 @@ async fn reconciliation_every_200ms_beside_hot_bumps() {
 /// reaches it and is dropped; the stall ends. The older invalidation then arrives, and the
 /// newer one only with the gap repair at the next fence (heartbeats every second here).
 ///
-/// Fails on this branch: `MirrorState::invalidate` overwrites the entry with whatever version
-/// the stream delivers, older than the one the mirror's own bump filled in.
+/// Fails on this branch, and with main at 1b6ea13 merged on trial: `MirrorState::invalidate`
+/// overwrites the entry with whatever version the stream delivers, older than the one the
+/// mirror's own bump filled in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_never_goes_back_behind_its_own_bump() {
     let fleet = Fleet::start_proxied(2, &[1], |s| {

@@ -107,22 +107,29 @@
 //! most once (a subscriber is told when it may have missed some).
 
 #![warn(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 mod cache;
+mod call;
 mod client;
 mod error;
+mod freshness;
 mod jobs;
+mod keep_alive;
 mod mirror;
 mod notifications;
 mod servers;
+mod shortcuts;
 
 pub use cache::{BumpReport, CacheStats, CoherentCache, CoherentCacheBuilder};
 pub use client::{
     CheckResult, CheckSource, Client, Consistency, Version, WatchEvent, WatchStream,
     DEFAULT_TIMEOUT,
 };
-pub use error::Error;
+pub use error::{Error, SidecarStatus, Source};
+pub use freshness::Freshness;
 pub use jobs::{Acquired, Claimed, Jobs, Lease};
+pub use keep_alive::{LeaseKeeper, LeaseLoss};
 pub use mirror::{
     MirrorEvent, MirrorHook, MirrorOptions, MirrorStats, MirroredClient, DEFAULT_MAX_STALENESS,
 };

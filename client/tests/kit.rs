@@ -27,7 +27,7 @@ async fn a_lease_goes_to_one_holder_and_a_stale_token_is_refused() {
     let jobs_a = Client::connect(url(&a)).await.unwrap().jobs();
     let jobs_b = Client::connect(url(&b)).await.unwrap().jobs();
 
-    let Acquired::Granted(first) = jobs_a.try_acquire("reindex", TTL).await.unwrap() else {
+    let Acquired::Granted(mut first) = jobs_a.try_acquire("reindex", TTL).await.unwrap() else {
         panic!("nobody held the lease");
     };
     assert_eq!(first.holder, "a");
@@ -43,7 +43,7 @@ async fn a_lease_goes_to_one_holder_and_a_stale_token_is_refused() {
         }
         granted => panic!("granted twice: {granted:?}"),
     }
-    assert!(jobs_a.renew(&first, TTL).await.unwrap() > Duration::ZERO);
+    assert!(jobs_a.renew(&mut first, TTL).await.unwrap() > Duration::ZERO);
     jobs_a.release(&first).await.unwrap();
 
     let Acquired::Granted(second) = jobs_b.try_acquire("reindex", TTL).await.unwrap() else {
@@ -51,12 +51,12 @@ async fn a_lease_goes_to_one_holder_and_a_stale_token_is_refused() {
     };
     assert!(second.fencing_token > first.fencing_token);
     assert!(matches!(
-        jobs_a.renew(&first, TTL).await,
-        Err(Error::LeaseLost(_))
+        jobs_a.renew(&mut first, TTL).await,
+        Err(Error::LeaseLost { .. })
     ));
     assert!(matches!(
         jobs_a.release(&first).await,
-        Err(Error::LeaseLost(_))
+        Err(Error::LeaseLost { .. })
     ));
     jobs_b.release(&second).await.unwrap();
     a.shutdown().await;

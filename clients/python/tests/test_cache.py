@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from coherence_client import Client, CoherentCache, Freshness
+from coherence_client import CacheStats, Client, CoherentCache, Freshness
+from coherence_client import cache as cache_module
 from support import eventually, free_port
 
 
@@ -28,10 +29,25 @@ def test_a_bump_racing_the_load_leaves_the_entry_stale(a, b, key):
     assert cache.stats().loads == 2
 
 
-def test_concurrent_misses_share_one_load(a, key):
-    cache = CoherentCache(a, key)
+def test_concurrent_misses_share_one_load(a, key, monkeypatch):
     callers = 16
-    arrived = threading.Barrier(callers)
+    joined = []
+
+    class CountedEvent(threading.Event):
+        """The flight's event, counting the callers that wait on it."""
+
+        def wait(self, timeout=None):
+            joined.append(1)
+            return super().wait(timeout)
+
+    make_flight = cache_module._Flight.__init__
+
+    def counted_flight(self):
+        make_flight(self)
+        self.done = CountedEvent()
+
+    monkeypatch.setattr(cache_module._Flight, "__init__", counted_flight)
+    cache = CoherentCache(a, key)
     release = threading.Event()
     loads = []
     results = []
@@ -41,21 +57,20 @@ def test_concurrent_misses_share_one_load(a, key):
         assert release.wait(20), "the test never let the load finish"
         return 42
 
-    def caller():
-        arrived.wait(20)
-        results.append(cache.get_or_load(1, loader))
-
-    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get_or_load(1, loader)))
+        for _ in range(callers)
+    ]
     for t in threads:
         t.start()
-    # Every caller is past the barrier and (but for the leader) waits on the one flight.
-    assert eventually(lambda: len(loads) == 1)
-    assert eventually(lambda: len(cache._flights) == 1)
+    # Let the load finish only once every other caller is waiting for it.
+    assert eventually(lambda: len(joined) == callers - 1), f"{len(joined)} joined"
     release.set()
     for t in threads:
         t.join(20)
     assert results == [42] * callers
     assert len(loads) == 1, f"{len(loads)} loads for one key"
+    assert cache.stats() == CacheStats(loads=1), cache.stats()
 
 
 def test_a_loader_error_reaches_every_caller_and_is_not_cached(a, key):

@@ -13,9 +13,18 @@ use support::{start_sidecar, start_sidecar_on, url};
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn mirrored(sidecar: &coherence_sidecar::Sidecar) -> MirroredClient {
+    mirrored_with_timeout(sidecar, coherence_client::DEFAULT_TIMEOUT).await
+}
+
+/// A trusted mirrored client whose sidecar calls give up after `timeout`.
+async fn mirrored_with_timeout(
+    sidecar: &coherence_sidecar::Sidecar,
+    timeout: Duration,
+) -> MirroredClient {
     let client = Client::connect(url(sidecar))
         .await
         .unwrap()
+        .with_timeout(timeout)
         .with_mirror(MirrorOptions::default());
     assert!(client.wait_trusted(WAIT).await);
     client
@@ -212,12 +221,7 @@ async fn the_cache_rides_out_a_sidecar_restart_without_stale_reads() {
     let a = start_sidecar(&redis.url(), "a").await;
     let b = start_sidecar(&redis.url(), "b").await;
     let addr = a.grpc_addr;
-    let client = Client::connect(url(&a))
-        .await
-        .unwrap()
-        .with_timeout(Duration::from_millis(300))
-        .with_mirror(MirrorOptions::default());
-    assert!(client.wait_trusted(WAIT).await);
+    let client = mirrored_with_timeout(&a, Duration::from_millis(300)).await;
     let cache: CoherentCache<u32, u64> = CoherentCache::new(client, item_key);
     let other = Client::connect(url(&b)).await.unwrap();
     let truth = AtomicU64::new(1);
@@ -323,12 +327,7 @@ async fn stats_tell_superseded_entries_from_ones_nobody_could_vouch_for() {
     let redis = RedisServer::start();
     let a = start_sidecar(&redis.url(), "a").await;
     let b = start_sidecar(&redis.url(), "b").await;
-    let client = Client::connect(url(&a))
-        .await
-        .unwrap()
-        .with_timeout(Duration::from_millis(300))
-        .with_mirror(MirrorOptions::default());
-    assert!(client.wait_trusted(WAIT).await);
+    let client = mirrored_with_timeout(&a, Duration::from_millis(300)).await;
     let cache: CoherentCache<u32, u64> = CoherentCache::new(client, item_key);
     for id in [1, 2] {
         let loaded = cache

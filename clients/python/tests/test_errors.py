@@ -66,3 +66,12 @@ def test_nothing_is_current_when_nobody_can_vouch():
     with Client(f"127.0.0.1:{free_port()}", timeout=0.5) as client:
         assert client.freshness("k", Version("1.1.a")) is Freshness.UNVERIFIABLE
         assert client.is_current("k", Version("1.1.a")) is False
+
+
+def test_a_stream_to_nobody_fails_at_once_naming_the_address():
+    address = f"127.0.0.1:{free_port()}"
+    with Client(address, timeout=2.0) as client:
+        with pytest.raises(Unavailable, match=address):
+            client.watch(["k"])
+        with pytest.raises(Unavailable, match=address):
+            client.notifications().subscribe(["t"])

@@ -90,6 +90,9 @@ pub struct CheckResult {
     pub version: Option<Version>,
     /// Where the answer came from.
     pub source: CheckSource,
+    /// The key has no version at all (never issued, or expired after the sidecar's
+    /// `version_ttl`): no token is current; [`Client::get`] issues one.
+    pub no_version: bool,
 }
 
 /// One event of a [`Client::watch`] stream.
@@ -120,6 +123,9 @@ pub enum WatchEvent {
         /// age when sent plus the time since the sidecar sent it (by the wall clock, which a
         /// sidecar on the same host shares; a send time ahead of this clock counts as zero).
         fence_age: Option<Duration>,
+        /// The sidecar's own staleness bound (`None` from sidecars that do not send it): a
+        /// mirror trusts itself no longer than the smaller of this and its own bound.
+        max_staleness: Option<Duration>,
     },
 }
 
@@ -304,6 +310,7 @@ impl Client {
                     Ok(pb::CheckSource::FailClosed) => CheckSource::FailClosed,
                     _ => CheckSource::Unknown,
                 },
+                no_version: r.no_version,
             })
             .collect())
     }
@@ -447,6 +454,8 @@ impl Stream for WatchStream {
                 Event::Resync(r) => WatchEvent::Resync { reason: r.reason },
                 Event::Heartbeat(h) => WatchEvent::Heartbeat {
                     fence_age: fence_age_on_receipt(&h, SystemTime::now()),
+                    max_staleness: Some(Duration::from_millis(h.max_staleness_ms))
+                        .filter(|d| !d.is_zero()),
                 },
             })
         })
@@ -477,6 +486,7 @@ mod tests {
             sent_at_unix_us: sent_at
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64),
+            ..Default::default()
         }
     }
 
@@ -506,6 +516,7 @@ mod tests {
         let unknown = pb::Heartbeat {
             fence_age_ms: 200,
             sent_at_unix_us: 0,
+            ..Default::default()
         };
         assert_eq!(
             fence_age_on_receipt(&unknown, now),

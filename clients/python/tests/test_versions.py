@@ -41,6 +41,14 @@ def test_a_bump_on_one_server_makes_the_old_version_stale_on_the_other(a, b, key
     assert a.is_current(key("page"), new)
 
 
+def test_a_key_without_a_version_is_never_current_and_checking_it_creates_none(a, key):
+    [result] = a.check([(key("unknown"), Version("1.1.x"))])
+    assert not result.current and result.no_version
+    stamp = a.get_one(key("unknown"))
+    [result] = a.check([(key("unknown"), stamp)])
+    assert result.current and not result.no_version
+
+
 def test_check_answers_each_entry_in_order(a, key):
     one, two = a.get([key("one"), key("two")])
     results = a.check([(key("one"), one), (key("two"), Version("0.0.nope")), (key("two"), two)])
@@ -124,5 +132,6 @@ def test_watch_heartbeats_carry_the_fence_age(a):
             if isinstance(event, Heartbeat):
                 assert event.fence_age_ms is not None and event.fence_age_ms < 10_000
                 assert event.sent_at_unix_us > 0
+                assert event.max_staleness_ms == 500 and event.heartbeat_interval_ms == 100
                 break
             assert time.monotonic() < deadline, "no heartbeat within 20 s"

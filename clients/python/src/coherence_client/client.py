@@ -158,6 +158,7 @@ class Client:
                 current=r.current,
                 version=Version(r.version.token) if r.HasField("version") else None,
                 source=CheckSource.from_proto(r.source),
+                no_version=r.no_version,
             )
             for r in answer.results
         ]

@@ -59,6 +59,9 @@ class CheckResult:
     version: Version | None
     """The current version, when the sidecar knows it."""
     source: CheckSource
+    no_version: bool = False
+    """Redis holds no current version for the key (never issued, or expired): no token is
+    current. A check never creates one; `get` does."""
 
 
 class Freshness(enum.Enum):

@@ -50,6 +50,10 @@ class Heartbeat:
     """`time.monotonic()` when this client read it from the stream."""
     received_at_unix_us: int
     """This host's wall clock then (time in transit = received - sent, on the same host)."""
+    max_staleness_ms: int | None = None
+    """The sidecar's own staleness bound (None from a sidecar that does not send it)."""
+    heartbeat_interval_ms: int | None = None
+    """How often the sidecar sends heartbeats (None when not sent)."""
 
 
 WatchEvent = Union[Invalidated, Resync, Heartbeat]
@@ -76,5 +80,7 @@ def from_proto(message: pb.WatchEvent) -> WatchEvent | None:
             sent_at_unix_us=hb.sent_at_unix_us,
             received_at=time.monotonic(),
             received_at_unix_us=time.time_ns() // 1000,
+            max_staleness_ms=hb.max_staleness_ms or None,
+            heartbeat_interval_ms=hb.heartbeat_interval_ms or None,
         )
     return None

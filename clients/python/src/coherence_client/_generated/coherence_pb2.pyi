@@ -62,14 +62,16 @@ class CheckRequest(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[KeyVersion, _Mapping]]] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
 
 class CheckResult(_message.Message):
-    __slots__ = ("current", "version", "source")
+    __slots__ = ("current", "version", "source", "no_version")
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NO_VERSION_FIELD_NUMBER: _ClassVar[int]
     current: bool
     version: Version
     source: CheckSource
-    def __init__(self, current: _Optional[bool] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., source: _Optional[_Union[CheckSource, str]] = ...) -> None: ...
+    no_version: bool
+    def __init__(self, current: _Optional[bool] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., source: _Optional[_Union[CheckSource, str]] = ..., no_version: _Optional[bool] = ...) -> None: ...
 
 class CheckResponse(_message.Message):
     __slots__ = ("results",)
@@ -116,12 +118,16 @@ class Resync(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("fence_age_ms", "sent_at_unix_us")
+    __slots__ = ("fence_age_ms", "sent_at_unix_us", "max_staleness_ms", "heartbeat_interval_ms")
     FENCE_AGE_MS_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_UNIX_US_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_MS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     fence_age_ms: int
     sent_at_unix_us: int
-    def __init__(self, fence_age_ms: _Optional[int] = ..., sent_at_unix_us: _Optional[int] = ...) -> None: ...
+    max_staleness_ms: int
+    heartbeat_interval_ms: int
+    def __init__(self, fence_age_ms: _Optional[int] = ..., sent_at_unix_us: _Optional[int] = ..., max_staleness_ms: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
     __slots__ = ("invalidated", "resync", "heartbeat")

@@ -11,13 +11,15 @@ use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
 use futures::Stream;
 
+use crate::call::{poll_events, Target};
 use crate::error::Error;
 use crate::jobs::Jobs;
 use crate::notifications::Notifications;
 use crate::servers::Servers;
 use tonic::transport::{Channel, Endpoint};
 
-/// An opaque version token. Compare for equality; hand it back to the sidecar unchanged.
+/// An opaque version token. Compare for equality only (versions have no order: a newer one
+/// is not "greater"); hand it back to the sidecar unchanged.
 ///
 /// ```
 /// use coherence_client::Version;
@@ -25,7 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 /// // Store the token next to the cached value, rebuild it later:
 /// assert_eq!(Version::from_token(stamp.token()), stamp);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Version(pub(crate) String);
 
 impl Version {
@@ -132,7 +134,7 @@ pub enum WatchEvent {
 pub struct Client {
     grpc: CacheVersionsClient<Channel>,
     channel: Channel,
-    timeout: Duration,
+    target: Target,
 }
 
 /// Default per-call deadline.
@@ -140,66 +142,83 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Client {
     /// Connects to a sidecar at `addr` (`http://127.0.0.1:50051` or `127.0.0.1:50051`).
+    ///
+    /// A malformed address is [`Error::InvalidAddress`]; a sidecar that does not answer is
+    /// [`Error::Connect`], whose [`source`](std::error::Error::source) says why.
     pub async fn connect(addr: impl AsRef<str>) -> Result<Client, Error> {
-        let endpoint = endpoint(addr.as_ref())?;
-        let channel = endpoint
+        let addr = addr.as_ref();
+        let channel = endpoint(addr)?
             .connect()
             .await
-            .map_err(|e| Error::Connect(format!("{}: {e}", addr.as_ref())))?;
-        Ok(Client::from_channel(channel))
+            .map_err(|e| Error::Connect {
+                address: addr.to_string(),
+                source: std::sync::Arc::new(e),
+            })?;
+        Ok(Client::from_channel(channel).named(addr))
     }
 
     /// A client that connects on first use (and reconnects after the sidecar restarts).
     pub fn connect_lazy(addr: impl AsRef<str>) -> Result<Client, Error> {
-        Ok(Client::from_channel(
-            endpoint(addr.as_ref())?.connect_lazy(),
-        ))
+        let addr = addr.as_ref();
+        Ok(Client::from_channel(endpoint(addr)?.connect_lazy()).named(addr))
     }
 
-    /// Wraps an existing tonic channel.
+    /// Wraps an existing tonic channel (errors name the sidecar "the given channel"; see
+    /// [`Client::named`]).
     pub fn from_channel(channel: Channel) -> Client {
         Client {
             grpc: CacheVersionsClient::new(channel.clone()),
             channel,
-            timeout: DEFAULT_TIMEOUT,
+            target: Target::new("the given channel", DEFAULT_TIMEOUT),
         }
+    }
+
+    /// Names the sidecar in errors (the address given to [`Client::connect`] by default).
+    pub fn named(mut self, address: impl AsRef<str>) -> Client {
+        self.target = Target::new(address.as_ref(), self.target.timeout());
+        self
     }
 
     /// Sets the per-call deadline.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
-        self.timeout = timeout;
+        self.target = self.target.with_timeout(timeout);
         self
     }
 
     /// The per-call deadline.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.target.timeout()
+    }
+
+    /// The sidecar's address, as errors name it.
+    pub fn address(&self) -> &str {
+        self.target.address()
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        request(message, self.timeout)
+        self.target.request(message)
     }
 
     async fn call<T, F>(&self, fut: F) -> Result<T, Error>
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        call(self.timeout, fut).await
+        self.target.call(fut).await
     }
 
     /// Distributed jobs on the same sidecar: leases with fencing tokens, recurring runs.
     pub fn jobs(&self) -> Jobs {
-        Jobs::new(self.channel.clone(), self.timeout)
+        Jobs::new(self.channel.clone(), self.target.clone())
     }
 
     /// This server's role and the live servers, from the same sidecar.
     pub fn servers(&self) -> Servers {
-        Servers::new(self.channel.clone(), self.timeout)
+        Servers::new(self.channel.clone(), self.target.clone())
     }
 
     /// The notifications backplane of the same sidecar: publish to every server, subscribe.
     pub fn notifications(&self) -> Notifications {
-        Notifications::new(self.channel.clone(), self.timeout)
+        Notifications::new(self.channel.clone(), self.target.clone())
     }
 
     /// Current versions of `keys`, in order. A key never bumped still has one.
@@ -355,51 +374,66 @@ impl Client {
         let stream = self.call(grpc.watch(request)).await?;
         Ok(WatchStream {
             inner: stream,
-            timeout: self.timeout,
+            target: self.target.clone(),
         })
     }
 }
 
-/// A request that carries `timeout` to the sidecar as its gRPC deadline.
-pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    request
-}
-
-/// Awaits one call for at most `timeout`, mapping its status to [`Error`].
-pub(crate) async fn call<T, F>(timeout: Duration, fut: F) -> Result<T, Error>
-where
-    F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(Error::from_status(status, timeout)),
-        Err(_) => Err(Error::DeadlineExceeded(timeout)),
-    }
-}
-
-/// Milliseconds for a proto field; longer than `u64::MAX` ms saturates.
-pub(crate) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
+/// The endpoint for a sidecar address (`host:port` or `http://host:port`); anything else is
+/// [`Error::InvalidAddress`] saying why, before any connection is tried.
 fn endpoint(addr: &str) -> Result<Endpoint, Error> {
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
+    let parsed: tonic::codegen::http::Uri = uri.parse().map_err(|e| Error::InvalidAddress {
+        address: addr.to_string(),
+        source: std::sync::Arc::new(e),
+    })?;
+    let invalid = |why: &str| Error::invalid_address(addr, why);
+    match parsed.scheme_str() {
+        Some("http") => {}
+        Some(scheme) => {
+            return Err(invalid(&format!(
+                "scheme {scheme:?} is not supported (use http://host:port)"
+            )))
+        }
+        None => return Err(invalid("no scheme")),
+    }
+    let Some(authority) = parsed.authority() else {
+        return Err(invalid("no host"));
+    };
+    if authority.host().is_empty() {
+        return Err(invalid("no host"));
+    }
+    if authority.port_u16().is_none() {
+        return Err(invalid("no port (the sidecar has no default port)"));
+    }
+    if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
+        return Err(invalid("a sidecar address has no path"));
+    }
     Endpoint::from_shared(uri)
         .map(|e| e.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true))
-        .map_err(|_| Error::InvalidAddress(addr.to_string()))
+        .map_err(|e| Error::InvalidAddress {
+            address: addr.to_string(),
+            source: std::sync::Arc::new(e),
+        })
 }
 
 /// The events of one Watch stream. Ends when the sidecar ends it (e.g. on shutdown, with an
 /// `Unavailable` error first).
 pub struct WatchStream {
     inner: tonic::Streaming<pb::WatchEvent>,
-    timeout: Duration,
+    target: Target,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("sidecar", &self.target.address())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Stream for WatchStream {
@@ -407,8 +441,8 @@ impl Stream for WatchStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         use pb::watch_event::Event;
-        let timeout = self.timeout;
-        poll_events(&mut self.inner, cx, timeout, |next| {
+        let this = &mut *self;
+        poll_events(&mut this.inner, cx, &this.target, |next| {
             Some(match next.event? {
                 Event::Invalidated(inv) => WatchEvent::Invalidated {
                     key: inv.key,
@@ -425,30 +459,6 @@ impl Stream for WatchStream {
                 },
             })
         })
-    }
-}
-
-/// The next event of a server stream that `map` turns into one of ours; messages it maps to
-/// `None` (an event kind this client does not know, from a newer sidecar) are skipped.
-pub(crate) fn poll_events<P, T>(
-    inner: &mut tonic::Streaming<P>,
-    cx: &mut Context<'_>,
-    timeout: Duration,
-    mut map: impl FnMut(P) -> Option<T>,
-) -> Poll<Option<Result<T, Error>>> {
-    loop {
-        match Pin::new(&mut *inner).poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(status))) => {
-                return Poll::Ready(Some(Err(Error::from_status(status, timeout))))
-            }
-            Poll::Ready(Some(Ok(message))) => {
-                if let Some(event) = map(message) {
-                    return Poll::Ready(Some(Ok(event)));
-                }
-            }
-        }
     }
 }
 

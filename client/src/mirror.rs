@@ -34,6 +34,7 @@ use futures::StreamExt;
 
 use crate::client::{CheckSource, Client, Consistency, Version, WatchEvent};
 use crate::error::Error;
+use crate::freshness::Freshness;
 
 /// Default for [`MirrorOptions::max_staleness`].
 pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(500);
@@ -522,7 +523,9 @@ impl MirroredClient {
         if let Some(answer) = self.is_current_local(key, version) {
             return answer;
         }
-        self.check_remote(key, version, Consistency::Bounded).await
+        self.check_remote(key, version, Consistency::Bounded)
+            .await
+            .is_current()
     }
 
     /// [`MirroredClient::is_current`] with an explicit consistency: `Strong` always asks the
@@ -534,8 +537,23 @@ impl MirroredClient {
         version: &Version,
         consistency: Consistency,
     ) -> bool {
+        self.freshness(key, version, consistency).await.is_current()
+    }
+
+    /// [`MirroredClient::is_current_with`], telling a superseded version
+    /// ([`Freshness::Stale`]) from one nothing could vouch for ([`Freshness::Unverifiable`]).
+    pub async fn freshness(
+        &self,
+        key: &str,
+        version: &Version,
+        consistency: Consistency,
+    ) -> Freshness {
         match consistency {
-            Consistency::Bounded => self.is_current(key, version).await,
+            Consistency::Bounded => match self.is_current_local(key, version) {
+                Some(true) => Freshness::Current,
+                Some(false) => Freshness::Stale,
+                None => self.check_remote(key, version, Consistency::Bounded).await,
+            },
             Consistency::Strong => {
                 bump_counter(&self.inner.state.counters.misses);
                 self.check_remote(key, version, Consistency::Strong).await
@@ -553,7 +571,12 @@ impl MirroredClient {
         answer
     }
 
-    async fn check_remote(&self, key: &str, version: &Version, consistency: Consistency) -> bool {
+    async fn check_remote(
+        &self,
+        key: &str,
+        version: &Version,
+        consistency: Consistency,
+    ) -> Freshness {
         let state = &self.inner.state;
         if consistency == Consistency::Bounded {
             bump_counter(&state.counters.misses);
@@ -567,19 +590,20 @@ impl MirroredClient {
         {
             Ok(results) => {
                 let Some(result) = results.into_iter().next() else {
-                    return false;
+                    return Freshness::Unverifiable;
                 };
+                let freshness = Freshness::of(&result);
                 if result.source != CheckSource::FailClosed {
                     if let Some(current) = result.version {
                         state.fill(key, current, asked_at);
                     }
                 }
-                result.current
+                freshness
             }
             Err(err) => {
                 bump_counter(&state.counters.fallback_failures);
                 tracing::debug!(error = %err, key, "check failed; answering not current");
-                false
+                Freshness::Unverifiable
             }
         }
     }

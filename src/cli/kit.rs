@@ -2,6 +2,9 @@
 //! the deadline, and gRPC statuses turned into the client's errors so that exit codes follow
 //! [`super::exit`].
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use coherence_client::Error;
 use tonic::transport::{Channel, Endpoint};
 
@@ -15,32 +18,37 @@ pub async fn channel(global: &GlobalOptions) -> anyhow::Result<Channel> {
         format!("http://{}", global.addr)
     };
     let endpoint = Endpoint::from_shared(uri)
-        .map_err(|_| Error::InvalidAddress(global.addr.clone()))?
+        .map_err(|e| Error::InvalidAddress {
+            address: global.addr.clone(),
+            source: Arc::new(e),
+        })?
         .timeout(global.timeout());
     match tokio::time::timeout(global.timeout(), endpoint.connect()).await {
         Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(err)) => Err(Error::Connect(format!("{}: {err}", global.addr)).into()),
-        Err(_) => Err(Error::Connect(format!(
-            "{}: no answer within {:?}",
-            global.addr,
-            global.timeout()
-        ))
+        Ok(Err(err)) => Err(Error::Connect {
+            address: global.addr.clone(),
+            source: Arc::new(err),
+        }
         .into()),
+        Err(_) => Err(connect_timed_out(&global.addr, global.timeout()).into()),
+    }
+}
+
+/// The error for a connection to `addr` not made within `timeout`.
+pub fn connect_timed_out(addr: &str, timeout: Duration) -> Error {
+    let why = std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {timeout:?}"),
+    );
+    Error::Connect {
+        address: addr.to_string(),
+        source: Arc::new(why),
     }
 }
 
 /// A failed call as the client crate's error (for the exit code).
 pub fn call_error(status: tonic::Status, global: &GlobalOptions) -> anyhow::Error {
-    let message = status.message().to_string();
-    match status.code() {
-        tonic::Code::InvalidArgument => Error::InvalidArgument(message),
-        tonic::Code::Unavailable => Error::Unavailable(message),
-        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            Error::DeadlineExceeded(global.timeout())
-        }
-        code => Error::Status { code, message },
-    }
-    .into()
+    Error::from_status(global.addr.as_str(), status, global.timeout()).into()
 }
 
 /// Umbraco's name of a role, as printed.

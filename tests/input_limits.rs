@@ -23,6 +23,7 @@ fn entry(key: &str, token: Option<&str>) -> pb::KeyVersion {
         key: key.to_string(),
         version: token.map(|t| pb::Version {
             token: t.to_string(),
+            ..Default::default()
         }),
     }
 }

@@ -386,8 +386,8 @@ async fn a_thousand_concurrent_bumps_share_script_calls_and_each_supersedes_the_
         let key = &keys[i % keys.len()];
         let version = &result.as_ref().expect("every bump succeeds")[0];
         assert_ne!(
-            &**version,
-            &*before_burst[i % keys.len()],
+            &*version.version,
+            &*before_burst[i % keys.len()].version,
             "{key}: a bump returned the version from before it"
         );
         issued.entry(key).or_default().insert(version.to_string());
@@ -405,7 +405,7 @@ async fn a_thousand_concurrent_bumps_share_script_calls_and_each_supersedes_the_
     let now = versions.get(&keys, true).await.unwrap();
     for (key, current) in keys.iter().zip(&now) {
         assert!(
-            issued[key.as_str()].contains(&**current),
+            issued[key.as_str()].contains(&*current.version),
             "{key}: the current version {current} was returned by none of its bumps"
         );
     }

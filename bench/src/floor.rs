@@ -44,6 +44,7 @@ impl CacheVersions for FloorService {
             .iter()
             .map(|k| pb::Version {
                 token: table.get(k).cloned().unwrap_or_default(),
+                ..Default::default()
             })
             .collect();
         Ok(Response::new(pb::GetResponse { versions }))
@@ -66,7 +67,10 @@ impl CacheVersions for FloorService {
                 let token = e.version.map(|v| v.token).unwrap_or_default();
                 pb::CheckResult {
                     current: current.is_some_and(|c| *c == token),
-                    version: current.map(|c| pb::Version { token: c.clone() }),
+                    version: current.map(|c| pb::Version {
+                        token: c.clone(),
+                        ..Default::default()
+                    }),
                     source: pb::CheckSource::Mirror as i32,
                     ..Default::default()
                 }
@@ -89,7 +93,10 @@ impl CacheVersions for FloorService {
             .map(|k| {
                 let token = format!("floor.{}", self.next.fetch_add(1, Ordering::Relaxed));
                 table.insert(k, token.clone());
-                pb::Version { token }
+                pb::Version {
+                    token,
+                    ..Default::default()
+                }
             })
             .collect();
         Ok(Response::new(pb::BumpResponse { versions }))

@@ -48,6 +48,29 @@ impl std::fmt::Display for Version {
     }
 }
 
+/// Where in its shard's history a version is known to be its key's current one, as the
+/// sidecar reports with every version it answers or announces. Within one epoch a higher
+/// sequence is newer knowledge; positions of different epochs are not ordered (an epoch
+/// change always comes with a `Resync`). A mirror orders what it learns about a key by it
+/// (docs/client-protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The shard's epoch.
+    pub epoch: String,
+    /// The shard sequence the version is known current as of.
+    pub sequence: u64,
+}
+
+impl Position {
+    /// The position of a version on the wire; `None` from sidecars that do not send one.
+    pub(crate) fn of(version: &pb::Version) -> Option<Position> {
+        (!version.epoch.is_empty()).then(|| Position {
+            epoch: version.epoch.clone(),
+            sequence: version.as_of_sequence,
+        })
+    }
+}
+
 /// How fresh a check must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Consistency {
@@ -93,6 +116,8 @@ pub struct CheckResult {
     /// The key has no version at all (never issued, or expired after the sidecar's
     /// `version_ttl`): no token is current; [`Client::get`] issues one.
     pub no_version: bool,
+    /// Where `version` is known current (see [`Position`]).
+    pub as_of: Option<Position>,
 }
 
 /// One event of a [`Client::watch`] stream.
@@ -106,6 +131,9 @@ pub enum WatchEvent {
         version: Version,
         /// The per-shard sequence number assigned atomically with the bump.
         sequence: u64,
+        /// The shard's epoch (sequences are ordered within one epoch only; empty from
+        /// sidecars that do not send it).
+        epoch: String,
         /// The key's logical shard.
         shard: u32,
         /// Wall-clock time of the bump on the Redis server (for display; never compare clocks).
@@ -239,6 +267,17 @@ impl Client {
         keys: &[&str],
         consistency: Consistency,
     ) -> Result<Vec<Version>, Error> {
+        Ok(without_positions(
+            self.get_positioned(keys, consistency).await?,
+        ))
+    }
+
+    /// [`Client::get_with`], each version with the position it is known current as of.
+    pub async fn get_positioned(
+        &self,
+        keys: &[&str],
+        consistency: Consistency,
+    ) -> Result<Vec<(Version, Option<Position>)>, Error> {
         let mut grpc = self.grpc.clone();
         let request = self.request(pb::GetRequest {
             keys: keys.iter().map(|k| k.to_string()).collect(),
@@ -250,11 +289,7 @@ impl Client {
                 "Get answered a different number of versions",
             ));
         }
-        Ok(response
-            .versions
-            .into_iter()
-            .map(|v| Version(v.token))
-            .collect())
+        Ok(with_positions(response.versions))
     }
 
     /// The current version of one key.
@@ -287,6 +322,7 @@ impl Client {
                     key: key.to_string(),
                     version: Some(pb::Version {
                         token: version.0.clone(),
+                        ..Default::default()
                     }),
                 })
                 .collect(),
@@ -303,6 +339,7 @@ impl Client {
             .into_iter()
             .map(|r| CheckResult {
                 current: r.current,
+                as_of: r.version.as_ref().and_then(Position::of),
                 version: r.version.map(|v| Version(v.token)),
                 source: match pb::CheckSource::try_from(r.source) {
                     Ok(pb::CheckSource::Mirror) => CheckSource::Mirror,
@@ -337,6 +374,14 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn bump(&self, keys: &[&str]) -> Result<Vec<Version>, Error> {
+        Ok(without_positions(self.bump_positioned(keys).await?))
+    }
+
+    /// [`Client::bump`], each new version with the position it is known current as of.
+    pub async fn bump_positioned(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<(Version, Option<Position>)>, Error> {
         let mut grpc = self.grpc.clone();
         let request = self.request(pb::BumpRequest {
             keys: keys.iter().map(|k| k.to_string()).collect(),
@@ -347,11 +392,7 @@ impl Client {
                 "Bump answered a different number of versions",
             ));
         }
-        Ok(response
-            .versions
-            .into_iter()
-            .map(|v| Version(v.token))
-            .collect())
+        Ok(with_positions(response.versions))
     }
 
     /// Streams invalidations of keys under `prefixes` (every key when empty).
@@ -377,6 +418,18 @@ impl Client {
             target: self.target.clone(),
         })
     }
+}
+
+fn with_positions(versions: Vec<pb::Version>) -> Vec<(Version, Option<Position>)> {
+    versions
+        .into_iter()
+        .map(|v| (Position::of(&v), Version(v.token)))
+        .map(|(position, version)| (version, position))
+        .collect()
+}
+
+fn without_positions(versions: Vec<(Version, Option<Position>)>) -> Vec<Version> {
+    versions.into_iter().map(|(version, _)| version).collect()
 }
 
 /// The endpoint for a sidecar address (`host:port` or `http://host:port`); anything else is
@@ -446,6 +499,11 @@ impl Stream for WatchStream {
             Some(match next.event? {
                 Event::Invalidated(inv) => WatchEvent::Invalidated {
                     key: inv.key,
+                    epoch: inv
+                        .version
+                        .as_ref()
+                        .map(|v| v.epoch.clone())
+                        .unwrap_or_default(),
                     version: Version(inv.version.map(|v| v.token).unwrap_or_default()),
                     sequence: inv.sequence,
                     shard: inv.shard,

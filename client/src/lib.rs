@@ -144,7 +144,7 @@ mod shortcuts;
 
 pub use cache::{BumpReport, CacheStats, CoherentCache, CoherentCacheBuilder};
 pub use client::{
-    CheckResult, CheckSource, Client, Consistency, Version, WatchEvent, WatchStream,
+    CheckResult, CheckSource, Client, Consistency, Position, Version, WatchEvent, WatchStream,
     DEFAULT_TIMEOUT,
 };
 pub use error::{Error, SidecarStatus, Source};

@@ -32,7 +32,7 @@ use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use futures::StreamExt;
 
-use crate::client::{CheckSource, Client, Consistency, Version, WatchEvent};
+use crate::client::{CheckSource, Client, Consistency, Position, Version, WatchEvent};
 use crate::error::Error;
 use crate::freshness::Freshness;
 
@@ -197,11 +197,43 @@ fn bump_counter(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One key's entry: the version last learnt and the generation it was learnt at. `None` is a
-/// tombstone: the key changed while a fill was in flight and is unknown until invalidated.
+/// One key's entry: the version last learnt, the generation it was learnt at and the position
+/// it is known current as of. A `None` version is a tombstone: the key changed while a fill was
+/// in flight and is unknown until the next invalidation or a fill from a newer position.
 struct Entry {
     version: Option<Version>,
     generation: u64,
+    at: Option<At>,
+}
+
+/// A [`Position`] as the map keeps it: the epoch hashed (with a per-process random seed, so
+/// two epochs collide with probability 2^-64) and the sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct At {
+    epoch: u64,
+    sequence: u64,
+}
+
+/// How two positions of one key compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// The new knowledge is as new as the entry's or newer.
+    NotOlder,
+    /// The entry knows something newer.
+    Older,
+    /// Different epochs: neither can be trusted over the other.
+    Unordered,
+    /// A position is missing (a sidecar of an earlier release): generations decide.
+    Unknown,
+}
+
+fn order(entry: Option<At>, new: Option<At>) -> Order {
+    match (entry, new) {
+        (Some(e), Some(n)) if e.epoch != n.epoch => Order::Unordered,
+        (Some(e), Some(n)) if n.sequence < e.sequence => Order::Older,
+        (Some(_), Some(_)) => Order::NotOlder,
+        _ => Order::Unknown,
+    }
 }
 
 /// The map and its trust state, shared by the client handle and the Watch task.
@@ -209,6 +241,8 @@ pub(crate) struct MirrorState {
     /// foldhash rather than SipHash: the keys come from the application itself, and hashing
     /// a key is a good part of a local check's ~60 ns.
     entries: DashMap<String, Entry, foldhash::fast::RandomState>,
+    /// Hashes epochs into [`At`].
+    epochs: foldhash::quality::RandomState,
     /// Taken by every invalidation and resync; fills compare against it.
     generation: AtomicU64,
     /// The generation of the latest resync or eviction: fills of keys the map does not hold
@@ -235,6 +269,7 @@ impl MirrorState {
         let clock = quanta::Clock::new();
         MirrorState {
             entries: DashMap::default(),
+            epochs: foldhash::quality::RandomState::default(),
             generation: AtomicU64::new(1),
             fill_floor: AtomicU64::new(1),
             trusted_until: AtomicU64::new(0),
@@ -284,27 +319,63 @@ impl MirrorState {
         self.generation.load(Ordering::SeqCst)
     }
 
+    fn at(&self, position: Option<&Position>) -> Option<At> {
+        position.map(|p| At {
+            epoch: std::hash::BuildHasher::hash_one(&self.epochs, &p.epoch),
+            sequence: p.sequence,
+        })
+    }
+
     /// Records `version` as `key`'s current version, learnt from a sidecar answer to a request
-    /// sent after `asked_at` was read from [`MirrorState::generation`]. Refused when the key or
-    /// the map changed since; a disagreeing newer entry becomes a tombstone.
-    pub(crate) fn fill(&self, key: &str, version: Version, asked_at: u64) {
+    /// sent after `asked_at` was read from [`MirrorState::generation`], known current as of
+    /// `position`. Positions decide when both are known (a newer or equal one replaces the
+    /// entry, an older one is refused, different epochs make the key unknown); without them
+    /// the fill is refused when the key changed since it was asked, and a disagreeing newer
+    /// entry becomes a tombstone. A key the map does not hold is refused when the map dropped
+    /// entries (resync, eviction) since it was asked.
+    pub(crate) fn fill(
+        &self,
+        key: &str,
+        version: Version,
+        asked_at: u64,
+        position: Option<&Position>,
+    ) {
         if !self.mirrors(key) || !self.vouching.load(Ordering::SeqCst) {
             return;
         }
+        let at = self.at(position);
         self.make_room();
         match self.entries.entry(key.to_string()) {
             MapEntry::Occupied(mut occupied) => {
                 let entry = occupied.get_mut();
-                if entry.generation > asked_at {
-                    if entry.version.as_ref() != Some(&version) {
-                        entry.version = None;
+                match order(entry.at, at) {
+                    Order::NotOlder => {
+                        entry.version = Some(version);
+                        entry.generation = entry.generation.max(asked_at);
+                        entry.at = at;
+                    }
+                    Order::Older => bump_counter(&self.counters.fills_refused),
+                    Order::Unordered => {
+                        *entry = Entry {
+                            version: None,
+                            generation: entry.generation.max(asked_at),
+                            at: None,
+                        };
                         bump_counter(&self.counters.fills_refused);
                     }
-                } else {
-                    *entry = Entry {
-                        version: Some(version),
-                        generation: asked_at,
-                    };
+                    Order::Unknown if entry.generation > asked_at => {
+                        if entry.version.as_ref() != Some(&version) {
+                            entry.version = None;
+                            bump_counter(&self.counters.fills_refused);
+                        }
+                    }
+                    Order::Unknown => {
+                        *entry = Entry {
+                            version: Some(version),
+                            generation: asked_at,
+                            at,
+                        };
+                    }
                 }
             }
             MapEntry::Vacant(vacant) => {
@@ -316,24 +387,49 @@ impl MirrorState {
                     vacant.insert(Entry {
                         version: Some(version),
                         generation: asked_at,
+                        at,
                     });
                 }
             }
         }
     }
 
-    /// Applies one invalidation from the stream: the key is now at `version`.
-    pub(crate) fn invalidate(&self, key: &str, version: Version) {
+    /// Applies one invalidation from the stream: the key is now at `version`, as of
+    /// `position`. An entry that knows a newer position of the same epoch stays (the app's
+    /// own bump, answered before an older bump's invalidation arrived); one of another epoch
+    /// becomes unknown (the stream's `Resync` for the new epoch is on its way).
+    pub(crate) fn invalidate(&self, key: &str, version: Version, position: Option<&Position>) {
+        let at = self.at(position);
         self.make_room();
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.entries.insert(
-            key.to_string(),
-            Entry {
-                version: Some(version),
-                generation,
-            },
-        );
         bump_counter(&self.counters.invalidations);
+        match self.entries.entry(key.to_string()) {
+            MapEntry::Occupied(mut occupied) => match order(occupied.get().at, at) {
+                Order::Older => {}
+                Order::Unordered => {
+                    // Unknown until a fill asked after now (or the next invalidation).
+                    occupied.insert(Entry {
+                        version: None,
+                        generation,
+                        at: None,
+                    });
+                }
+                Order::NotOlder | Order::Unknown => {
+                    occupied.insert(Entry {
+                        version: Some(version),
+                        generation,
+                        at,
+                    });
+                }
+            },
+            MapEntry::Vacant(vacant) => {
+                vacant.insert(Entry {
+                    version: Some(version),
+                    generation,
+                    at,
+                });
+            }
+        }
     }
 
     /// The stream's first vouching heartbeat: from now on fills are accepted, but none asked
@@ -595,7 +691,7 @@ impl MirroredClient {
                 let freshness = Freshness::of(&result);
                 if result.source != CheckSource::FailClosed {
                     if let Some(current) = result.version {
-                        state.fill(key, current, asked_at);
+                        state.fill(key, current, asked_at, result.as_of.as_ref());
                     }
                 }
                 freshness
@@ -631,11 +727,8 @@ impl MirroredClient {
     ) -> Result<Vec<Version>, Error> {
         let state = &self.inner.state;
         let asked_at = state.generation();
-        let versions = self.inner.client.get_with(keys, consistency).await?;
-        for (key, version) in keys.iter().zip(&versions) {
-            state.fill(key, version.clone(), asked_at);
-        }
-        Ok(versions)
+        let answers = self.inner.client.get_positioned(keys, consistency).await?;
+        Ok(fill_all(state, keys, answers, asked_at))
     }
 
     /// Moves `keys` to new versions (call after your write committed). The mirror learns the
@@ -643,11 +736,8 @@ impl MirroredClient {
     pub async fn bump(&self, keys: &[&str]) -> Result<Vec<Version>, Error> {
         let state = &self.inner.state;
         let asked_at = state.generation();
-        let versions = self.inner.client.bump(keys).await?;
-        for (key, version) in keys.iter().zip(&versions) {
-            state.fill(key, version.clone(), asked_at);
-        }
-        Ok(versions)
+        let answers = self.inner.client.bump_positioned(keys).await?;
+        Ok(fill_all(state, keys, answers, asked_at))
     }
 
     /// Whether local answers are allowed right now (stream open, heartbeat fresh).
@@ -676,6 +766,22 @@ impl MirroredClient {
     pub fn stats(&self) -> MirrorStats {
         self.inner.state.stats()
     }
+}
+
+/// Fills the map with the sidecar's answers for `keys`; returns the versions.
+fn fill_all(
+    state: &MirrorState,
+    keys: &[&str],
+    answers: Vec<(Version, Option<Position>)>,
+    asked_at: u64,
+) -> Vec<Version> {
+    keys.iter()
+        .zip(answers)
+        .map(|(key, (version, position))| {
+            state.fill(key, version.clone(), asked_at, position.as_ref());
+            version
+        })
+        .collect()
 }
 
 /// Keeps one Watch stream open and applies it to the map, reconnecting with backoff.
@@ -717,8 +823,16 @@ async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptio
                         Ok(Some(Ok(event))) => event,
                     };
                     match next {
-                        WatchEvent::Invalidated { key, version, .. } => {
-                            state.invalidate(&key, version)
+                        WatchEvent::Invalidated {
+                            key,
+                            version,
+                            sequence,
+                            epoch,
+                            ..
+                        } => {
+                            let position =
+                                (!epoch.is_empty()).then_some(Position { epoch, sequence });
+                            state.invalidate(&key, version, position.as_ref())
                         }
                         WatchEvent::Resync { reason } => {
                             state.resync(&reason);
@@ -781,7 +895,7 @@ mod tests {
     #[test]
     fn a_fill_answers_locally_while_trusted() {
         let state = trusted_state();
-        state.fill("k", v("1.1.a"), state.generation());
+        state.fill("k", v("1.1.a"), state.generation(), None);
         assert_eq!(state.local_check("k", &v("1.1.a")), Some(true));
         assert_eq!(state.local_check("k", &v("1.0.z")), Some(false));
         assert_eq!(state.local_check("other", &v("1.1.a")), None);
@@ -792,7 +906,7 @@ mod tests {
         let state = MirrorState::new(&MirrorOptions::default().max_entries(800));
         state.vouch();
         for i in 0..5_000 {
-            state.fill(&format!("k{i}"), v("1.1.a"), state.generation());
+            state.fill(&format!("k{i}"), v("1.1.a"), state.generation(), None);
         }
         assert!(state.len() <= 800, "{} entries", state.len());
         assert!(state.len() >= 700, "not emptied: {}", state.len());
@@ -813,16 +927,16 @@ mod tests {
         state.vouch();
         state.heartbeat(Some(Duration::ZERO), None);
         let asked_at = state.generation();
-        state.invalidate("k", v("1.2.b"));
-        state.invalidate("other", v("1.3.c"));
+        state.invalidate("k", v("1.2.b"), None);
+        state.invalidate("other", v("1.3.c"), None);
         assert_eq!(state.local_check("k", &v("1.2.b")), None, "k was evicted");
-        state.fill("k", v("1.1.a"), asked_at);
+        state.fill("k", v("1.1.a"), asked_at, None);
         assert_eq!(
             state.local_check("k", &v("1.1.a")),
             None,
             "the superseded version must not be mirrored"
         );
-        state.fill("k", v("1.2.b"), state.generation());
+        state.fill("k", v("1.2.b"), state.generation(), None);
         assert_eq!(state.local_check("k", &v("1.2.b")), Some(true));
     }
 
@@ -830,9 +944,9 @@ mod tests {
     fn an_invalidation_during_a_fill_wins() {
         let state = trusted_state();
         let asked_at = state.generation();
-        state.invalidate("k", v("1.2.b"));
+        state.invalidate("k", v("1.2.b"), None);
         // The answer to the fill was computed before the bump: it must not overwrite it.
-        state.fill("k", v("1.1.a"), asked_at);
+        state.fill("k", v("1.1.a"), asked_at, None);
         assert_eq!(
             state.local_check("k", &v("1.1.a")),
             None,
@@ -845,8 +959,8 @@ mod tests {
     fn a_fill_agreeing_with_a_newer_invalidation_keeps_it() {
         let state = trusted_state();
         let asked_at = state.generation();
-        state.invalidate("k", v("1.2.b"));
-        state.fill("k", v("1.2.b"), asked_at);
+        state.invalidate("k", v("1.2.b"), None);
+        state.fill("k", v("1.2.b"), asked_at, None);
         assert_eq!(state.local_check("k", &v("1.2.b")), Some(true));
     }
 
@@ -854,11 +968,11 @@ mod tests {
     fn a_tombstone_is_not_revived_by_an_older_fill() {
         let state = trusted_state();
         let early = state.generation();
-        state.invalidate("k", v("1.2.b"));
-        state.fill("k", v("1.1.a"), early); // tombstone
-        state.fill("k", v("1.1.a"), early); // another stale answer
+        state.invalidate("k", v("1.2.b"), None);
+        state.fill("k", v("1.1.a"), early, None); // tombstone
+        state.fill("k", v("1.1.a"), early, None); // another stale answer
         assert_eq!(state.local_check("k", &v("1.1.a")), None);
-        state.invalidate("k", v("1.3.c"));
+        state.invalidate("k", v("1.3.c"), None);
         assert_eq!(state.local_check("k", &v("1.3.c")), Some(true));
     }
 
@@ -867,9 +981,9 @@ mod tests {
         let state = trusted_state();
         let asked_at = state.generation();
         state.resync("test");
-        state.fill("k", v("1.1.a"), asked_at);
+        state.fill("k", v("1.1.a"), asked_at, None);
         assert_eq!(state.len(), 0);
-        state.fill("k", v("1.1.a"), state.generation());
+        state.fill("k", v("1.1.a"), state.generation(), None);
         assert_eq!(state.len(), 1);
     }
 
@@ -899,10 +1013,83 @@ mod tests {
         let asked_before = state.generation();
         state.vouch();
         state.heartbeat(Some(Duration::ZERO), None);
-        state.fill("k", v("1.1.a"), asked_before);
+        state.fill("k", v("1.1.a"), asked_before, None);
         assert_eq!(state.local_check("k", &v("1.1.a")), None);
-        state.fill("k", v("1.1.a"), state.generation());
+        state.fill("k", v("1.1.a"), state.generation(), None);
         assert_eq!(state.local_check("k", &v("1.1.a")), Some(true));
+    }
+
+    fn at(epoch: &str, sequence: u64) -> Option<Position> {
+        Some(Position {
+            epoch: epoch.to_string(),
+            sequence,
+        })
+    }
+
+    /// Own writes (guarantee 7) against the two races a Python port of the old rule showed:
+    /// a concurrent check's answer, asked in the same generation as the bump, arriving after
+    /// the bump's answer; and an older bump's invalidation arriving after the newer bump's
+    /// answer. Positions order them; generations could not.
+    #[test]
+    fn an_own_bump_is_never_overwritten_by_older_knowledge() {
+        let state = trusted_state();
+        let asked_at = state.generation();
+        // The bump's answer: v3 as of sequence 15.
+        state.fill("k", v("e.15.c"), asked_at, at("e", 15).as_ref());
+        // A check asked at the same generation answers v2 as of 12: older, refused.
+        state.fill("k", v("e.12.b"), asked_at, at("e", 12).as_ref());
+        assert_eq!(state.local_check("k", &v("e.15.c")), Some(true));
+        assert_eq!(state.local_check("k", &v("e.12.b")), Some(false));
+        // An older bump's invalidation arrives late: ignored.
+        state.invalidate("k", v("e.14.x"), at("e", 14).as_ref());
+        assert_eq!(state.local_check("k", &v("e.15.c")), Some(true));
+        assert_eq!(state.local_check("k", &v("e.14.x")), Some(false));
+        // The bump's own invalidation, then a newer one, move it on as usual.
+        state.invalidate("k", v("e.15.c"), at("e", 15).as_ref());
+        assert_eq!(state.local_check("k", &v("e.15.c")), Some(true));
+        state.invalidate("k", v("e.16.d"), at("e", 16).as_ref());
+        assert_eq!(state.local_check("k", &v("e.16.d")), Some(true));
+        assert_eq!(state.local_check("k", &v("e.15.c")), Some(false));
+    }
+
+    /// A late fill is refused by position even when it began after the invalidation it lost
+    /// to was applied (the generation rule alone would accept it), and a newer read replaces
+    /// an invalidation it overtook.
+    #[test]
+    fn positions_order_fills_and_invalidations_both_ways() {
+        let state = trusted_state();
+        state.invalidate("k", v("e.20.b"), at("e", 20).as_ref());
+        let asked_after = state.generation();
+        state.fill("k", v("e.19.a"), asked_after, at("e", 19).as_ref());
+        assert_eq!(state.local_check("k", &v("e.19.a")), Some(false));
+        state.fill("k", v("e.21.c"), asked_after, at("e", 23).as_ref());
+        assert_eq!(state.local_check("k", &v("e.21.c")), Some(true));
+        state.invalidate("k", v("e.21.c"), at("e", 21).as_ref());
+        assert_eq!(
+            state.local_check("k", &v("e.21.c")),
+            Some(true),
+            "older news"
+        );
+    }
+
+    /// Positions of different epochs are not ordered: the key becomes unknown (the sidecar
+    /// answers it) until a fill asked afterwards or the next invalidation.
+    #[test]
+    fn knowledge_from_another_epoch_makes_the_key_unknown() {
+        let state = trusted_state();
+        let asked_at = state.generation();
+        state.fill("k", v("new.1.a"), asked_at, at("new", 1).as_ref());
+        state.invalidate("k", v("old.500.z"), at("old", 500).as_ref());
+        assert_eq!(state.local_check("k", &v("old.500.z")), None);
+        assert_eq!(state.local_check("k", &v("new.1.a")), None);
+        state.fill("k", v("old.499.y"), asked_at, at("old", 499).as_ref());
+        assert_eq!(
+            state.local_check("k", &v("old.499.y")),
+            None,
+            "asked before"
+        );
+        state.fill("k", v("new.1.a"), state.generation(), at("new", 1).as_ref());
+        assert_eq!(state.local_check("k", &v("new.1.a")), Some(true));
     }
 
     #[test]
@@ -931,7 +1118,7 @@ mod tests {
     #[test]
     fn nothing_is_filled_while_disconnected() {
         let state = MirrorState::new(&MirrorOptions::default());
-        state.fill("k", v("1.1.a"), state.generation());
+        state.fill("k", v("1.1.a"), state.generation(), None);
         assert_eq!(state.len(), 0);
     }
 }

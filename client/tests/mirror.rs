@@ -206,3 +206,99 @@ async fn sidecar_restart_under_the_client_no_stale_read_then_recovery() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Guarantee 7 through the mirror, under concurrency: while this process bumps a key over and
+/// over, strong checks of the same key (whose answers fill the mirror) and another server's
+/// bumps (whose invalidations may arrive after this process's newer bump answered) race it.
+/// Once an own bump has returned, the version it replaced must never again be answered
+/// current, locally or not. Ported rule for rule, the earlier generation-only rule showed
+/// thousands of such answers within max_staleness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_bumps_stay_visible_under_concurrent_checks_and_late_invalidations() {
+    use coherence_client::{Consistency, Version};
+    let redis = RedisServer::start();
+    let a = start_sidecar(&redis.url(), "a").await;
+    let b = start_sidecar(&redis.url(), "b").await;
+    let mirrored = Client::connect(url(&a))
+        .await
+        .unwrap()
+        .with_mirror(MirrorOptions::default());
+    let other = Client::connect(url(&b)).await.unwrap();
+    assert!(mirrored.wait_trusted(WAIT).await);
+    const KEY: &str = "hot";
+    let first = mirrored.get_one(KEY).await.unwrap();
+    // Versions this process's bumps returned, in order: each one's predecessor is superseded
+    // by a completed own bump from the moment it is pushed.
+    let own: Arc<Mutex<Vec<Version>>> = Arc::new(Mutex::new(vec![first]));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let bumper = {
+        let (mirrored, own) = (mirrored.clone(), Arc::clone(&own));
+        tokio::spawn(async move {
+            for _ in 0..1_000 {
+                let v = mirrored.bump(&[KEY]).await.expect("own bump").remove(0);
+                own.lock().unwrap().push(v);
+            }
+        })
+    };
+    let stranger = {
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                other.bump(&[KEY]).await.expect("other bump");
+            }
+        })
+    };
+    let mut checkers = Vec::new();
+    for strong in [true, true, false, false] {
+        let (mirrored, own, done) = (mirrored.clone(), Arc::clone(&own), Arc::clone(&done));
+        checkers.push(tokio::spawn(async move {
+            let (mut checks, mut violations) = (0u64, Vec::new());
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let (latest, superseded) = {
+                    let own = own.lock().unwrap();
+                    let n = own.len();
+                    (own[n - 1].clone(), n.checked_sub(2).map(|i| own[i].clone()))
+                };
+                if strong {
+                    // Fills the mirror with answers that race the bumps.
+                    mirrored
+                        .is_current_with(KEY, &latest, Consistency::Strong)
+                        .await;
+                }
+                if let Some(old) = superseded {
+                    checks += 1;
+                    if mirrored.is_current(KEY, &old).await {
+                        violations.push(old);
+                    }
+                }
+                // A local answer never waits: let the bumps run.
+                tokio::task::yield_now().await;
+            }
+            (checks, violations)
+        }));
+    }
+    bumper.await.expect("bumper");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    stranger.await.expect("stranger");
+    let (mut checks, mut violations) = (0, Vec::new());
+    for checker in checkers {
+        let (c, v) = checker.await.expect("checker");
+        checks += c;
+        violations.extend(v);
+    }
+    println!(
+        "OWN WRITES: {checks} checks of superseded own versions, {} answered current; {:?}",
+        violations.len(),
+        mirrored.stats()
+    );
+    assert!(checks >= 1_000, "only {checks} checks");
+    assert!(
+        violations.is_empty(),
+        "{} superseded own versions answered current, e.g. {:?}",
+        violations.len(),
+        violations.first()
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

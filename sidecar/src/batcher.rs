@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::mirror::VersionStr;
+use crate::mirror::{VersionAt, VersionStr};
 use crate::redis_link::LinkError;
 use crate::scripts::{self, ShardKeysToRead, VersionsMode};
 use crate::state::SidecarState;
@@ -33,6 +33,17 @@ pub struct ReadVersion {
     /// Empty when reading a shard whose epoch must rotate first (nothing is current there).
     pub epoch: Arc<str>,
     pub seq: u64,
+}
+
+impl ReadVersion {
+    /// The version with its position, when the key has one.
+    pub fn known(self) -> Option<VersionAt> {
+        Some(VersionAt {
+            version: self.version?,
+            epoch: self.epoch,
+            as_of: self.seq,
+        })
+    }
 }
 
 /// The coalescing reader (or bumper) of one sidecar.

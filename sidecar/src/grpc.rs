@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::limits::Limits;
 use crate::metrics::CheckSource;
-use crate::mirror::VersionStr;
+use crate::mirror::VersionAt;
 use crate::redis_link::LinkError;
 use crate::state::WatchItem;
 use crate::versions::Versions;
@@ -38,9 +38,11 @@ fn finish<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {
     result.map(Response::new)
 }
 
-fn version(v: VersionStr) -> pb::Version {
+fn version(v: VersionAt) -> pb::Version {
     pb::Version {
-        token: v.to_string(),
+        token: v.version.to_string(),
+        epoch: v.epoch.to_string(),
+        as_of_sequence: v.as_of,
     }
 }
 
@@ -188,7 +190,11 @@ async fn forward_events(
                     }
                     Event::Invalidated(pb::Invalidation {
                         key: inv.key.clone(),
-                        version: Some(version(inv.version.clone())),
+                        version: Some(pb::Version {
+                            token: inv.version.to_string(),
+                            epoch: inv.epoch.to_string(),
+                            as_of_sequence: inv.seq,
+                        }),
                         sequence: inv.seq,
                         shard: inv.shard,
                         bumped_at_unix_ms: inv.bumped_at_unix_ms,

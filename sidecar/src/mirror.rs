@@ -22,6 +22,23 @@ use prometheus_client::metrics::counter::Counter;
 /// A version string shared between the mirror, callers and watchers.
 pub type VersionStr = Arc<str>;
 
+/// A version known to be its key's current one as of sequence `as_of` of its shard's `epoch`:
+/// what the sidecar tells clients with every version, so that they can order what they learn
+/// about a key (docs/client-protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionAt {
+    pub version: VersionStr,
+    pub epoch: Arc<str>,
+    pub as_of: u64,
+}
+
+impl std::fmt::Display for VersionAt {
+    /// The version token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.version)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     version: StoredVersion,
@@ -83,7 +100,7 @@ impl StoredVersion {
 
 #[derive(Debug, Default)]
 struct ShardMirror {
-    epoch: Option<String>,
+    epoch: Option<Arc<str>>,
     applied_seq: u64,
     /// Versions read from Redis as of an earlier sequence are not learnt: a reset or an eviction
     /// since dropped what may have superseded them (the invalidations applied, or the newer
@@ -115,10 +132,10 @@ impl ShardMirror {
 /// The mirror's answer about one token (see [`Mirror::check_token`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenCheck {
-    /// The token is the mirrored version.
-    Current,
-    /// The mirror holds `version`, known as of shard sequence `seq`.
-    Differs { version: VersionStr, seq: u64 },
+    /// The token is the mirrored version, current as of sequence `as_of` of `epoch`.
+    Current { epoch: Arc<str>, as_of: u64 },
+    /// The mirror holds another version.
+    Differs(VersionAt),
 }
 
 /// What applying an invalidation did.
@@ -212,16 +229,19 @@ impl Mirror {
                 .is_some_and(|t| now.saturating_duration_since(t) <= self.max_staleness)
     }
 
-    /// The key's version if the shard may answer now (synced, fence fresh, key known).
-    /// Also returns the entry's sequence and the shard epoch, to judge newer tokens.
-    pub fn lookup(&self, shard: u32, key: &str, now: Instant) -> Option<(VersionStr, u64)> {
+    /// The key's version if the shard may answer now (synced, fence fresh, key known), known
+    /// current as of the shard's applied sequence (or the entry's own, if learnt ahead of it).
+    pub fn lookup(&self, shard: u32, key: &str, now: Instant) -> Option<VersionAt> {
         let m = self.read(shard);
         if !self.trusted(&m, now) {
             return None;
         }
-        m.entries
-            .get(key)
-            .map(|e| (e.version.render(m.epoch()), e.seq))
+        let entry = m.entries.get(key)?;
+        Some(VersionAt {
+            version: entry.version.render(m.epoch()),
+            epoch: m.epoch.clone()?,
+            as_of: entry.seq.max(m.applied_seq),
+        })
     }
 
     /// What the mirror can say about `token` for `key` now: `None` when the shard may not
@@ -239,13 +259,16 @@ impl Mirror {
             return None;
         }
         let entry = m.entries.get(key)?;
-        Some(if entry.version.is(m.epoch(), token) {
-            TokenCheck::Current
+        let epoch = m.epoch.clone()?;
+        let as_of = entry.seq.max(m.applied_seq);
+        Some(if entry.version.is(&epoch, token) {
+            TokenCheck::Current { epoch, as_of }
         } else {
-            TokenCheck::Differs {
-                version: entry.version.render(m.epoch()),
-                seq: entry.seq,
-            }
+            TokenCheck::Differs(VersionAt {
+                version: entry.version.render(&epoch),
+                epoch,
+                as_of,
+            })
         })
     }
 
@@ -268,7 +291,7 @@ impl Mirror {
     /// The shard's epoch and applied sequence, if it has been synced once.
     pub fn position(&self, shard: u32) -> Option<(String, u64)> {
         let m = self.read(shard);
-        m.epoch.clone().map(|e| (e, m.applied_seq))
+        m.epoch.as_deref().map(|e| (e.to_string(), m.applied_seq))
     }
 
     /// Applies an invalidation received on the shard's channel.
@@ -368,7 +391,7 @@ impl Mirror {
         announce: impl FnOnce(u64),
     ) -> bool {
         let mut m = self.write(shard);
-        let now = m.epoch.clone().map(|e| (e, m.applied_seq));
+        let now = m.epoch.as_deref().map(|e| (e.to_string(), m.applied_seq));
         let settled = now.as_ref().is_some_and(|(e, s)| e == epoch && *s == seq);
         if !settled || &now != position || before.is_none_or(|b| b == read) {
             return false;
@@ -413,7 +436,7 @@ impl Mirror {
     fn reset_locked(&self, m: &mut ShardMirror, epoch: &str, seq: u64) {
         self.len.fetch_sub(m.entries.len(), Ordering::Relaxed);
         m.entries = HashMap::new();
-        m.epoch = Some(epoch.to_string());
+        m.epoch = Some(Arc::from(epoch));
         m.applied_seq = seq;
         m.learn_floor = seq;
         m.synced = true;
@@ -555,10 +578,10 @@ mod tests {
         );
         // A read from after the eviction is learnt as usual.
         m.learn(0, "e1", 12, "k", "e1.12.bbbbbbbbbbbbbbbb");
-        assert_eq!(
+        assert!(matches!(
             m.check_token(0, "k", "e1.12.bbbbbbbbbbbbbbbb", Instant::now()),
-            Some(TokenCheck::Current)
-        );
+            Some(TokenCheck::Current { as_of: 12, .. })
+        ));
     }
 
     /// Reconciliation may correct (and announce) only what no invalidation in flight can
@@ -668,7 +691,7 @@ mod tests {
         assert_eq!(m.compare(0, "e1", 11), FenceCheck::Fresh);
         m.mark_fresh(0, now);
         assert_eq!(
-            m.lookup(0, "k", now).map(|v| v.0),
+            m.lookup(0, "k", now).map(|v| v.version),
             Some(Arc::from("e1.11.a"))
         );
         assert_eq!(
@@ -724,21 +747,26 @@ mod tests {
         assert_eq!(m.apply(0, "e1", 12, "hand", "edited"), Applied::InOrder);
         let now = Instant::now();
         m.mark_fresh(0, now);
+        // Known current as of the shard's applied sequence (12), not just the entry's own.
         assert_eq!(
             m.check_token(0, "k", packed, now),
-            Some(TokenCheck::Current)
-        );
-        assert_eq!(
-            m.check_token(0, "k", "e1.10.00000000000000aa", now),
-            Some(TokenCheck::Differs {
-                version: Arc::from(packed),
-                seq: 11
+            Some(TokenCheck::Current {
+                epoch: Arc::from("e1"),
+                as_of: 12
             })
         );
         assert_eq!(
-            m.check_token(0, "hand", "edited", now),
-            Some(TokenCheck::Current)
+            m.check_token(0, "k", "e1.10.00000000000000aa", now),
+            Some(TokenCheck::Differs(VersionAt {
+                version: Arc::from(packed),
+                epoch: Arc::from("e1"),
+                as_of: 12
+            }))
         );
+        assert!(matches!(
+            m.check_token(0, "hand", "edited", now),
+            Some(TokenCheck::Current { .. })
+        ));
         assert!(matches!(
             m.check_token(0, "hand", packed, now),
             Some(TokenCheck::Differs { .. })

@@ -71,6 +71,7 @@ pub async fn reconcile_once(state: &SidecarState, reader: &Arc<Batcher>) -> u64 
                         state.publish(WatchItem::Invalidated(Arc::new(Invalidated {
                             key: key.clone(),
                             version: version.clone(),
+                            epoch: Arc::clone(&read.epoch),
                             seq,
                             shard,
                             bumped_at_unix_ms: 0,

@@ -34,6 +34,8 @@ pub enum WatchItem {
 pub struct Invalidated {
     pub key: String,
     pub version: VersionStr,
+    /// The shard's epoch: `version` is the key's current version as of `seq` in it.
+    pub epoch: Arc<str>,
     pub seq: u64,
     pub shard: u32,
     pub bumped_at_unix_ms: u64,

@@ -234,11 +234,14 @@ async fn on_invalidation(
     }
     announce(
         state,
-        shard,
-        msg.seq,
-        msg.key,
-        VersionStr::from(msg.version),
-        msg.bumped_at_unix_ms,
+        Invalidated {
+            key: msg.key,
+            version: VersionStr::from(msg.version),
+            epoch: Arc::from(msg.epoch),
+            seq: msg.seq,
+            shard,
+            bumped_at_unix_ms: msg.bumped_at_unix_ms,
+        },
     );
     Ok(())
 }
@@ -326,14 +329,18 @@ async fn repair(
     if repaired {
         state.metrics.repairs_from_log.inc();
         tracing::info!(shard, from, to, "gap repaired from the replay log");
+        let epoch = Arc::<str>::from(epoch);
         for e in entries {
             announce(
                 state,
-                shard,
-                e.seq,
-                e.key,
-                VersionStr::from(e.version),
-                e.bumped_at_unix_ms,
+                Invalidated {
+                    key: e.key,
+                    version: VersionStr::from(e.version),
+                    epoch: Arc::clone(&epoch),
+                    seq: e.seq,
+                    shard,
+                    bumped_at_unix_ms: e.bumped_at_unix_ms,
+                },
             );
         }
         state.mirror.mark_synced(shard);
@@ -345,29 +352,16 @@ async fn repair(
 }
 
 /// Counts an applied invalidation and hands it to watchers.
-fn announce(
-    state: &SidecarState,
-    shard: u32,
-    seq: u64,
-    key: String,
-    version: VersionStr,
-    bumped_at_unix_ms: u64,
-) {
+fn announce(state: &SidecarState, invalidated: Invalidated) {
     state.metrics.invalidations_received.inc();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    if bumped_at_unix_ms > 0 {
+    if invalidated.bumped_at_unix_ms > 0 {
         state
             .metrics
             .propagation_delay
-            .observe(now_ms.saturating_sub(bumped_at_unix_ms) as f64 / 1000.0);
+            .observe(now_ms.saturating_sub(invalidated.bumped_at_unix_ms) as f64 / 1000.0);
     }
-    state.publish(WatchItem::Invalidated(Arc::new(Invalidated {
-        key,
-        version,
-        seq,
-        shard,
-        bumped_at_unix_ms,
-    })));
+    state.publish(WatchItem::Invalidated(Arc::new(invalidated)));
 }

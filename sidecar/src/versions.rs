@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::batcher::Batcher;
 use crate::metrics::CheckSource;
-use crate::mirror::{TokenCheck, VersionStr};
+use crate::mirror::{TokenCheck, VersionAt, VersionStr};
 use crate::redis_link::LinkError;
 use crate::scripts::VersionsMode;
 use crate::state::SidecarState;
@@ -21,8 +21,8 @@ use crate::state::SidecarState;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOutcome {
     pub current: bool,
-    /// The current version, when known.
-    pub version: Option<VersionStr>,
+    /// The current version, when known, and as of when.
+    pub version: Option<VersionAt>,
     pub source: CheckSource,
     /// Redis holds no current version for the key (never issued, expired, or its shard's
     /// epoch is about to rotate): no token is current, and a `Get` would issue one.
@@ -66,9 +66,9 @@ impl Versions {
     }
 
     /// Current versions of `keys`, in order.
-    pub async fn get(&self, keys: &[String], strong: bool) -> Result<Vec<VersionStr>, LinkError> {
+    pub async fn get(&self, keys: &[String], strong: bool) -> Result<Vec<VersionAt>, LinkError> {
         let now = Instant::now();
-        let mut out: Vec<Option<VersionStr>> = vec![None; keys.len()];
+        let mut out: Vec<Option<VersionAt>> = vec![None; keys.len()];
         let mut missing = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let hit = if strong {
@@ -79,7 +79,7 @@ impl Versions {
                     .lookup(self.state.keyspace.shard_of(key), key, now)
             };
             match hit {
-                Some((version, _)) => out[i] = Some(version),
+                Some(known) => out[i] = Some(known),
                 None => missing.push(i),
             }
         }
@@ -88,7 +88,7 @@ impl Versions {
             let reads = self.getter.run(read_keys).await?;
             for (i, read) in missing.into_iter().zip(reads) {
                 out[i] = Some(
-                    read.version
+                    read.known()
                         .ok_or_else(|| LinkError::Unavailable("Get answered no version".into()))?,
                 );
             }
@@ -111,20 +111,22 @@ impl Versions {
                     .check_token(self.state.keyspace.shard_of(key), key, token, now)
             };
             match hit {
-                Some(TokenCheck::Current) => {
+                Some(TokenCheck::Current { epoch, as_of }) => {
                     out[i] = Some(CheckOutcome {
                         current: true,
-                        version: Some(VersionStr::from(token.as_str())),
+                        version: Some(VersionAt {
+                            version: VersionStr::from(token.as_str()),
+                            epoch,
+                            as_of,
+                        }),
                         source: CheckSource::Mirror,
                         no_version: false,
                     })
                 }
-                Some(TokenCheck::Differs { version, seq })
-                    if !may_be_newer(token, &version, seq) =>
-                {
+                Some(TokenCheck::Differs(known)) if !may_be_newer(token, &known) => {
                     out[i] = Some(CheckOutcome {
                         current: false,
-                        version: Some(version),
+                        version: Some(known),
                         source: CheckSource::Mirror,
                         no_version: false,
                     })
@@ -139,10 +141,11 @@ impl Versions {
             match read {
                 Ok(Ok(reads)) => {
                     for (i, read) in missing.into_iter().zip(reads) {
+                        let known = read.known();
                         out[i] = Some(CheckOutcome {
-                            current: read.version.as_deref() == Some(entries[i].1.as_str()),
-                            no_version: read.version.is_none(),
-                            version: read.version,
+                            current: known.as_ref().is_some_and(|k| *k.version == *entries[i].1),
+                            no_version: known.is_none(),
+                            version: known,
                             source: CheckSource::Redis,
                         });
                     }
@@ -168,43 +171,51 @@ impl Versions {
 
     /// Moves every key to a version never issued before; returns them in order. A key named
     /// twice gets one new version. Concurrent bumps share script calls (see [`Batcher`]).
-    pub async fn bump(&self, keys: &[String]) -> Result<Vec<VersionStr>, LinkError> {
+    pub async fn bump(&self, keys: &[String]) -> Result<Vec<VersionAt>, LinkError> {
         let bumped = self.bumper.run(keys.to_vec()).await?;
         let distinct: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
         self.state.metrics.bumps.inc_by(distinct.len() as u64);
         bumped
             .into_iter()
             .map(|read| {
-                read.version
+                read.known()
                     .ok_or_else(|| LinkError::Unavailable("Bump answered no version".into()))
             })
             .collect()
     }
 }
 
-/// Whether `token` could be newer than the mirrored `version` (known as of `seq`): another
-/// epoch, or a later sequence. Then only Redis can tell, and the check goes there.
-fn may_be_newer(token: &str, version: &str, seq: u64) -> bool {
+/// Whether `token` could be newer than the mirrored version `known`: of another epoch, or of a
+/// later sequence than the mirror is current as of. Then only Redis can tell.
+fn may_be_newer(token: &str, known: &VersionAt) -> bool {
     let mut parts = token.splitn(3, '.');
     let (Some(epoch), Some(token_seq)) = (parts.next(), parts.next()) else {
         return false;
     };
-    let mirrored_epoch = version.split('.').next().unwrap_or("");
-    if epoch != mirrored_epoch {
+    if epoch != &*known.epoch {
         return true;
     }
-    token_seq.parse::<u64>().is_ok_and(|s| s > seq)
+    token_seq.parse::<u64>().is_ok_and(|s| s > known.as_of)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::may_be_newer;
+    use super::*;
 
     #[test]
     fn only_later_or_foreign_tokens_go_to_redis() {
-        assert!(!may_be_newer("e1.5.a", "e1.7.b", 7));
-        assert!(may_be_newer("e1.9.a", "e1.7.b", 7));
-        assert!(may_be_newer("e2.1.a", "e1.7.b", 7));
-        assert!(!may_be_newer("garbage", "e1.7.b", 7));
+        let known = VersionAt {
+            version: Arc::from("e1.7.b"),
+            epoch: Arc::from("e1"),
+            as_of: 9,
+        };
+        assert!(!may_be_newer("e1.5.a", &known));
+        assert!(
+            !may_be_newer("e1.9.a", &known),
+            "the mirror is current as of 9"
+        );
+        assert!(may_be_newer("e1.10.a", &known));
+        assert!(may_be_newer("e2.1.a", &known));
+        assert!(!may_be_newer("garbage", &known));
     }
 }

@@ -39,6 +39,7 @@ pub async fn run(args: WatchArgs, global: &GlobalOptions) -> anyhow::Result<u8> 
                 sequence,
                 shard,
                 bumped_at_unix_ms,
+                ..
             } => out.line(
                 || {
                     format!(

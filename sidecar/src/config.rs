@@ -15,6 +15,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 pub use crate::redis_access::RedisAccess;
+pub use crate::redis_url::redact_url;
 
 /// Exit code for a configuration the sidecar refuses (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -146,7 +147,13 @@ settings! {
     redis_password_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_REDIS_PASSWORD_FILE",
         "File holding the Redis password (a mounted Kubernetes Secret); read at start, trailing newline ignored.";
     redis_ca_file: PathBuf = PathBuf::new(), "(web PKI roots)", "COHERENCE_REDIS_CA_FILE",
-        "PEM CA certificate(s) that sign the Redis server certificate, for rediss:// URLs; replaces the built-in web PKI roots.";
+        "PEM CA certificate(s) that sign the Redis server certificates (and the Sentinels' for rediss+sentinel://), for rediss URLs; replaces the built-in web PKI roots.";
+    sentinel_username: String = String::new(), "(none)", "COHERENCE_SENTINEL_USERNAME",
+        "Sentinel ACL user, for redis+sentinel:// URLs (the URL's credentials are the data nodes').";
+    sentinel_password: String = String::new(), "(none)", "COHERENCE_SENTINEL_PASSWORD",
+        "Sentinel password (Sentinel's requirepass or ACL user), for redis+sentinel:// URLs; never logged, shown as *** by --print-config.";
+    sentinel_password_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_SENTINEL_PASSWORD_FILE",
+        "File holding the Sentinel password; read at start, trailing newline ignored.";
     role: String = "elected".to_string(), "elected", "COHERENCE_ROLE",
         "Server role: elected (a leader lease in Redis picks the scheduling publisher) or pinned: single, scheduling-publisher, subscriber. See docs/servers.md.";
     lease_ms: u64 = 10_000, "10000", "COHERENCE_LEASE_MS",
@@ -159,7 +166,12 @@ settings! {
         "Address shown for this server in server lists.";
     max_payload_bytes: usize = 65_536, "65536", "COHERENCE_MAX_PAYLOAD_BYTES",
         "Largest notification payload accepted by Publish, in bytes.";
+    log_format: String = "text".to_string(), "text", "COHERENCE_LOG_FORMAT",
+        "Log lines on stderr: text (coloured only when stderr is a terminal and NO_COLOR is unset) or json (one object per line, for log pipelines). RUST_LOG filters them.";
 }
+
+/// The values of `log_format`.
+pub const LOG_FORMATS: &[&str] = &["text", "json"];
 
 fn default_server_id() -> String {
     hostname::get()
@@ -192,7 +204,7 @@ impl Config {
                     ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                         Ok(ConfigOrAction::Print(err.to_string()))
                     }
-                    _ => Err(ConfigError::Flags(err.to_string())),
+                    _ => Err(ConfigError::Flags(flag_error(&err))),
                 };
             }
         };
@@ -266,6 +278,12 @@ impl Config {
             }
         }
         crate::servers::validate_settings(&settings).map_err(|(name, m)| invalid(name, m))?;
+        if !LOG_FORMATS.contains(&settings.log_format.as_str()) {
+            return Err(invalid(
+                "log_format",
+                format!("{:?} is not one of text, json", settings.log_format),
+            ));
+        }
         if settings.max_staleness_ms <= settings.heartbeat_interval_ms {
             return Err(invalid(
                 "max_staleness_ms",
@@ -300,6 +318,15 @@ impl Config {
         Duration::from_millis(self.settings.drain_timeout_ms)
     }
 
+    /// Every secret this configuration holds (passwords from settings, files and the URL, the
+    /// gRPC token), for the binary's last-line scrubbing of logs and panics
+    /// ([`crate::secrets::Scrubber`]).
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = self.redis_access.secrets();
+        secrets.extend(crate::redis_url::url_secrets(&self.settings.redis_url));
+        secrets
+    }
+
     /// The effective configuration as TOML, every setting in table order, secrets redacted.
     pub fn render(&self) -> String {
         render_settings(&self.settings)
@@ -307,7 +334,7 @@ impl Config {
 }
 
 /// Settings whose values are never shown: `--print-config` and `Debug` print `***` when set.
-const SECRET_SETTINGS: &[&str] = &["redis_password"];
+const SECRET_SETTINGS: &[&str] = &["redis_password", "sentinel_password"];
 
 /// TOML lines for every setting in [`SETTINGS`] order; secrets redacted, passwords in URLs
 /// too, and a setting without a value (an empty optional one) shown as a comment.
@@ -360,6 +387,22 @@ pub enum ConfigOrAction {
     Print(String),
 }
 
+/// clap's message for a bad command line, unless it would quote a stray value: a password
+/// given to a flag that takes none (`--print-config hunter2`) must not be echoed back.
+fn flag_error(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() == ErrorKind::UnknownArgument {
+        if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+            if !arg.starts_with('-') {
+                return "error: unexpected value on the command line (not shown: it may be a \
+                        secret); every setting is a --flag VALUE pair, see --help"
+                    .to_string();
+            }
+        }
+    }
+    err.to_string()
+}
+
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_path_buf(),
@@ -403,54 +446,12 @@ pub fn reference_table() -> String {
     out
 }
 
-/// A Redis URL with any password replaced by `***`, safe for logs.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // Not a URL (a typo like `redis//:pw@host`): still never echo what precedes an '@'.
-        return match url.rfind('@') {
-            Some(at) => format!("***@{}", &url[at + 1..]),
-            None => url.to_string(),
-        };
-    };
-    let rest = &url[scheme_end + 3..];
-    // The last '@' ends the user info, even when an unencoded password holds a '/'.
-    let authority_end = rest
-        .rfind('@')
-        .map_or_else(|| rest.find('/').unwrap_or(rest.len()), |at| at + 1);
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let redacted = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string()
-            };
-            format!("{}{}@{}", &url[..scheme_end + 3], redacted, &rest[at + 1..])
-        }
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<ConfigOrAction, ConfigError> {
         Config::from_args(std::iter::once("coherence-sidecar").chain(args.iter().copied()))
-    }
-
-    #[test]
-    fn redacts_passwords_in_urls() {
-        assert_eq!(
-            redact_url("redis://user:secret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(redact_url("redis://:secret@host"), "redis://:***@host");
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-        assert_eq!(redact_url("redis://:se/cret@host/0"), "redis://:***@host/0");
-        assert_eq!(redact_url("redis//:secret@host"), "***@host");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod sentinel;
+pub mod tls;
 
 pub use cluster::RedisCluster;
 pub use sentinel::RedisSentinels;

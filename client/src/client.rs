@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::jobs::Jobs;
 use crate::notifications::Notifications;
 use crate::servers::Servers;
+use crate::transport::{transport, unix_path, AuthToken, Transport};
 use tonic::transport::{Channel, Endpoint};
 
 /// An opaque version token. Compare for equality; hand it back to the sidecar unchanged.
@@ -124,8 +125,9 @@ pub enum WatchEvent {
 /// A connection to one sidecar. Cheap to clone; clones share the channel.
 #[derive(Debug, Clone)]
 pub struct Client {
-    grpc: CacheVersionsClient<Channel>,
+    grpc: CacheVersionsClient<Transport>,
     channel: Channel,
+    auth: AuthToken,
     timeout: Duration,
 }
 
@@ -133,8 +135,14 @@ pub struct Client {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Client {
-    /// Connects to a sidecar at `addr` (`http://127.0.0.1:50051` or `127.0.0.1:50051`).
+    /// Connects to a sidecar at `addr` (`http://127.0.0.1:50051`, `127.0.0.1:50051`, or a Unix
+    /// socket: `unix:///run/coherence/grpc.sock`).
     pub async fn connect(addr: impl AsRef<str>) -> Result<Client, Error> {
+        if let Some(path) = unix_path(addr.as_ref()) {
+            return Ok(Client::from_channel(
+                crate::transport::connect_unix(path).await?,
+            ));
+        }
         let endpoint = endpoint(addr.as_ref())?;
         let channel = endpoint
             .connect()
@@ -145,6 +153,11 @@ impl Client {
 
     /// A client that connects on first use (and reconnects after the sidecar restarts).
     pub fn connect_lazy(addr: impl AsRef<str>) -> Result<Client, Error> {
+        if let Some(path) = unix_path(addr.as_ref()) {
+            return Ok(Client::from_channel(crate::transport::connect_unix_lazy(
+                path,
+            )?));
+        }
         Ok(Client::from_channel(
             endpoint(addr.as_ref())?.connect_lazy(),
         ))
@@ -153,10 +166,23 @@ impl Client {
     /// Wraps an existing tonic channel.
     pub fn from_channel(channel: Channel) -> Client {
         Client {
-            grpc: CacheVersionsClient::new(channel.clone()),
+            grpc: CacheVersionsClient::new(transport(channel.clone(), AuthToken::default())),
             channel,
+            auth: AuthToken::default(),
             timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Sends `token` with every call (of this client and the jobs, servers and notifications
+    /// handles made from it): for a sidecar that requires one (its `auth_token_file`).
+    pub fn with_auth_token(mut self, token: AuthToken) -> Client {
+        self.grpc = CacheVersionsClient::new(transport(self.channel.clone(), token.clone()));
+        self.auth = token;
+        self
+    }
+
+    fn transport(&self) -> Transport {
+        transport(self.channel.clone(), self.auth.clone())
     }
 
     /// Sets the per-call deadline.
@@ -183,17 +209,17 @@ impl Client {
 
     /// Distributed jobs on the same sidecar: leases with fencing tokens, recurring runs.
     pub fn jobs(&self) -> Jobs {
-        Jobs::new(self.channel.clone(), self.timeout)
+        Jobs::new(self.transport(), self.timeout)
     }
 
     /// This server's role and the live servers, from the same sidecar.
     pub fn servers(&self) -> Servers {
-        Servers::new(self.channel.clone(), self.timeout)
+        Servers::new(self.transport(), self.timeout)
     }
 
     /// The notifications backplane of the same sidecar: publish to every server, subscribe.
     pub fn notifications(&self) -> Notifications {
-        Notifications::new(self.channel.clone(), self.timeout)
+        Notifications::new(self.transport(), self.timeout)
     }
 
     /// Current versions of `keys`, in order. A key never bumped still has one.

@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::jobs_client::JobsClient;
-use tonic::transport::Channel;
 
 use crate::client::{call, millis, request};
 use crate::error::Error;
+use crate::transport::Transport;
 
 /// The jobs of one sidecar's namespace. From [`Client::jobs`](crate::Client::jobs); cheap to
 /// clone.
 #[derive(Debug, Clone)]
 pub struct Jobs {
-    grpc: JobsClient<Channel>,
+    grpc: JobsClient<Transport>,
     timeout: Duration,
     holder: String,
 }
@@ -80,7 +80,7 @@ pub enum Claimed {
 }
 
 impl Jobs {
-    pub(crate) fn new(channel: Channel, timeout: Duration) -> Jobs {
+    pub(crate) fn new(channel: Transport, timeout: Duration) -> Jobs {
         Jobs {
             grpc: JobsClient::new(channel),
             timeout,

@@ -115,6 +115,7 @@ mod jobs;
 mod mirror;
 mod notifications;
 mod servers;
+mod transport;
 
 pub use cache::{BumpReport, CacheStats, CoherentCache, CoherentCacheBuilder};
 pub use client::{
@@ -128,3 +129,4 @@ pub use mirror::{
 };
 pub use notifications::{NotificationEvent, NotificationStream, Notifications};
 pub use servers::{Role, RoleMode, RoleStatus, RoleStream, ServerInfo, ServerList, Servers};
+pub use transport::{connect_channel, AuthToken};

@@ -12,16 +12,16 @@ use std::time::Duration;
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::notifications_client::NotificationsClient;
 use futures::Stream;
-use tonic::transport::Channel;
 
 use crate::client::{call, poll_events, request};
 use crate::error::Error;
+use crate::transport::Transport;
 
 /// The backplane of one sidecar's namespace. From
 /// [`Client::notifications`](crate::Client::notifications); cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Notifications {
-    grpc: NotificationsClient<Channel>,
+    grpc: NotificationsClient<Transport>,
     timeout: Duration,
 }
 
@@ -52,7 +52,7 @@ pub enum NotificationEvent {
 }
 
 impl Notifications {
-    pub(crate) fn new(channel: Channel, timeout: Duration) -> Notifications {
+    pub(crate) fn new(channel: Transport, timeout: Duration) -> Notifications {
         Notifications {
             grpc: NotificationsClient::new(channel),
             timeout,

@@ -13,16 +13,16 @@ use std::time::Duration;
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::servers_client::ServersClient;
 use futures::Stream;
-use tonic::transport::Channel;
 
 use crate::client::{call, poll_events, request};
 use crate::error::Error;
+use crate::transport::Transport;
 
 /// The servers of one sidecar's namespace. From [`Client::servers`](crate::Client::servers);
 /// cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Servers {
-    grpc: ServersClient<Channel>,
+    grpc: ServersClient<Transport>,
     timeout: Duration,
 }
 
@@ -127,7 +127,7 @@ pub struct ServerList {
 }
 
 impl Servers {
-    pub(crate) fn new(channel: Channel, timeout: Duration) -> Servers {
+    pub(crate) fn new(channel: Transport, timeout: Duration) -> Servers {
         Servers {
             grpc: ServersClient::new(channel),
             timeout,

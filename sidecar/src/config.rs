@@ -9,6 +9,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+pub use crate::listen::ListenAddr;
+use crate::secrets::Secret;
 use std::time::Duration;
 
 use clap::Parser;
@@ -108,8 +111,10 @@ macro_rules! settings {
 settings! {
     redis_url: String = "redis://127.0.0.1:6379".to_string(), "redis://127.0.0.1:6379", "COHERENCE_REDIS_URL",
         "Redis to keep versions in: redis://, rediss://, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (docs/redis-deployments.md). A password in the URL is never logged.";
-    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 50051)), "127.0.0.1:50051", "COHERENCE_LISTEN",
-        "gRPC listen address (loopback unless you mean otherwise).";
+    listen: ListenAddr = ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 50051))), "127.0.0.1:50051", "COHERENCE_LISTEN",
+        "gRPC listen address: host:port (loopback unless you mean otherwise) or unix:///path, a Unix socket (mode 0660) for containers that share a volume.";
+    auth_token_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_AUTH_TOKEN_FILE",
+        "File holding a bearer token (at least 16 visible ASCII characters) every gRPC call must carry as the header authorization: Bearer TOKEN (health checks excepted); for a listener others can reach. Read at start, trailing newline ignored.";
     admin_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464)), "127.0.0.1:9464", "COHERENCE_ADMIN_LISTEN",
         "HTTP listen address for /metrics, /livez and /readyz.";
     namespace: String = "default".to_string(), "default", "COHERENCE_NAMESPACE",
@@ -187,6 +192,8 @@ pub struct Config {
     pub settings: Settings,
     /// Credentials and TLS roots for Redis, resolved from the settings (files read).
     pub redis_access: RedisAccess,
+    /// The bearer token gRPC calls must carry (`auth_token_file`), if any.
+    pub auth_token: Option<Secret>,
 }
 
 impl Config {
@@ -278,6 +285,7 @@ impl Config {
             }
         }
         crate::servers::validate_settings(&settings).map_err(|(name, m)| invalid(name, m))?;
+        let auth_token = read_auth_token(&settings.auth_token_file)?;
         if !LOG_FORMATS.contains(&settings.log_format.as_str()) {
             return Err(invalid(
                 "log_format",
@@ -296,6 +304,7 @@ impl Config {
         Ok(Config {
             settings,
             redis_access,
+            auth_token,
         })
     }
 
@@ -324,6 +333,7 @@ impl Config {
     pub fn secrets(&self) -> Vec<String> {
         let mut secrets = self.redis_access.secrets();
         secrets.extend(crate::redis_url::url_secrets(&self.settings.redis_url));
+        secrets.extend(self.auth_token.iter().map(|t| t.expose().to_string()));
         secrets
     }
 
@@ -385,6 +395,27 @@ pub enum ConfigOrAction {
     Run(Config),
     /// Print this text and exit successfully (help, version, --print-config).
     Print(String),
+}
+
+/// Shortest bearer token accepted: shorter ones can be guessed.
+const MIN_TOKEN_LEN: usize = 16;
+
+fn read_auth_token(path: &Path) -> Result<Option<Secret>, ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let token = crate::secrets::read_secret_file("auth_token_file", path)?;
+    let text = token.expose();
+    if text.len() < MIN_TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::Invalid {
+            setting: "auth_token_file",
+            message: format!(
+                "{} must hold at least {MIN_TOKEN_LEN} visible ASCII characters and no spaces (e.g. `openssl rand -hex 32`)",
+                path.display()
+            ),
+        });
+    }
+    Ok(Some(token))
 }
 
 /// clap's message for a bad command line, unless it would quote a stray value: a password

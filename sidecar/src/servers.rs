@@ -171,12 +171,12 @@ pub struct Servers {
 }
 
 impl Servers {
-    pub fn new(state: Arc<SidecarState>, grpc_addr: std::net::SocketAddr) -> Servers {
+    pub fn new(state: Arc<SidecarState>, grpc_listen: &crate::listen::ListenAddr) -> Servers {
         let settings = &state.config.settings;
         // Validated at start; a bad value cannot reach here, but never panic on it.
         let mode = RoleMode::parse(&settings.role).unwrap_or(RoleMode::Elected);
         let address = if settings.advertise_address.is_empty() {
-            grpc_addr.to_string()
+            grpc_listen.to_string()
         } else {
             settings.advertise_address.clone()
         };

@@ -210,6 +210,25 @@ async fn no_form_of_redis_url_prints_its_password_whatever_is_wrong_with_it() {
             assert_config_error(&bad_ca, "redis_ca_file");
         }
     }
+    // A gRPC token file too short to accept, and one accepted: the token shows nowhere.
+    let short_token = dir.path().join("short-token");
+    std::fs::write(&short_token, format!("{MARKER}\n")).unwrap();
+    let long_token = dir.path().join("long-token");
+    std::fs::write(&long_token, format!("{MARKER}{MARKER}\n")).unwrap();
+    let short = run(&["--auth-token-file", short_token.to_str().unwrap()], &[]).await;
+    assert_no_marker("a short token", &short);
+    assert_config_error(&short, "auth_token_file");
+    let long = run(
+        &[
+            "--auth-token-file",
+            long_token.to_str().unwrap(),
+            "--print-config",
+        ],
+        &[],
+    )
+    .await;
+    assert_no_marker("a token", &long);
+    assert_eq!(long.status.code(), Some(0));
     // Passwords given as settings, and a stray value clap would otherwise quote.
     for args in [
         vec!["--redis-password", MARKER, "--print-config"],

@@ -123,6 +123,16 @@ async fn with_auth_token_file_every_call_needs_the_bearer_token_and_health_does_
             })
         ));
     }
+    // Refusals are counted like any other final status.
+    let (_, metrics) = common::http_get(sidecar.admin_addr, "/metrics")
+        .await
+        .unwrap();
+    let refused_bumps = metrics.lines().any(|l| {
+        l.starts_with("coherence_grpc_requests_total{")
+            && l.contains("method=\"Bump\"")
+            && l.contains("code=\"UNAUTHENTICATED\"")
+    });
+    assert!(refused_bumps, "{metrics}");
     // Health answers anyone (probes cannot send headers).
     let channel = tonic::transport::Endpoint::from_shared(addr.clone())
         .unwrap()

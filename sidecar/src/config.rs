@@ -110,7 +110,7 @@ macro_rules! settings {
 
 settings! {
     redis_url: String = "redis://127.0.0.1:6379".to_string(), "redis://127.0.0.1:6379", "COHERENCE_REDIS_URL",
-        "Redis to keep versions in: redis://, rediss://, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (docs/redis-deployments.md). A password in the URL is never logged.";
+        "Redis to keep versions in: redis://, rediss://, unix:///path, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (rediss+… for TLS; docs/redis-deployments.md). A password in the URL is never printed.";
     listen: ListenAddr = ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 50051))), "127.0.0.1:50051", "COHERENCE_LISTEN",
         "gRPC listen address: host:port (loopback unless you mean otherwise) or unix:///path, a Unix socket (mode 0660) for containers that share a volume.";
     auth_token_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_AUTH_TOKEN_FILE",

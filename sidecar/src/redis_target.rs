@@ -102,15 +102,18 @@ impl RedisTarget {
         self.access.client(url)
     }
 
-    /// Builds the clients the URL names (data nodes found at run time excepted), so that a bad
-    /// URL or TLS root is a configuration error at start rather than at connect time.
+    /// Builds the clients the URL names (seeds, sentinels; data nodes found at run time
+    /// excepted), so that a bad URL or TLS root is a configuration error at start rather than
+    /// at connect time.
     pub fn check(&self) -> RedisResult<()> {
         match &self.kind {
             TargetKind::Standalone { url } => self.client(url).map(drop),
             TargetKind::Cluster { seeds } => {
                 seeds.iter().try_for_each(|url| self.client(url).map(drop))
             }
-            TargetKind::Sentinel { .. } => Ok(()),
+            TargetKind::Sentinel { sentinels, .. } => sentinels
+                .iter()
+                .try_for_each(|url| self.access.sentinel_client(url).map(drop)),
         }
     }
 

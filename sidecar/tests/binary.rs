@@ -10,7 +10,8 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coherence_testkit::{eventually, free_port, RedisCluster, RedisServer};
+use coherence_testkit::sentinel::SentinelOptions;
+use coherence_testkit::{eventually, free_port, RedisCluster, RedisSentinels, RedisServer};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -273,6 +274,29 @@ async fn failing_connections_never_log_the_password() {
     }
     let port = redis.port();
     let cluster_url = cluster.url().replace("redis+cluster://", "");
+    let sentinels = RedisSentinels::start_with(&SentinelOptions {
+        sentinel_user: Some(("sidecar", "other")),
+        ..SentinelOptions::default()
+    });
+    let sentinel_url = sentinels.url().replace(
+        "redis+sentinel://",
+        &format!("redis+sentinel://u:{MARKER}/x@"),
+    );
+    let sentinel_password = format!("{MARKER}-sentinel");
+    let output = output_after(
+        &sentinel_url,
+        &[
+            "--sentinel-username",
+            "sidecar",
+            "--sentinel-password",
+            &sentinel_password,
+        ],
+        "cannot use redis",
+        2,
+    )
+    .await;
+    assert!(!output.contains(MARKER), "the password leaked: {output}");
+    assert!(output.contains("u:***@"), "{output}");
     for url in [
         format!("redis://u:{MARKER}@127.0.0.1:{port}"),
         format!("redis://:{MARKER}/x@127.0.0.1:{port}"),

@@ -74,6 +74,15 @@ impl Process {
         Some((response.status, response.body))
     }
 
+    /// Ready, and the only server holding the lease.
+    async fn ready_and_single(&self) -> bool {
+        self.ready().await.is_some_and(|(status, _)| status == 200)
+            && self
+                .role()
+                .await
+                .is_some_and(|r| r.role() == pb::Role::Single)
+    }
+
     async fn conflict(&self) -> Option<f64> {
         tokio::net::TcpStream::connect(self.admin).await.ok()?;
         sample(&http_get(self.admin, "/metrics", None).await.body, CONFLICT)
@@ -151,14 +160,7 @@ async fn a_second_process_with_a_live_server_id_refuses_to_serve_and_cannot_remo
 ) {
     let redis = RedisServer::start();
     let first = Process::spawn(&redis);
-    let leading = eventually(WAIT, || async {
-        first.ready().await.is_some_and(|(status, _)| status == 200)
-            && first
-                .role()
-                .await
-                .is_some_and(|r| r.role() == pb::Role::Single)
-    })
-    .await;
+    let leading = eventually(WAIT, || first.ready_and_single()).await;
     assert!(leading, "the first process never led: {}", first.log());
     let lease: String = redis.cmd(&["GET", LEADER_KEY]).unwrap();
     let incarnation: String = redis.cmd(&["HGET", INFO_KEY, "incarnation"]).unwrap();
@@ -224,14 +226,7 @@ async fn a_second_process_with_a_live_server_id_refuses_to_serve_and_cannot_remo
     let mut first = first;
     first.signal("-KILL");
     first.wait_exit().await;
-    let took_over = eventually(WAIT, || async {
-        third.ready().await.is_some_and(|(status, _)| status == 200)
-            && third
-                .role()
-                .await
-                .is_some_and(|r| r.role() == pb::Role::Single)
-    })
-    .await;
+    let took_over = eventually(WAIT, || third.ready_and_single()).await;
     assert!(took_over, "the third never took over: {}", third.log());
     assert_eq!(third.conflict().await, Some(0.0));
     assert!(

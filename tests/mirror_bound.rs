@@ -73,9 +73,8 @@ async fn constant_eviction_under_a_mixed_workload_never_answers_a_superseded_ver
     let workload = Workload::start(&fleet, 300).await;
     // The workload runs for this long; nothing is awaited but the run itself.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let history = workload.stop().await;
-    let swept = fleet.sweep_superseded(&history).await;
-    let report = history.analyse(&fleet.limits());
+    let judged = workload.judge(&fleet).await;
+    let (report, swept) = (judged.report, judged.swept);
     let evictions = fleet.metric("coherence_mirror_evictions_total");
     println!("CONSTANT EVICTION: {report}; evictions {evictions}; superseded tokens swept {swept}");
     report.assert_clean("constant eviction");

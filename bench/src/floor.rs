@@ -68,6 +68,7 @@ impl CacheVersions for FloorService {
                     current: current.is_some_and(|c| *c == token),
                     version: current.map(|c| pb::Version { token: c.clone() }),
                     source: pb::CheckSource::Mirror as i32,
+                    ..Default::default()
                 }
             })
             .collect();

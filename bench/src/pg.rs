@@ -1,4 +1,4 @@
-//! The seed's approach, for comparison: a `cache_version` row in PostgreSQL read per check.
+//! Umbraco's approach, for comparison: a `cache_version` row in PostgreSQL read per check.
 //!
 //! The benchmark creates a scratch database of its own on the machine's PostgreSQL, fills the
 //! table with the benchmark's key set, and drops the database afterwards (also when the run
@@ -14,7 +14,7 @@ pub struct ScratchDb {
     connections: Vec<(Client, Statement)>,
 }
 
-/// The statement under test, exactly as the seed's CMS would issue it.
+/// The statement under test, exactly as Umbraco would issue it.
 pub const SELECT_VERSION: &str = "SELECT version FROM cache_version WHERE id = $1";
 
 impl ScratchDb {

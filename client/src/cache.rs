@@ -10,13 +10,14 @@
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use moka::ops::compute::Op;
 
 use crate::client::{Consistency, Version};
 use crate::error::Error;
+use crate::freshness::Freshness;
 use crate::mirror::MirroredClient;
 
 /// Times `get_or_load` goes round (entry stale, a joined load already stale) before it loads
@@ -44,17 +45,17 @@ type KeyFn<K> = Arc<dyn Fn(&K) -> String + Send + Sync>;
 /// were stamped with is current. Cheap to clone; clones share the cache.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), coherence_client::Error> {
+/// # async fn load_name(id: i64) -> Result<String, std::io::Error> { Ok(format!("item {id}")) }
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// use coherence_client::{Client, CoherentCache, MirrorOptions};
 ///
 /// let mirrored = Client::connect("http://127.0.0.1:50051").await?.with_mirror(MirrorOptions::default());
 /// let items: CoherentCache<i64, String> = CoherentCache::builder(mirrored, |id: &i64| format!("item:{id}"))
 ///     .max_capacity(10_000)
 ///     .build();
-/// let name = items
-///     .get_or_load(42, || async { Ok::<_, std::io::Error>("loaded from the database".to_string()) })
-///     .await
-///     .map_err(|e| coherence_client::Error::Unavailable(e.to_string()))?;
+/// // The loader's own error (here io::Error) comes back as Arc<io::Error>: `?` it into the
+/// // app's error type; it is not the sidecar's error.
+/// let name = items.get_or_load(42, move || load_name(42)).await?;
 /// // After writing item 42 to the database:
 /// let report = items.invalidate_after_write(&[42]).await;
 /// assert!(report.is_complete());
@@ -82,12 +83,54 @@ impl<K, V> Clone for CoherentCache<K, V> {
     }
 }
 
+impl<K, V> CoherentCache<K, V> {
+    /// The mirrored client underneath, without the bounds the cache's other methods need.
+    pub(crate) fn mirrored(&self) -> &MirroredClient {
+        &self.client
+    }
+}
+
+impl<K, V> std::fmt::Debug for CoherentCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoherentCache")
+            .field("client", &self.client)
+            .field("entries", &self.entries.entry_count())
+            .field("bump_attempts", &self.bump_attempts)
+            .field("bump_backoff", &self.bump_backoff)
+            .field("stats", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct CacheCounters {
     hits: AtomicU64,
     loads: AtomicU64,
     uncached_loads: AtomicU64,
     stale: AtomicU64,
+    unverifiable: AtomicU64,
+}
+
+impl CacheCounters {
+    fn snapshot(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            loads: self.loads.load(Ordering::Relaxed),
+            uncached_loads: self.uncached_loads.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+            unverifiable: self.unverifiable.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts an entry dropped because it was not [`Freshness::Current`].
+    fn count_dropped(&self, freshness: Freshness) {
+        let counter = match freshness {
+            Freshness::Current => return,
+            Freshness::Stale => &self.stale,
+            Freshness::Unverifiable => &self.unverifiable,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Counters of one [`CoherentCache`], from [`CoherentCache::stats`].
@@ -100,8 +143,12 @@ pub struct CacheStats {
     /// Loader calls whose result was returned but not cached (no version, or a joined load
     /// was already stale too often).
     pub uncached_loads: u64,
-    /// Entries found stale and dropped.
+    /// Entries dropped because a newer version exists (superseded by a write).
     pub stale: u64,
+    /// Entries dropped only because nothing could vouch for their version (sidecar or Redis
+    /// unreachable, deadline passed): they may have been current. A rise here is an outage,
+    /// not a burst of writes.
+    pub unverifiable: u64,
 }
 
 /// What [`CoherentCache::invalidate_after_write`] achieved.
@@ -138,6 +185,18 @@ pub struct CoherentCacheBuilder<K, V> {
     bump_attempts: u32,
     bump_backoff: Duration,
     _value: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<K, V> std::fmt::Debug for CoherentCacheBuilder<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoherentCacheBuilder")
+            .field("client", &self.client)
+            .field("max_capacity", &self.max_capacity)
+            .field("time_to_live", &self.time_to_live)
+            .field("bump_attempts", &self.bump_attempts)
+            .field("bump_backoff", &self.bump_backoff)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K, V> CoherentCacheBuilder<K, V>
@@ -222,36 +281,57 @@ where
     /// staleness); `None` otherwise (a stale entry is dropped).
     pub async fn get(&self, key: &K) -> Option<V> {
         let entry = self.entries.get(key).await?;
-        if self
+        let freshness = self
             .client
-            .is_current(&(self.key_fn)(key), &entry.version)
-            .await
-        {
+            .freshness(&(self.key_fn)(key), &entry.version, Consistency::Bounded)
+            .await;
+        if freshness.is_current() {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Some(entry.value.clone());
         }
-        self.drop_if_same(key, &entry).await;
+        self.drop_if_same(key, &entry, freshness).await;
         None
     }
 
     /// The value of `key`: from the cache while its version is current, else from `loader`.
     ///
-    /// The version is read *before* `loader` runs and the value is stored with it, so a bump
-    /// that races the load leaves the new entry stale, as it must. Concurrent calls for one
-    /// key share one load (single flight). When no version can be read (sidecar or Redis
-    /// down), the loader's value is returned without being cached. A loader error is
-    /// returned to every caller that shared the load.
+    /// The usual loader is a `move` closure around an `async move` block, with whatever it
+    /// needs (a pool handle, the id) moved in:
     ///
     /// ```no_run
-    /// # async fn demo(items: coherence_client::CoherentCache<i64, String>) {
-    /// let name = items
-    ///     .get_or_load(7, || async { Ok::<_, std::io::Error>(String::from("from the database")) })
-    ///     .await;
-    /// # }
+    /// # use std::sync::Arc;
+    /// # struct Db;
+    /// # impl Db { async fn item_name(&self, _id: i64) -> Result<String, std::io::Error> { Ok(String::new()) } }
+    /// # async fn demo(items: coherence_client::CoherentCache<i64, String>, db: Arc<Db>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let id = 7;
+    /// let db = Arc::clone(&db);
+    /// let name = items.get_or_load(id, move || async move { db.item_name(id).await }).await?;
+    /// # Ok(()) }
     /// ```
+    ///
+    /// **Stamp before load**: the version is read *before* `loader` runs and the value is
+    /// stored with it, so a bump that races the load leaves the new entry stale, as it must.
+    ///
+    /// **How often `loader` runs**: at most once per call (it is `FnOnce`), and never while
+    /// another call loads the same key (single flight). Precisely:
+    /// - not at all when the cached entry is current (a hit), or when this call joins a load
+    ///   another call of the same key has in progress and that load's version is still
+    ///   current when it finishes;
+    /// - once, its value cached, when this call performs the load and the version could be
+    ///   read first;
+    /// - once, its value returned but **not cached**, when no version could be read (sidecar
+    ///   or Redis down: fail closed), or after this call joined three loads in a row whose
+    ///   versions were already superseded by the time they finished (a key written faster
+    ///   than it loads).
+    ///
+    /// **Errors**: a loader error is returned, as `Arc<E>`, to every call that shared the
+    /// load, and nothing is cached. `Arc<E>` implements [`std::error::Error`] when `E` does, so
+    /// `?` converts it into `Box<dyn Error>`, `anyhow::Error`, or an app error enum with a
+    /// `From<Arc<E>>` variant. The sidecar's own failures never surface here: without a
+    /// version the value is simply not cached.
     pub async fn get_or_load<F, Fut, E>(&self, key: K, loader: F) -> Result<V, Arc<E>>
     where
-        F: Fn() -> Fut,
+        F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
@@ -263,7 +343,8 @@ where
     /// entry's version (and stamps a load) through the sidecar and Redis, so the value
     /// reflects every write whose bump completed before the call began — one round trip
     /// instead of a local lookup; use it where reading your own or another server's write at
-    /// once matters (e.g. right after a redirect from an edit form).
+    /// once matters (e.g. right after a redirect from an edit form). The loader runs as
+    /// described for [`CoherentCache::get_or_load`].
     pub async fn get_or_load_with<F, Fut, E>(
         &self,
         key: K,
@@ -271,27 +352,37 @@ where
         loader: F,
     ) -> Result<V, Arc<E>>
     where
-        F: Fn() -> Fut,
+        F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
         let coherence_key = (self.key_fn)(&key);
+        // The loader is taken by the one round whose load this call performs (after which the
+        // call returns) or, if no round did, by the uncached load at the end. A std mutex,
+        // never held across an await, keeps the future `Send`.
+        let slot = Mutex::new(Some(loader));
+        let take_loader = || {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .expect("the loader runs at most once per call")
+        };
         for _ in 0..MAX_ROUNDS {
             if let Some(entry) = self.entries.get(&key).await {
-                if self
+                let freshness = self
                     .client
-                    .is_current_with(&coherence_key, &entry.version, consistency)
-                    .await
-                {
+                    .freshness(&coherence_key, &entry.version, consistency)
+                    .await;
+                if freshness.is_current() {
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(entry.value.clone());
                 }
-                self.drop_if_same(&key, &entry).await;
+                self.drop_if_same(&key, &entry, freshness).await;
             }
             let loaded_here = AtomicBool::new(false);
             let init = async {
                 loaded_here.store(true, Ordering::Relaxed);
-                self.stamp_and_load(&coherence_key, consistency, &loader)
+                self.stamp_and_load(&coherence_key, consistency, take_loader())
                     .await
             };
             match self.entries.try_get_with(key.clone(), init).await {
@@ -316,7 +407,7 @@ where
             }
         }
         self.counters.uncached_loads.fetch_add(1, Ordering::Relaxed);
-        loader().await.map_err(Arc::new)
+        take_loader()().await.map_err(Arc::new)
     }
 
     /// Stamp before load: version first, then the loader.
@@ -324,10 +415,10 @@ where
         &self,
         coherence_key: &str,
         consistency: Consistency,
-        loader: &F,
+        loader: F,
     ) -> Result<Arc<Stamped<V>>, Uncached<V, E>>
     where
-        F: Fn() -> Fut,
+        F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<V, E>>,
     {
         let stamp = match consistency {
@@ -353,9 +444,10 @@ where
         }
     }
 
-    /// Removes `key` only if it still holds `stale` (not a fresh entry another task stored).
-    async fn drop_if_same(&self, key: &K, stale: &Arc<Stamped<V>>) {
-        self.counters.stale.fetch_add(1, Ordering::Relaxed);
+    /// Removes `key` only if it still holds `stale` (not a fresh entry another task stored),
+    /// counting it by why it goes.
+    async fn drop_if_same(&self, key: &K, stale: &Arc<Stamped<V>>, freshness: Freshness) {
+        self.counters.count_dropped(freshness);
         self.entries
             .entry_by_ref(key)
             .and_compute_with(|current| {
@@ -424,12 +516,6 @@ where
 
     /// The cache's counters.
     pub fn stats(&self) -> CacheStats {
-        let c = &self.counters;
-        CacheStats {
-            hits: c.hits.load(Ordering::Relaxed),
-            loads: c.loads.load(Ordering::Relaxed),
-            uncached_loads: c.uncached_loads.load(Ordering::Relaxed),
-            stale: c.stale.load(Ordering::Relaxed),
-        }
+        self.counters.snapshot()
     }
 }

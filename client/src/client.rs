@@ -11,6 +11,7 @@ use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
 use futures::Stream;
 
+use crate::call::{poll_events, Target};
 use crate::error::Error;
 use crate::jobs::Jobs;
 use crate::notifications::Notifications;
@@ -18,7 +19,8 @@ use crate::servers::Servers;
 use crate::transport::{transport, unix_path, AuthToken, Transport};
 use tonic::transport::{Channel, Endpoint};
 
-/// An opaque version token. Compare for equality; hand it back to the sidecar unchanged.
+/// An opaque version token. Compare for equality only (versions have no order: a newer one
+/// is not "greater"); hand it back to the sidecar unchanged.
 ///
 /// ```
 /// use coherence_client::Version;
@@ -26,7 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 /// // Store the token next to the cached value, rebuild it later:
 /// assert_eq!(Version::from_token(stamp.token()), stamp);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Version(pub(crate) String);
 
 impl Version {
@@ -89,6 +91,9 @@ pub struct CheckResult {
     pub version: Option<Version>,
     /// Where the answer came from.
     pub source: CheckSource,
+    /// The key has no version at all (never issued, or expired after the sidecar's
+    /// `version_ttl`): no token is current; [`Client::get`] issues one.
+    pub no_version: bool,
 }
 
 /// One event of a [`Client::watch`] stream.
@@ -119,6 +124,9 @@ pub enum WatchEvent {
         /// age when sent plus the time since the sidecar sent it (by the wall clock, which a
         /// sidecar on the same host shares; a send time ahead of this clock counts as zero).
         fence_age: Option<Duration>,
+        /// The sidecar's own staleness bound (`None` from sidecars that do not send it): a
+        /// mirror trusts itself no longer than the smaller of this and its own bound.
+        max_staleness: Option<Duration>,
     },
 }
 
@@ -128,7 +136,7 @@ pub struct Client {
     grpc: CacheVersionsClient<Transport>,
     channel: Channel,
     auth: AuthToken,
-    timeout: Duration,
+    target: Target,
 }
 
 /// Default per-call deadline.
@@ -137,39 +145,43 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 impl Client {
     /// Connects to a sidecar at `addr` (`http://127.0.0.1:50051`, `127.0.0.1:50051`, or a Unix
     /// socket: `unix:///run/coherence/grpc.sock`).
+    ///
+    /// A malformed address is [`Error::InvalidAddress`]; a sidecar that does not answer is
+    /// [`Error::Connect`], whose [`source`](std::error::Error::source) says why.
     pub async fn connect(addr: impl AsRef<str>) -> Result<Client, Error> {
-        if let Some(path) = unix_path(addr.as_ref()) {
-            return Ok(Client::from_channel(
-                crate::transport::connect_unix(path).await?,
-            ));
+        let addr = addr.as_ref();
+        if let Some(path) = unix_path(addr) {
+            let channel = crate::transport::connect_unix(path).await?;
+            return Ok(Client::from_channel(channel).named(addr));
         }
-        let endpoint = endpoint(addr.as_ref())?;
-        let channel = endpoint
+        let channel = endpoint(addr)?
             .connect()
             .await
-            .map_err(|e| Error::Connect(format!("{}: {e}", addr.as_ref())))?;
-        Ok(Client::from_channel(channel))
+            .map_err(|e| Error::Connect {
+                address: addr.to_string(),
+                source: std::sync::Arc::new(e),
+            })?;
+        Ok(Client::from_channel(channel).named(addr))
     }
 
     /// A client that connects on first use (and reconnects after the sidecar restarts).
     pub fn connect_lazy(addr: impl AsRef<str>) -> Result<Client, Error> {
-        if let Some(path) = unix_path(addr.as_ref()) {
-            return Ok(Client::from_channel(crate::transport::connect_unix_lazy(
-                path,
-            )?));
+        let addr = addr.as_ref();
+        if let Some(path) = unix_path(addr) {
+            let channel = crate::transport::connect_unix_lazy(path)?;
+            return Ok(Client::from_channel(channel).named(addr));
         }
-        Ok(Client::from_channel(
-            endpoint(addr.as_ref())?.connect_lazy(),
-        ))
+        Ok(Client::from_channel(endpoint(addr)?.connect_lazy()).named(addr))
     }
 
-    /// Wraps an existing tonic channel.
+    /// Wraps an existing tonic channel (errors name the sidecar "the given channel"; see
+    /// [`Client::named`]).
     pub fn from_channel(channel: Channel) -> Client {
         Client {
             grpc: CacheVersionsClient::new(transport(channel.clone(), AuthToken::default())),
             channel,
             auth: AuthToken::default(),
-            timeout: DEFAULT_TIMEOUT,
+            target: Target::new("the given channel", DEFAULT_TIMEOUT),
         }
     }
 
@@ -185,41 +197,52 @@ impl Client {
         transport(self.channel.clone(), self.auth.clone())
     }
 
+    /// Names the sidecar in errors (the address given to [`Client::connect`] by default).
+    pub fn named(mut self, address: impl AsRef<str>) -> Client {
+        self.target = Target::new(address.as_ref(), self.target.timeout());
+        self
+    }
+
     /// Sets the per-call deadline.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
-        self.timeout = timeout;
+        self.target = self.target.with_timeout(timeout);
         self
     }
 
     /// The per-call deadline.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.target.timeout()
+    }
+
+    /// The sidecar's address, as errors name it.
+    pub fn address(&self) -> &str {
+        self.target.address()
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        request(message, self.timeout)
+        self.target.request(message)
     }
 
     async fn call<T, F>(&self, fut: F) -> Result<T, Error>
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        call(self.timeout, fut).await
+        self.target.call(fut).await
     }
 
     /// Distributed jobs on the same sidecar: leases with fencing tokens, recurring runs.
     pub fn jobs(&self) -> Jobs {
-        Jobs::new(self.transport(), self.timeout)
+        Jobs::new(self.transport(), self.target.clone())
     }
 
     /// This server's role and the live servers, from the same sidecar.
     pub fn servers(&self) -> Servers {
-        Servers::new(self.transport(), self.timeout)
+        Servers::new(self.transport(), self.target.clone())
     }
 
     /// The notifications backplane of the same sidecar: publish to every server, subscribe.
     pub fn notifications(&self) -> Notifications {
-        Notifications::new(self.transport(), self.timeout)
+        Notifications::new(self.transport(), self.target.clone())
     }
 
     /// Current versions of `keys`, in order. A key never bumped still has one.
@@ -311,6 +334,7 @@ impl Client {
                     Ok(pb::CheckSource::FailClosed) => CheckSource::FailClosed,
                     _ => CheckSource::Unknown,
                 },
+                no_version: r.no_version,
             })
             .collect())
     }
@@ -374,51 +398,66 @@ impl Client {
         let stream = self.call(grpc.watch(request)).await?;
         Ok(WatchStream {
             inner: stream,
-            timeout: self.timeout,
+            target: self.target.clone(),
         })
     }
 }
 
-/// A request that carries `timeout` to the sidecar as its gRPC deadline.
-pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    request
-}
-
-/// Awaits one call for at most `timeout`, mapping its status to [`Error`].
-pub(crate) async fn call<T, F>(timeout: Duration, fut: F) -> Result<T, Error>
-where
-    F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(Error::from_status(status, timeout)),
-        Err(_) => Err(Error::DeadlineExceeded(timeout)),
-    }
-}
-
-/// Milliseconds for a proto field; longer than `u64::MAX` ms saturates.
-pub(crate) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn endpoint(addr: &str) -> Result<Endpoint, Error> {
+/// The endpoint for a sidecar address (`host:port` or `http://host:port`); anything else is
+/// [`Error::InvalidAddress`] saying why, before any connection is tried.
+pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, Error> {
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
+    let parsed: tonic::codegen::http::Uri = uri.parse().map_err(|e| Error::InvalidAddress {
+        address: addr.to_string(),
+        source: std::sync::Arc::new(e),
+    })?;
+    let invalid = |why: &str| Error::invalid_address(addr, why);
+    match parsed.scheme_str() {
+        Some("http") => {}
+        Some(scheme) => {
+            return Err(invalid(&format!(
+                "scheme {scheme:?} is not supported (use http://host:port)"
+            )))
+        }
+        None => return Err(invalid("no scheme")),
+    }
+    let Some(authority) = parsed.authority() else {
+        return Err(invalid("no host"));
+    };
+    if authority.host().is_empty() {
+        return Err(invalid("no host"));
+    }
+    if authority.port_u16().is_none() {
+        return Err(invalid("no port (the sidecar has no default port)"));
+    }
+    if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
+        return Err(invalid("a sidecar address has no path"));
+    }
     Endpoint::from_shared(uri)
         .map(|e| e.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true))
-        .map_err(|_| Error::InvalidAddress(addr.to_string()))
+        .map_err(|e| Error::InvalidAddress {
+            address: addr.to_string(),
+            source: std::sync::Arc::new(e),
+        })
 }
 
 /// The events of one Watch stream. Ends when the sidecar ends it (e.g. on shutdown, with an
 /// `Unavailable` error first).
 pub struct WatchStream {
     inner: tonic::Streaming<pb::WatchEvent>,
-    timeout: Duration,
+    target: Target,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("sidecar", &self.target.address())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Stream for WatchStream {
@@ -426,8 +465,8 @@ impl Stream for WatchStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         use pb::watch_event::Event;
-        let timeout = self.timeout;
-        poll_events(&mut self.inner, cx, timeout, |next| {
+        let this = &mut *self;
+        poll_events(&mut this.inner, cx, &this.target, |next| {
             Some(match next.event? {
                 Event::Invalidated(inv) => WatchEvent::Invalidated {
                     key: inv.key,
@@ -439,33 +478,11 @@ impl Stream for WatchStream {
                 Event::Resync(r) => WatchEvent::Resync { reason: r.reason },
                 Event::Heartbeat(h) => WatchEvent::Heartbeat {
                     fence_age: fence_age_on_receipt(&h, SystemTime::now()),
+                    max_staleness: Some(Duration::from_millis(h.max_staleness_ms))
+                        .filter(|d| !d.is_zero()),
                 },
             })
         })
-    }
-}
-
-/// The next event of a server stream that `map` turns into one of ours; messages it maps to
-/// `None` (an event kind this client does not know, from a newer sidecar) are skipped.
-pub(crate) fn poll_events<P, T>(
-    inner: &mut tonic::Streaming<P>,
-    cx: &mut Context<'_>,
-    timeout: Duration,
-    mut map: impl FnMut(P) -> Option<T>,
-) -> Poll<Option<Result<T, Error>>> {
-    loop {
-        match Pin::new(&mut *inner).poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(status))) => {
-                return Poll::Ready(Some(Err(Error::from_status(status, timeout))))
-            }
-            Poll::Ready(Some(Ok(message))) => {
-                if let Some(event) = map(message) {
-                    return Poll::Ready(Some(Ok(event)));
-                }
-            }
-        }
     }
 }
 
@@ -493,6 +510,7 @@ mod tests {
             sent_at_unix_us: sent_at
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64),
+            ..Default::default()
         }
     }
 
@@ -522,6 +540,7 @@ mod tests {
         let unknown = pb::Heartbeat {
             fence_age_ms: 200,
             sent_at_unix_us: 0,
+            ..Default::default()
         };
         assert_eq!(
             fence_age_on_receipt(&unknown, now),

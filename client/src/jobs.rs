@@ -7,12 +7,12 @@
 //! that it still holds it: pass the token with every write the job makes and have the resource
 //! refuse a token older than the newest it has seen (docs/jobs.md shows the SQL).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::jobs_client::JobsClient;
 
-use crate::client::{call, millis, request};
+use crate::call::{millis, Target};
 use crate::error::Error;
 use crate::transport::Transport;
 
@@ -21,12 +21,12 @@ use crate::transport::Transport;
 #[derive(Debug, Clone)]
 pub struct Jobs {
     grpc: JobsClient<Transport>,
-    timeout: Duration,
+    target: Target,
     holder: String,
 }
 
-/// A lease held on a job: the work may run, writing under `fencing_token`, until `ttl` passes
-/// without a renewal.
+/// A lease held on a job: the work may run, writing under `fencing_token`, until
+/// `expires_at` passes without a renewal. [`Jobs::keep_alive`] renews it in the background.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     /// The job's name.
@@ -35,8 +35,25 @@ pub struct Lease {
     pub fencing_token: u64,
     /// Who holds the lease.
     pub holder: String,
-    /// Lease time left when the sidecar answered.
+    /// Lease time left when the sidecar answered (granted or last renewed).
     pub ttl: Duration,
+    /// When the lease expires unless renewed, by this process's monotonic clock: `ttl` counted
+    /// from *before* the request was sent, so never later than the sidecar's own expiry (the
+    /// sidecar answered after that instant, with the time left then).
+    pub expires_at: Instant,
+}
+
+impl Lease {
+    /// Time left until [`Lease::expires_at`] (zero once passed).
+    pub fn remaining(&self) -> Duration {
+        self.expires_at.saturating_duration_since(Instant::now())
+    }
+}
+
+/// `ttl` after `asked`; a time left too large to add (a nonsense answer) counts as expiring at
+/// once, the side that stops work rather than overruns it.
+fn expiry(asked: Instant, ttl: Duration) -> Instant {
+    asked.checked_add(ttl).unwrap_or(asked)
 }
 
 /// The answer to [`Jobs::try_acquire`].
@@ -80,10 +97,10 @@ pub enum Claimed {
 }
 
 impl Jobs {
-    pub(crate) fn new(channel: Transport, timeout: Duration) -> Jobs {
+    pub(crate) fn new(channel: Transport, target: Target) -> Jobs {
         Jobs {
             grpc: JobsClient::new(channel),
-            timeout,
+            target,
             holder: String::new(),
         }
     }
@@ -104,25 +121,23 @@ impl Jobs {
     ///
     /// let jobs = client.jobs();
     /// if let Acquired::Granted(lease) = jobs.try_acquire("reindex", Duration::from_secs(30)).await? {
-    ///     // ... work, writing with lease.fencing_token, renewing before lease.ttl runs out ...
+    ///     // ... work, writing with lease.fencing_token, renewing before lease.expires_at
+    ///     // (or let jobs.keep_alive(lease, ttl) renew it) ...
     ///     jobs.release(&lease).await?;
     /// }
     /// # Ok(()) }
     /// ```
     pub async fn try_acquire(&self, job: &str, ttl: Duration) -> Result<Acquired, Error> {
         let mut grpc = self.grpc.clone();
-        let answer = call(
-            self.timeout,
-            grpc.try_acquire(request(
-                pb::TryAcquireRequest {
-                    job: job.to_string(),
-                    ttl_ms: millis(ttl),
-                    holder: self.holder.clone(),
-                },
-                self.timeout,
-            )),
-        )
-        .await?;
+        let asked = Instant::now();
+        let answer = self
+            .target
+            .call(grpc.try_acquire(self.target.request(pb::TryAcquireRequest {
+                job: job.to_string(),
+                ttl_ms: millis(ttl),
+                holder: self.holder.clone(),
+            })))
+            .await?;
         let remaining = Duration::from_millis(answer.ttl_ms);
         Ok(if answer.granted {
             Acquired::Granted(Lease {
@@ -130,6 +145,7 @@ impl Jobs {
                 fencing_token: answer.fencing_token,
                 holder: answer.holder,
                 ttl: remaining,
+                expires_at: expiry(asked, remaining),
             })
         } else {
             Acquired::Held {
@@ -140,40 +156,35 @@ impl Jobs {
         })
     }
 
-    /// Extends `lease` to `ttl` from now; returns the time left. [`Error::LeaseLost`] when the
-    /// lease expired or was taken over: stop the work.
-    pub async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Duration, Error> {
+    /// Extends `lease` to `ttl` from now, updating its `ttl` and `expires_at`; returns the time
+    /// left. [`Error::LeaseLost`] when the lease expired or was taken over: stop the work.
+    pub async fn renew(&self, lease: &mut Lease, ttl: Duration) -> Result<Duration, Error> {
         let mut grpc = self.grpc.clone();
-        let answer = call(
-            self.timeout,
-            grpc.renew(request(
-                pb::RenewRequest {
-                    job: lease.job.clone(),
-                    fencing_token: lease.fencing_token,
-                    ttl_ms: millis(ttl),
-                },
-                self.timeout,
-            )),
-        )
-        .await?;
-        Ok(Duration::from_millis(answer.ttl_ms))
+        let asked = Instant::now();
+        let answer = self
+            .target
+            .call(grpc.renew(self.target.request(pb::RenewRequest {
+                job: lease.job.clone(),
+                fencing_token: lease.fencing_token,
+                ttl_ms: millis(ttl),
+            })))
+            .await?;
+        let remaining = Duration::from_millis(answer.ttl_ms);
+        lease.ttl = remaining;
+        lease.expires_at = expiry(asked, remaining);
+        Ok(remaining)
     }
 
     /// Gives `lease` up (and marks a [`Jobs::claim_run`] run done). [`Error::LeaseLost`] when
     /// it was no longer ours.
     pub async fn release(&self, lease: &Lease) -> Result<(), Error> {
         let mut grpc = self.grpc.clone();
-        call(
-            self.timeout,
-            grpc.release(request(
-                pb::ReleaseRequest {
-                    job: lease.job.clone(),
-                    fencing_token: lease.fencing_token,
-                },
-                self.timeout,
-            )),
-        )
-        .await?;
+        self.target
+            .call(grpc.release(self.target.request(pb::ReleaseRequest {
+                job: lease.job.clone(),
+                fencing_token: lease.fencing_token,
+            })))
+            .await?;
         Ok(())
     }
 
@@ -201,26 +212,25 @@ impl Jobs {
         lease: Option<Duration>,
     ) -> Result<Claimed, Error> {
         let mut grpc = self.grpc.clone();
-        let answer = call(
-            self.timeout,
-            grpc.claim_run(request(
-                pb::ClaimRunRequest {
-                    job: job.to_string(),
-                    period_ms: millis(period),
-                    lease_ms: lease.map_or(0, millis),
-                    holder: self.holder.clone(),
-                },
-                self.timeout,
-            )),
-        )
-        .await?;
+        let asked = Instant::now();
+        let answer = self
+            .target
+            .call(grpc.claim_run(self.target.request(pb::ClaimRunRequest {
+                job: job.to_string(),
+                period_ms: millis(period),
+                lease_ms: lease.map_or(0, millis),
+                holder: self.holder.clone(),
+            })))
+            .await?;
         Ok(if answer.granted {
+            let remaining = Duration::from_millis(answer.lease_ms);
             Claimed::Granted {
                 lease: Lease {
                     job: job.to_string(),
                     fencing_token: answer.fencing_token,
                     holder: answer.holder,
-                    ttl: Duration::from_millis(answer.lease_ms),
+                    ttl: remaining,
+                    expires_at: expiry(asked, remaining),
                 },
                 period: answer.period,
             }

@@ -12,6 +12,20 @@
 //! | [`MirroredClient`] | [`Client`] plus an in-process mirror fed by one `Watch` stream | a local map lookup (tens of ns) while the mirror is provably fresh |
 //! | [`CoherentCache`] | a bounded cache (moka) that stamps before load, loads once per key and serves only current values | same as the mirror |
 //!
+//! # Use it in your app
+//!
+//! The crate is not on crates.io: depend on it from a checkout of the coherence repository
+//! (here next to your app), with Tokio, whose runtime it runs on. In your `Cargo.toml`:
+//!
+//! ```toml
+//! [dependencies]
+//! coherence-client = { path = "../coherence/client" }
+//! tokio = { version = "1.48", features = ["macros", "rt-multi-thread"] }
+//! ```
+//!
+//! Add `futures = "0.3"` to read the streams ([`Client::watch`], [`Servers::watch_role`],
+//! [`Notifications::subscribe`]). Rust 1.85 or newer.
+//!
 //! # How to stamp
 //!
 //! Read the key's version *before* loading, load from the source of truth, store the value
@@ -23,14 +37,15 @@
 //! it retries a failed bump a bounded number of times and reports keys it could not bump.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), coherence_client::Error> {
+//! # async fn load_row(id: i64) -> Result<String, std::io::Error> { Ok(format!("row {id}")) }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! use coherence_client::{Client, CoherentCache, MirrorOptions};
 //!
 //! let mirrored = Client::connect("http://127.0.0.1:50051").await?.with_mirror(MirrorOptions::default());
 //! let items: CoherentCache<i64, String> = CoherentCache::new(mirrored, |id: &i64| format!("item:{id}"));
-//! let name = items
-//!     .get_or_load(42, || async { Ok::<_, std::io::Error>("row 42 from the database".to_string()) })
-//!     .await;
+//! // The loader runs at most once per call, and only on a miss (see `get_or_load`); its own
+//! // error comes back as `Arc<io::Error>` here, which `?` turns into the app's error.
+//! let name = items.get_or_load(42, move || load_row(42)).await?;
 //! // ... UPDATE items SET ... WHERE id = 42; COMMIT ...
 //! let report = items.invalidate_after_write(&[42]).await;
 //! if !report.is_complete() {
@@ -94,7 +109,11 @@
 //! ```
 //!
 //! Every call has a deadline (default 1 s, see [`Client::with_timeout`]); a broken channel is
-//! re-established by the next call.
+//! re-established by the next call. Every network error names the sidecar's address, and its
+//! cause ("connection refused") is its [`source`](std::error::Error::source): print errors
+//! with their chain (anyhow's `{:#}`). [`CacheStats`] and [`MirroredClient::freshness`] tell
+//! an entry superseded by a write ([`Freshness::Stale`]) from one nobody could vouch for
+//! during an outage ([`Freshness::Unverifiable`]).
 //!
 //! # The rest of the load-balancing kit
 //!
@@ -103,18 +122,25 @@
 //! tokens and recurring runs granted to one server per period ([`Client::jobs`]). A lease can
 //! be lost unnoticed, so every write a job makes carries its fencing token and the resource
 //! refuses older tokens; a renew or release under a lost lease fails with
-//! [`Error::LeaseLost`]. [`Client::notifications`] fans small messages out to every server, at
+//! [`Error::LeaseLost`], and [`Jobs::keep_alive`] renews a lease every third of its TTL and
+//! reports its loss ([`LeaseLoss`]). [`MirroredClient`] and [`CoherentCache`] offer the same
+//! `jobs()`, `servers()` and `notifications()` as [`Client`]. [`Client::notifications`] fans small messages out to every server, at
 //! most once (a subscriber is told when it may have missed some).
 
 #![warn(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 mod cache;
+mod call;
 mod client;
 mod error;
+mod freshness;
 mod jobs;
+mod keep_alive;
 mod mirror;
 mod notifications;
 mod servers;
+mod shortcuts;
 mod transport;
 
 pub use cache::{BumpReport, CacheStats, CoherentCache, CoherentCacheBuilder};
@@ -122,11 +148,13 @@ pub use client::{
     CheckResult, CheckSource, Client, Consistency, Version, WatchEvent, WatchStream,
     DEFAULT_TIMEOUT,
 };
-pub use error::Error;
+pub use error::{Error, SidecarStatus, Source};
+pub use freshness::Freshness;
 pub use jobs::{Acquired, Claimed, Jobs, Lease};
+pub use keep_alive::{LeaseKeeper, LeaseLoss};
 pub use mirror::{
     MirrorEvent, MirrorHook, MirrorOptions, MirrorStats, MirroredClient, DEFAULT_MAX_STALENESS,
 };
 pub use notifications::{NotificationEvent, NotificationStream, Notifications};
 pub use servers::{Role, RoleMode, RoleStatus, RoleStream, ServerInfo, ServerList, Servers};
-pub use transport::{connect_channel, AuthToken};
+pub use transport::{connect_channel, AuthToken, TokenError};

@@ -5,14 +5,17 @@
 //! key → current version, filled from the sidecar's own answers (`Get`, `Check`, `Bump`) and
 //! overwritten by every invalidation the stream delivers. It answers locally only while it
 //! can prove the map fresh: the sidecar's Watch heartbeats carry the age `a` of its oldest
-//! fence, so a heartbeat received at local instant `t` proves the map reflects every bump that
-//! completed before `t - a`; the mirror trusts itself while `now - t + a < max_staleness`, with
-//! the local monotonic clock only. Everything else (unknown keys, untrusted periods, strong
-//! checks) goes to the sidecar, and a failed sidecar call answers "not current" (fail closed).
-//! The one assumption: the loopback hop from the sidecar to this process takes negligible
-//! time next to `max_staleness` — a heartbeat held up on the way (a starved runtime) would be
-//! counted from when it arrived. Events and heartbeats travel on one ordered stream, so a
-//! heartbeat never overtakes an invalidation sent before it.
+//! fence and their send time, so a heartbeat sent `d` ago proves the map reflects every bump
+//! that completed before `now - d - a`; the mirror trusts itself while `d + a < max_staleness`,
+//! time in queues and in transit included (see `fence_age_on_receipt`). Everything else
+//! (unknown keys, untrusted periods, strong checks) goes to the sidecar, and a failed sidecar
+//! call answers "not current" (fail closed). Events and heartbeats travel on one ordered
+//! stream, so a heartbeat never overtakes an invalidation sent before it.
+//!
+//! A stream counts only once the sidecar vouches for it with its first heartbeat that carries
+//! a fence age: a sidecar that is not yet subscribed to Redis serves `Watch` and `Get` but
+//! cannot announce bumps it never heard of. Fills are refused until then, and fills asked
+//! before then are refused after (docs/client-protocol.md, rules on connecting).
 //!
 //! The one race that matters is between filling the map from a sidecar answer and an
 //! invalidation arriving on the stream while that answer was in flight: the answer may predate
@@ -31,6 +34,7 @@ use futures::StreamExt;
 
 use crate::client::{CheckSource, Client, Consistency, Version, WatchEvent};
 use crate::error::Error;
+use crate::freshness::Freshness;
 
 /// Default for [`MirrorOptions::max_staleness`].
 pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(500);
@@ -212,7 +216,9 @@ pub(crate) struct MirrorState {
     fill_floor: AtomicU64,
     /// Nanoseconds since `base` until which local answers are allowed; 0 = untrusted.
     trusted_until: AtomicU64,
-    connected: AtomicBool,
+    /// Whether the Watch stream is open and the sidecar has vouched for it (a heartbeat with a
+    /// fence age): fills are accepted only then.
+    vouching: AtomicBool,
     /// The TSC-based clock of `quanta` where the CPU has an invariant TSC (the OS clock
     /// otherwise): reading it is a good part of a local check, and `Instant::now` costs
     /// 40-60 ns on some virtual machines.
@@ -232,7 +238,7 @@ impl MirrorState {
             generation: AtomicU64::new(1),
             fill_floor: AtomicU64::new(1),
             trusted_until: AtomicU64::new(0),
-            connected: AtomicBool::new(false),
+            vouching: AtomicBool::new(false),
             base: clock.now(),
             clock,
             max_staleness: options.max_staleness,
@@ -282,7 +288,7 @@ impl MirrorState {
     /// sent after `asked_at` was read from [`MirrorState::generation`]. Refused when the key or
     /// the map changed since; a disagreeing newer entry becomes a tombstone.
     pub(crate) fn fill(&self, key: &str, version: Version, asked_at: u64) {
-        if !self.mirrors(key) || !self.connected.load(Ordering::SeqCst) {
+        if !self.mirrors(key) || !self.vouching.load(Ordering::SeqCst) {
             return;
         }
         self.make_room();
@@ -330,6 +336,13 @@ impl MirrorState {
         bump_counter(&self.counters.invalidations);
     }
 
+    /// The stream's first vouching heartbeat: from now on fills are accepted, but none asked
+    /// before (the map is emptied and the fill floor raised first).
+    pub(crate) fn vouch(&self) {
+        self.clear();
+        self.vouching.store(true, Ordering::SeqCst);
+    }
+
     /// Empties the map and counts a resync.
     pub(crate) fn resync(&self, reason: &str) {
         self.clear();
@@ -373,13 +386,14 @@ impl MirrorState {
         self.fill_floor.fetch_max(generation, Ordering::SeqCst);
     }
 
-    /// A heartbeat received now, vouching for the sidecar's mirror as of `fence_age` ago.
-    pub(crate) fn heartbeat(&self, fence_age: Option<Duration>) {
+    /// A heartbeat received now, vouching for the sidecar's mirror as of `fence_age` ago; the
+    /// sidecar's own bound, when it sends one, caps ours.
+    pub(crate) fn heartbeat(&self, fence_age: Option<Duration>, sidecar_bound: Option<Duration>) {
+        let bound = sidecar_bound.map_or(self.max_staleness, |b| b.min(self.max_staleness));
         let until = match fence_age {
-            Some(age) if age < self.max_staleness => {
+            Some(age) if age < bound => {
                 let received = self.nanos_since_base(self.clock.now());
-                let allowance =
-                    u64::try_from((self.max_staleness - age).as_nanos()).unwrap_or(u64::MAX);
+                let allowance = u64::try_from((bound - age).as_nanos()).unwrap_or(u64::MAX);
                 received.saturating_add(allowance).max(1)
             }
             _ => 0,
@@ -509,7 +523,9 @@ impl MirroredClient {
         if let Some(answer) = self.is_current_local(key, version) {
             return answer;
         }
-        self.check_remote(key, version, Consistency::Bounded).await
+        self.check_remote(key, version, Consistency::Bounded)
+            .await
+            .is_current()
     }
 
     /// [`MirroredClient::is_current`] with an explicit consistency: `Strong` always asks the
@@ -521,8 +537,23 @@ impl MirroredClient {
         version: &Version,
         consistency: Consistency,
     ) -> bool {
+        self.freshness(key, version, consistency).await.is_current()
+    }
+
+    /// [`MirroredClient::is_current_with`], telling a superseded version
+    /// ([`Freshness::Stale`]) from one nothing could vouch for ([`Freshness::Unverifiable`]).
+    pub async fn freshness(
+        &self,
+        key: &str,
+        version: &Version,
+        consistency: Consistency,
+    ) -> Freshness {
         match consistency {
-            Consistency::Bounded => self.is_current(key, version).await,
+            Consistency::Bounded => match self.is_current_local(key, version) {
+                Some(true) => Freshness::Current,
+                Some(false) => Freshness::Stale,
+                None => self.check_remote(key, version, Consistency::Bounded).await,
+            },
             Consistency::Strong => {
                 bump_counter(&self.inner.state.counters.misses);
                 self.check_remote(key, version, Consistency::Strong).await
@@ -540,7 +571,12 @@ impl MirroredClient {
         answer
     }
 
-    async fn check_remote(&self, key: &str, version: &Version, consistency: Consistency) -> bool {
+    async fn check_remote(
+        &self,
+        key: &str,
+        version: &Version,
+        consistency: Consistency,
+    ) -> Freshness {
         let state = &self.inner.state;
         if consistency == Consistency::Bounded {
             bump_counter(&state.counters.misses);
@@ -554,19 +590,20 @@ impl MirroredClient {
         {
             Ok(results) => {
                 let Some(result) = results.into_iter().next() else {
-                    return false;
+                    return Freshness::Unverifiable;
                 };
+                let freshness = Freshness::of(&result);
                 if result.source != CheckSource::FailClosed {
                     if let Some(current) = result.version {
                         state.fill(key, current, asked_at);
                     }
                 }
-                result.current
+                freshness
             }
             Err(err) => {
                 bump_counter(&state.counters.fallback_failures);
                 tracing::debug!(error = %err, key, "check failed; answering not current");
-                false
+                Freshness::Unverifiable
             }
         }
     }
@@ -654,9 +691,9 @@ async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptio
     loop {
         match client.watch(&prefixes).await {
             Ok(mut stream) => {
-                // The sidecar subscribed before answering: every later bump reaches this
-                // stream. Whatever the map learnt before may have missed invalidations.
-                state.connected.store(true, Ordering::SeqCst);
+                // The sidecar subscribed before answering, but it vouches for what reaches
+                // this stream only once it is synced with Redis: its first heartbeat with a
+                // fence age says so. Until then nothing is filled (see `vouched` below).
                 if ever_connected {
                     bump_counter(&state.counters.reconnects);
                     state.resync("watch stream reopened");
@@ -670,6 +707,7 @@ async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptio
                     reconnect: ever_connected,
                 });
                 ever_connected = true;
+                let mut vouched = false;
                 let reason = loop {
                     let next = match tokio::time::timeout(options.idle_timeout, stream.next()).await
                     {
@@ -686,8 +724,19 @@ async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptio
                             state.resync(&reason);
                             notify(MirrorEvent::Resync { reason });
                         }
-                        WatchEvent::Heartbeat { fence_age } => {
-                            state.heartbeat(fence_age);
+                        WatchEvent::Heartbeat {
+                            fence_age,
+                            max_staleness,
+                        } => {
+                            if fence_age.is_some() && !vouched {
+                                // From here on every bump reaches this stream or is covered
+                                // by a Resync. Fills asked before may predate bumps the
+                                // sidecar never announced (it was not yet subscribed):
+                                // refuse them, then accept new ones.
+                                vouched = true;
+                                state.vouch();
+                            }
+                            state.heartbeat(fence_age, max_staleness);
                             if fence_age.is_some() {
                                 backoff = options.backoff_min;
                             }
@@ -695,7 +744,7 @@ async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptio
                     }
                 };
                 state.untrust();
-                state.connected.store(false, Ordering::SeqCst);
+                state.vouching.store(false, Ordering::SeqCst);
                 state.resync(&reason);
                 notify(MirrorEvent::Disconnected { reason });
             }
@@ -724,8 +773,8 @@ mod tests {
 
     fn trusted_state() -> MirrorState {
         let state = MirrorState::new(&MirrorOptions::default());
-        state.connected.store(true, Ordering::SeqCst);
-        state.heartbeat(Some(Duration::ZERO));
+        state.vouch();
+        state.heartbeat(Some(Duration::ZERO), None);
         state
     }
 
@@ -741,7 +790,7 @@ mod tests {
     #[test]
     fn a_full_mirror_evicts_an_eighth_and_stays_bounded() {
         let state = MirrorState::new(&MirrorOptions::default().max_entries(800));
-        state.connected.store(true, Ordering::SeqCst);
+        state.vouch();
         for i in 0..5_000 {
             state.fill(&format!("k{i}"), v("1.1.a"), state.generation());
         }
@@ -761,8 +810,8 @@ mod tests {
     #[test]
     fn a_fill_older_than_an_evicted_entry_is_refused() {
         let state = MirrorState::new(&MirrorOptions::default().max_entries(1));
-        state.connected.store(true, Ordering::SeqCst);
-        state.heartbeat(Some(Duration::ZERO));
+        state.vouch();
+        state.heartbeat(Some(Duration::ZERO), None);
         let asked_at = state.generation();
         state.invalidate("k", v("1.2.b"));
         state.invalidate("other", v("1.3.c"));
@@ -828,18 +877,55 @@ mod tests {
     fn trust_follows_the_fence_age() {
         let state = trusted_state();
         assert!(state.is_trusted());
-        state.heartbeat(None);
+        state.heartbeat(None, None);
         assert!(
             !state.is_trusted(),
             "a sidecar that cannot vouch makes the mirror untrusted"
         );
-        state.heartbeat(Some(DEFAULT_MAX_STALENESS));
+        state.heartbeat(Some(DEFAULT_MAX_STALENESS), None);
         assert!(
             !state.is_trusted(),
             "a fence as old as max_staleness proves nothing"
         );
-        state.heartbeat(Some(Duration::from_millis(100)));
+        state.heartbeat(Some(Duration::from_millis(100)), None);
         assert!(state.is_trusted());
+    }
+
+    /// A fill asked before the sidecar vouched for the stream may predate bumps the sidecar
+    /// never announced (it was not subscribed yet): it must not be kept.
+    #[test]
+    fn a_fill_asked_before_the_stream_vouched_is_refused() {
+        let state = MirrorState::new(&MirrorOptions::default());
+        let asked_before = state.generation();
+        state.vouch();
+        state.heartbeat(Some(Duration::ZERO), None);
+        state.fill("k", v("1.1.a"), asked_before);
+        assert_eq!(state.local_check("k", &v("1.1.a")), None);
+        state.fill("k", v("1.1.a"), state.generation());
+        assert_eq!(state.local_check("k", &v("1.1.a")), Some(true));
+    }
+
+    #[test]
+    fn the_sidecar_bound_caps_the_mirror_bound() {
+        let state = trusted_state();
+        state.heartbeat(
+            Some(Duration::from_millis(300)),
+            Some(Duration::from_millis(250)),
+        );
+        assert!(
+            !state.is_trusted(),
+            "a fence older than the sidecar's own bound proves nothing"
+        );
+        state.heartbeat(
+            Some(Duration::from_millis(300)),
+            Some(Duration::from_secs(60)),
+        );
+        assert!(
+            state.is_trusted(),
+            "a larger sidecar bound does not lift ours"
+        );
+        state.heartbeat(Some(DEFAULT_MAX_STALENESS), Some(Duration::from_secs(60)));
+        assert!(!state.is_trusted());
     }
 
     #[test]

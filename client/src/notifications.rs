@@ -7,13 +7,12 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::notifications_client::NotificationsClient;
 use futures::Stream;
 
-use crate::client::{call, poll_events, request};
+use crate::call::{poll_events, Target};
 use crate::error::Error;
 use crate::transport::Transport;
 
@@ -22,7 +21,7 @@ use crate::transport::Transport;
 #[derive(Debug, Clone)]
 pub struct Notifications {
     grpc: NotificationsClient<Transport>,
-    timeout: Duration,
+    target: Target,
 }
 
 /// One event of a [`Notifications::subscribe`] stream.
@@ -52,10 +51,10 @@ pub enum NotificationEvent {
 }
 
 impl Notifications {
-    pub(crate) fn new(channel: Transport, timeout: Duration) -> Notifications {
+    pub(crate) fn new(channel: Transport, target: Target) -> Notifications {
         Notifications {
             grpc: NotificationsClient::new(channel),
-            timeout,
+            target,
         }
     }
 
@@ -69,17 +68,13 @@ impl Notifications {
     /// ```
     pub async fn publish(&self, topic: &str, payload: &[u8]) -> Result<u64, Error> {
         let mut grpc = self.grpc.clone();
-        let answer = call(
-            self.timeout,
-            grpc.publish(request(
-                pb::PublishRequest {
-                    topic: topic.to_string(),
-                    payload: payload.to_vec(),
-                },
-                self.timeout,
-            )),
-        )
-        .await?;
+        let answer = self
+            .target
+            .call(grpc.publish(self.target.request(pb::PublishRequest {
+                topic: topic.to_string(),
+                payload: payload.to_vec(),
+            })))
+            .await?;
         Ok(answer.receiving_sidecars)
     }
 
@@ -106,18 +101,19 @@ impl Notifications {
         let opening = tonic::Request::new(pb::SubscribeRequest {
             topics: topics.iter().map(|t| t.to_string()).collect(),
         });
-        let inner = call(self.timeout, grpc.subscribe(opening)).await?;
+        let inner = self.target.call(grpc.subscribe(opening)).await?;
         Ok(NotificationStream {
             inner,
-            timeout: self.timeout,
+            target: self.target.clone(),
         })
     }
 }
 
 /// The events of one `Subscribe` stream.
+#[derive(Debug)]
 pub struct NotificationStream {
     inner: tonic::Streaming<pb::NotificationEvent>,
-    timeout: Duration,
+    target: Target,
 }
 
 impl Stream for NotificationStream {
@@ -125,8 +121,8 @@ impl Stream for NotificationStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         use pb::notification_event::Event;
-        let timeout = self.timeout;
-        poll_events(&mut self.inner, cx, timeout, |next| {
+        let this = &mut *self;
+        poll_events(&mut this.inner, cx, &this.target, |next| {
             Some(match next.event? {
                 Event::Subscribed(s) => NotificationEvent::Subscribed { topics: s.topics },
                 Event::Notification(n) => NotificationEvent::Message {

@@ -8,13 +8,12 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::servers_client::ServersClient;
 use futures::Stream;
 
-use crate::client::{call, poll_events, request};
+use crate::call::{poll_events, Target};
 use crate::error::Error;
 use crate::transport::Transport;
 
@@ -23,7 +22,7 @@ use crate::transport::Transport;
 #[derive(Debug, Clone)]
 pub struct Servers {
     grpc: ServersClient<Transport>,
-    timeout: Duration,
+    target: Target,
 }
 
 /// A server's role, as in the seed's `ServerRole`.
@@ -127,10 +126,10 @@ pub struct ServerList {
 }
 
 impl Servers {
-    pub(crate) fn new(channel: Transport, timeout: Duration) -> Servers {
+    pub(crate) fn new(channel: Transport, target: Target) -> Servers {
         Servers {
             grpc: ServersClient::new(channel),
-            timeout,
+            target,
         }
     }
 
@@ -145,22 +144,20 @@ impl Servers {
     /// ```
     pub async fn role(&self) -> Result<RoleStatus, Error> {
         let mut grpc = self.grpc.clone();
-        let status = call(
-            self.timeout,
-            grpc.get_role(request(pb::GetRoleRequest {}, self.timeout)),
-        )
-        .await?;
+        let status = self
+            .target
+            .call(grpc.get_role(self.target.request(pb::GetRoleRequest {})))
+            .await?;
         Ok(RoleStatus::from_proto(status))
     }
 
     /// The live servers of the namespace.
     pub async fn list(&self) -> Result<ServerList, Error> {
         let mut grpc = self.grpc.clone();
-        let answer = call(
-            self.timeout,
-            grpc.list_servers(request(pb::ListServersRequest {}, self.timeout)),
-        )
-        .await?;
+        let answer = self
+            .target
+            .call(grpc.list_servers(self.target.request(pb::ListServersRequest {})))
+            .await?;
         Ok(ServerList {
             servers: answer
                 .servers
@@ -193,26 +190,27 @@ impl Servers {
         let mut grpc = self.grpc.clone();
         // No gRPC deadline: the local one covers opening the stream, not its lifetime.
         let opening = tonic::Request::new(pb::WatchRoleRequest {});
-        let inner = call(self.timeout, grpc.watch_role(opening)).await?;
+        let inner = self.target.call(grpc.watch_role(opening)).await?;
         Ok(RoleStream {
             inner,
-            timeout: self.timeout,
+            target: self.target.clone(),
         })
     }
 }
 
 /// The role changes of one `WatchRole` stream.
+#[derive(Debug)]
 pub struct RoleStream {
     inner: tonic::Streaming<pb::RoleStatus>,
-    timeout: Duration,
+    target: Target,
 }
 
 impl Stream for RoleStream {
     type Item = Result<RoleStatus, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let timeout = self.timeout;
-        poll_events(&mut self.inner, cx, timeout, |status| {
+        let this = &mut *self;
+        poll_events(&mut this.inner, cx, &this.target, |status| {
             Some(RoleStatus::from_proto(status))
         })
     }

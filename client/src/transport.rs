@@ -4,6 +4,7 @@
 //! requires one (its `auth_token_file`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -30,13 +31,21 @@ pub(crate) fn unix_path(addr: &str) -> Option<&str> {
 /// `:authority` of each request).
 fn unix_endpoint(path: &str) -> Result<(Endpoint, PathBuf), Error> {
     if !path.starts_with('/') {
-        return Err(Error::InvalidAddress(format!(
-            "unix://{path} (expected unix:///absolute/path)"
-        )));
+        return Err(Error::invalid_address(
+            format!("unix://{path}"),
+            "a Unix socket address is unix:///absolute/path",
+        ));
     }
     let endpoint =
         Endpoint::from_static("http://localhost").connect_timeout(Duration::from_secs(1));
     Ok((endpoint, PathBuf::from(path)))
+}
+
+fn connect_error(address: &str, err: tonic::transport::Error) -> Error {
+    Error::Connect {
+        address: address.to_string(),
+        source: Arc::new(err),
+    }
 }
 
 fn unix_connector(
@@ -60,7 +69,7 @@ pub(crate) async fn connect_unix(path: &str) -> Result<Channel, Error> {
     endpoint
         .connect_with_connector(unix_connector(socket))
         .await
-        .map_err(|e| Error::Connect(format!("unix://{path}: {e}")))
+        .map_err(|e| connect_error(&format!("unix://{path}"), e))
 }
 
 /// A channel to the sidecar's Unix socket that connects on first use.
@@ -74,27 +83,23 @@ pub(crate) fn connect_unix_lazy(path: &str) -> Result<Channel, Error> {
 /// directly; wrap it with [`AuthToken`] (`InterceptedService::new(channel, token)`) when the
 /// sidecar requires a token.
 pub async fn connect_channel(addr: &str, call_timeout: Duration) -> Result<Channel, Error> {
-    if let Some(path) = unix_path(addr) {
-        let (endpoint, socket) = unix_endpoint(path)?;
-        return endpoint
-            .timeout(call_timeout)
-            .connect_with_connector(unix_connector(socket))
-            .await
-            .map_err(|e| Error::Connect(format!("{addr}: {e}")));
-    }
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+    let (endpoint, socket) = match unix_path(addr) {
+        Some(path) => {
+            let (endpoint, socket) = unix_endpoint(path)?;
+            (endpoint, Some(socket))
+        }
+        None => (crate::client::endpoint(addr)?, None),
     };
-    Endpoint::from_shared(uri)
-        .map_err(|_| Error::InvalidAddress(addr.to_string()))?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .timeout(call_timeout)
-        .connect()
-        .await
-        .map_err(|e| Error::Connect(format!("{addr}: {e}")))
+    let endpoint = endpoint.timeout(call_timeout);
+    let connected = match socket {
+        Some(socket) => {
+            endpoint
+                .connect_with_connector(unix_connector(socket))
+                .await
+        }
+        None => endpoint.connect().await,
+    };
+    connected.map_err(|e| connect_error(addr, e))
 }
 
 /// The bearer token sent as `authorization: Bearer <token>` with every call (none by
@@ -112,28 +117,39 @@ impl std::fmt::Debug for AuthToken {
     }
 }
 
+/// Why a bearer token cannot be used (never quotes the token).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token file could not be read.
+    #[error("cannot read the auth token file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The token is empty or holds characters a header cannot carry.
+    #[error("the auth token must be non-empty visible ASCII without spaces")]
+    Invalid,
+}
+
 impl AuthToken {
     /// A token given as text (visible ASCII, no spaces).
-    pub fn new(token: &str) -> Result<AuthToken, Error> {
+    pub fn new(token: &str) -> Result<AuthToken, TokenError> {
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::InvalidArgument(
-                "the auth token must be non-empty visible ASCII without spaces".into(),
-            ));
+            return Err(TokenError::Invalid);
         }
-        let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
-            Error::InvalidArgument("the auth token is not a valid header value".into())
-        })?;
+        let value =
+            MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| TokenError::Invalid)?;
         Ok(AuthToken(Some(value)))
     }
 
     /// The token in a file (a mounted Kubernetes Secret), trailing newline ignored.
-    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<AuthToken, Error> {
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<AuthToken, TokenError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "cannot read the auth token file {}: {e}",
-                path.display()
-            ))
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
         })?;
         AuthToken::new(text.trim_end_matches(['\n', '\r']))
     }

@@ -13,9 +13,18 @@ use support::{start_sidecar, start_sidecar_on, url};
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn mirrored(sidecar: &coherence_sidecar::Sidecar) -> MirroredClient {
+    mirrored_with_timeout(sidecar, coherence_client::DEFAULT_TIMEOUT).await
+}
+
+/// A trusted mirrored client whose sidecar calls give up after `timeout`.
+async fn mirrored_with_timeout(
+    sidecar: &coherence_sidecar::Sidecar,
+    timeout: Duration,
+) -> MirroredClient {
     let client = Client::connect(url(sidecar))
         .await
         .unwrap()
+        .with_timeout(timeout)
         .with_mirror(MirrorOptions::default());
     assert!(client.wait_trusted(WAIT).await);
     client
@@ -212,12 +221,7 @@ async fn the_cache_rides_out_a_sidecar_restart_without_stale_reads() {
     let a = start_sidecar(&redis.url(), "a").await;
     let b = start_sidecar(&redis.url(), "b").await;
     let addr = a.grpc_addr;
-    let client = Client::connect(url(&a))
-        .await
-        .unwrap()
-        .with_timeout(Duration::from_millis(300))
-        .with_mirror(MirrorOptions::default());
-    assert!(client.wait_trusted(WAIT).await);
+    let client = mirrored_with_timeout(&a, Duration::from_millis(300)).await;
     let cache: CoherentCache<u32, u64> = CoherentCache::new(client, item_key);
     let other = Client::connect(url(&b)).await.unwrap();
     let truth = AtomicU64::new(1);
@@ -265,5 +269,91 @@ async fn the_cache_rides_out_a_sidecar_restart_without_stale_reads() {
     );
     assert!(cache.client().stats().reconnects >= 1);
     a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The loader shape apps reach for first: a `move` closure around an `async move` block that
+/// owns what it needs, including things that cannot be cloned. It must compile (the loader is
+/// `FnOnce`) and run once per call that loads.
+#[tokio::test]
+async fn the_natural_move_closure_loader_compiles_and_runs_once_per_load() {
+    struct Db {
+        loads: AtomicUsize,
+    }
+    impl Db {
+        async fn row(&self, id: u32) -> Result<String, std::io::Error> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            Ok(format!("row {id}"))
+        }
+    }
+    let redis = RedisServer::start();
+    let a = start_sidecar(&redis.url(), "a").await;
+    let cache: CoherentCache<u32, String> = CoherentCache::new(mirrored(&a).await, item_key);
+    let db = Arc::new(Db {
+        loads: AtomicUsize::new(0),
+    });
+    for _ in 0..3 {
+        let id = 4;
+        let db = Arc::clone(&db);
+        // Owned and not Clone: only an FnOnce loader can move it into its future.
+        let (done, _receiver) = tokio::sync::oneshot::channel::<()>();
+        let row = cache
+            .get_or_load(id, move || async move {
+                let row = db.row(id).await;
+                drop(done);
+                row
+            })
+            .await;
+        assert_eq!(row.unwrap(), "row 4");
+    }
+    assert_eq!(db.loads.load(Ordering::SeqCst), 1, "{:?}", cache.stats());
+    assert_eq!(cache.stats().hits, 2);
+
+    // The loader's own error comes back as Arc<E> and `?`s into the app's error type.
+    async fn app_read(
+        cache: &CoherentCache<u32, String>,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(cache
+            .get_or_load(5, || async { Err(std::io::Error::other("db down")) })
+            .await?)
+    }
+    let err = app_read(&cache).await.unwrap_err();
+    assert_eq!(err.to_string(), "db down");
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn stats_tell_superseded_entries_from_ones_nobody_could_vouch_for() {
+    let redis = RedisServer::start();
+    let a = start_sidecar(&redis.url(), "a").await;
+    let b = start_sidecar(&redis.url(), "b").await;
+    let client = mirrored_with_timeout(&a, Duration::from_millis(300)).await;
+    let cache: CoherentCache<u32, u64> = CoherentCache::new(client, item_key);
+    for id in [1, 2] {
+        let loaded = cache
+            .get_or_load(id, || async {
+                Ok::<_, std::convert::Infallible>(u64::from(id))
+            })
+            .await;
+        assert_eq!(loaded.unwrap(), u64::from(id));
+    }
+
+    // A write elsewhere supersedes item 1: stale.
+    Client::connect(url(&b))
+        .await
+        .unwrap()
+        .bump(&["item:1"])
+        .await
+        .unwrap();
+    assert!(eventually(WAIT, || async { cache.get(&1).await.is_none() }).await);
+    assert_eq!(cache.stats().stale, 1, "{:?}", cache.stats());
+    assert_eq!(cache.stats().unverifiable, 0, "{:?}", cache.stats());
+
+    // The sidecar goes away: item 2 may well be current, but nobody can vouch for it.
+    a.shutdown().await;
+    assert!(eventually(WAIT, || async { !cache.client().is_trusted() }).await);
+    assert_eq!(cache.get(&2).await, None, "served without a voucher");
+    assert_eq!(cache.stats().unverifiable, 1, "{:?}", cache.stats());
+    assert_eq!(cache.stats().stale, 1, "{:?}", cache.stats());
     b.shutdown().await;
 }

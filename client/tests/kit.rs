@@ -5,9 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use coherence_client::{Acquired, Claimed, Client, Error, NotificationEvent, Role};
+use coherence_client::{Acquired, Claimed, Client, Error, LeaseLoss, NotificationEvent, Role};
 use coherence_sidecar::Sidecar;
-use coherence_testkit::RedisServer;
+use coherence_testkit::{eventually, RedisServer};
 use futures::StreamExt;
 use support::{start_sidecar, url};
 
@@ -27,7 +27,7 @@ async fn a_lease_goes_to_one_holder_and_a_stale_token_is_refused() {
     let jobs_a = Client::connect(url(&a)).await.unwrap().jobs();
     let jobs_b = Client::connect(url(&b)).await.unwrap().jobs();
 
-    let Acquired::Granted(first) = jobs_a.try_acquire("reindex", TTL).await.unwrap() else {
+    let Acquired::Granted(mut first) = jobs_a.try_acquire("reindex", TTL).await.unwrap() else {
         panic!("nobody held the lease");
     };
     assert_eq!(first.holder, "a");
@@ -43,7 +43,7 @@ async fn a_lease_goes_to_one_holder_and_a_stale_token_is_refused() {
         }
         granted => panic!("granted twice: {granted:?}"),
     }
-    assert!(jobs_a.renew(&first, TTL).await.unwrap() > Duration::ZERO);
+    assert!(jobs_a.renew(&mut first, TTL).await.unwrap() > Duration::ZERO);
     jobs_a.release(&first).await.unwrap();
 
     let Acquired::Granted(second) = jobs_b.try_acquire("reindex", TTL).await.unwrap() else {
@@ -51,12 +51,12 @@ async fn a_lease_goes_to_one_holder_and_a_stale_token_is_refused() {
     };
     assert!(second.fencing_token > first.fencing_token);
     assert!(matches!(
-        jobs_a.renew(&first, TTL).await,
-        Err(Error::LeaseLost(_))
+        jobs_a.renew(&mut first, TTL).await,
+        Err(Error::LeaseLost { .. })
     ));
     assert!(matches!(
         jobs_a.release(&first).await,
-        Err(Error::LeaseLost(_))
+        Err(Error::LeaseLost { .. })
     ));
     jobs_b.release(&second).await.unwrap();
     a.shutdown().await;
@@ -172,6 +172,96 @@ async fn a_notification_published_through_one_server_reaches_a_subscriber_on_ano
         }
         other => panic!("no message: {other:?}"),
     }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Generous bound for anything awaited: the machine is small and shared.
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_holds_a_lease_well_past_its_ttl() {
+    let (_redis, a, b) = two_sidecars().await;
+    let jobs_a = Client::connect(url(&a)).await.unwrap().jobs();
+    let jobs_b = Client::connect(url(&b)).await.unwrap().jobs();
+    let ttl = Duration::from_millis(2400);
+    let Acquired::Granted(lease) = jobs_a.try_acquire("kept", ttl).await.unwrap() else {
+        panic!("nobody held the lease");
+    };
+    let first_expiry = lease.expires_at;
+    let keeper = jobs_a.keep_alive(lease.clone(), ttl);
+    // Four renewals a third of the TTL apart: the TTL has passed at least once over.
+    assert!(
+        eventually(WAIT, || async {
+            keeper.renewals() >= 4 || keeper.loss().is_some()
+        })
+        .await,
+        "no renewals"
+    );
+    assert!(keeper.loss().is_none(), "{:?}", keeper.loss());
+    assert!(keeper.lease().expires_at > first_expiry);
+    assert_eq!(keeper.lease().fencing_token, lease.fencing_token);
+    match jobs_b.try_acquire("kept", ttl).await.unwrap() {
+        Acquired::Held { fencing_token, .. } => assert_eq!(fencing_token, lease.fencing_token),
+        granted => panic!("the kept lease was granted to another holder: {granted:?}"),
+    }
+    keeper.release().await.unwrap();
+    assert!(matches!(
+        jobs_b.try_acquire("kept", ttl).await.unwrap(),
+        Acquired::Granted(_)
+    ));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_reports_a_lease_taken_over_as_refused() {
+    let (_redis, a, b) = two_sidecars().await;
+    let jobs_a = Client::connect(url(&a)).await.unwrap().jobs();
+    let jobs_b = Client::connect(url(&b)).await.unwrap().jobs();
+    let Acquired::Granted(lease) = jobs_a.try_acquire("taken", TTL).await.unwrap() else {
+        panic!("nobody held the lease");
+    };
+    // The lease goes to b while a still believes it has TTL left (a pause would do the same).
+    jobs_a.release(&lease).await.unwrap();
+    assert!(matches!(
+        jobs_b.try_acquire("taken", TTL).await.unwrap(),
+        Acquired::Granted(_)
+    ));
+    let keeper = jobs_a.keep_alive(lease, Duration::from_millis(300));
+    let loss = tokio::time::timeout(WAIT, keeper.lost())
+        .await
+        .expect("loss reported");
+    assert!(
+        matches!(loss, LeaseLoss::Refused(Error::LeaseLost { .. })),
+        "{loss:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_reports_loss_when_renewals_cannot_reach_redis() {
+    let (redis, a, b) = two_sidecars().await;
+    let jobs_a = Client::connect(url(&a))
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_millis(300))
+        .jobs();
+    let ttl = Duration::from_millis(1500);
+    let Acquired::Granted(lease) = jobs_a.try_acquire("stalled", ttl).await.unwrap() else {
+        panic!("nobody held the lease");
+    };
+    let keeper = jobs_a.keep_alive(lease, ttl);
+    redis.pause();
+    let loss = tokio::time::timeout(WAIT, keeper.lost()).await;
+    redis.resume();
+    let loss = loss.expect("loss reported while Redis was paused");
+    assert!(matches!(loss, LeaseLoss::Expired { .. }), "{loss:?}");
+    assert!(
+        std::time::Instant::now() >= keeper.lease().expires_at,
+        "reported lost before the lease could have expired"
+    );
     a.shutdown().await;
     b.shutdown().await;
 }

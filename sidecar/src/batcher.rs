@@ -1,7 +1,8 @@
 //! Reads and bumps of versions in Redis, coalesced per sidecar.
 //!
 //! Every read the mirror cannot answer (strong checks, unknown keys, an untrusted shard) and
-//! every bump goes through a [`Batcher`]: calls that arrive while a batch is in flight wait and
+//! every bump goes through a [`Batcher`] — one per [`VersionsMode`]: Get, Read (Check and
+//! reconciliation, which must write nothing) and Bump: calls that arrive while a batch is in flight wait and
 //! go together in the next one: one script call for all of them (one per shard on a cluster,
 //! where a script reaches one slot). A batch is sent only after every call in it began, so a
 //! read reflects every bump completed before it began (guarantee 3) and a bump's versions are
@@ -21,7 +22,18 @@ use crate::state::SidecarState;
 /// Most keys one batch takes, so that a burst cannot make one huge script call.
 const MAX_BATCH_KEYS: usize = 10_000;
 
-type Reply = oneshot::Sender<Result<Vec<VersionStr>, LinkError>>;
+type Reply = oneshot::Sender<Result<Vec<ReadVersion>, LinkError>>;
+
+/// One key's version as a batch found it, with the shard's state at that moment: the version
+/// is the key's current one as of shard sequence `seq` of `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadVersion {
+    /// `None` only when reading ([`VersionsMode::Read`]): the key has no current version.
+    pub version: Option<VersionStr>,
+    /// Empty when reading a shard whose epoch must rotate first (nothing is current there).
+    pub epoch: Arc<str>,
+    pub seq: u64,
+}
 
 /// The coalescing reader (or bumper) of one sidecar.
 pub struct Batcher {
@@ -40,7 +52,8 @@ struct Queue {
 }
 
 impl Batcher {
-    /// A batcher that reads (`VersionsMode::Get`) or bumps (`VersionsMode::Bump`).
+    /// A batcher that gets (`VersionsMode::Get`), reads (`VersionsMode::Read`) or bumps
+    /// (`VersionsMode::Bump`).
     pub fn new(state: Arc<SidecarState>, mode: VersionsMode) -> Arc<Batcher> {
         Arc::new(Batcher {
             state,
@@ -61,10 +74,10 @@ impl Batcher {
         self.queue().begun
     }
 
-    /// The versions of `keys` in order — current ones (issuing one for keys that have none)
-    /// or, when bumping, new ones — from a batch sent after this call began. Also teaches
-    /// the mirror.
-    pub async fn run(self: &Arc<Self>, keys: Vec<String>) -> Result<Vec<VersionStr>, LinkError> {
+    /// The versions of `keys` in order — current ones (when getting, issuing one for keys that
+    /// have none) or, when bumping, new ones — from a batch sent after this call began. Also
+    /// teaches the mirror.
+    pub async fn run(self: &Arc<Self>, keys: Vec<String>) -> Result<Vec<ReadVersion>, LinkError> {
         let (tx, rx) = oneshot::channel();
         let start_runner = {
             let mut q = self.queue();
@@ -121,9 +134,10 @@ impl Batcher {
         }
         let timeout = state.config.request_timeout();
         let log_len = state.config.settings.replay_log_len;
+        let ttl_ms = state.config.settings.version_ttl_ms;
         let mode = self.mode;
         let operation = match mode {
-            VersionsMode::Get => "read",
+            VersionsMode::Get | VersionsMode::Read => "read",
             VersionsMode::Bump => "bump",
         };
         let reads: Vec<ShardKeysToRead> = by_shard
@@ -144,25 +158,33 @@ impl Batcher {
             let result = state
                 .link
                 .run(operation, timeout, |mut conn| async move {
-                    scripts::versions(&mut conn, keyspace, mode, shards, log_len).await
+                    scripts::versions(&mut conn, keyspace, mode, shards, log_len, ttl_ms).await
                 })
                 .await;
             (shards, result)
         });
-        let mut found: HashMap<&str, Result<VersionStr, LinkError>> = HashMap::new();
+        let mut found: HashMap<&str, Result<ReadVersion, LinkError>> = HashMap::new();
         for (shards, result) in futures::future::join_all(results).await {
             match result {
-                Ok(states) => {
-                    for (read, (shard_state, versions)) in shards.iter().zip(states) {
-                        for (&key, version) in read.keys.iter().zip(versions) {
-                            state.mirror.learn(
-                                read.shard,
-                                &shard_state.epoch,
-                                shard_state.seq,
+                Ok(answers) => {
+                    for (read, answer) in shards.iter().zip(answers) {
+                        let epoch = Arc::<str>::from(answer.state.epoch);
+                        let seq = answer.state.seq;
+                        for (&key, version) in read.keys.iter().zip(answer.versions) {
+                            if !epoch.is_empty() {
+                                match &version {
+                                    Some(v) => state.mirror.learn(read.shard, &epoch, seq, key, v),
+                                    None => state.mirror.forget(read.shard, &epoch, seq, key),
+                                }
+                            }
+                            found.insert(
                                 key,
-                                &version,
+                                Ok(ReadVersion {
+                                    version: version.map(VersionStr::from),
+                                    epoch: Arc::clone(&epoch),
+                                    seq,
+                                }),
                             );
-                            found.insert(key, Ok(VersionStr::from(version)));
                         }
                     }
                 }

@@ -139,10 +139,12 @@ settings! {
         "Most versions the in-memory mirror keeps (about 140 bytes each); past it an arbitrary eighth of a shard is dropped and read from Redis when next asked.";
     replay_log_len: u64 = 10_000, "10000", "COHERENCE_REPLAY_LOG_LEN",
         "Invalidations kept per shard for gap repair (approximate, capped stream).";
+    version_ttl_ms: u64 = 86_400_000, "86400000 (1 day)", "COHERENCE_VERSION_TTL_MS",
+        "A key's version leaves Redis this long after its last Get or Bump that reached Redis (0: never). A key read again afterwards gets a version never issued before. See docs/design.md.";
     reconcile_interval_ms: u64 = 30_000, "30000", "COHERENCE_RECONCILE_INTERVAL_MS",
         "How often every mirrored version is compared with Redis.";
     allow_evicting_policy: bool = false, "false", "COHERENCE_ALLOW_EVICTING_POLICY",
-        "Serve even when Redis's maxmemory-policy can evict version keys (unsafe).";
+        "Serve even when Redis's maxmemory-policy can evict keys that have no time to live (allkeys-*): shard state and job run records (see docs/design.md).";
     drain_timeout_ms: u64 = 5_000, "5000", "COHERENCE_DRAIN_TIMEOUT_MS",
         "Longest graceful shutdown waits for in-flight calls after SIGTERM.";
     redis_username: String = String::new(), "(none)", "COHERENCE_REDIS_USERNAME",

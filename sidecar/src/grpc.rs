@@ -108,6 +108,7 @@ impl CacheVersions for CacheVersionsService {
                             CheckSource::Redis => pb::CheckSource::Redis,
                             CheckSource::FailClosed => pb::CheckSource::FailClosed,
                         } as i32,
+                        no_version: o.no_version,
                     })
                     .collect(),
             })
@@ -146,13 +147,24 @@ impl CacheVersions for CacheVersionsService {
         let events = state.events.subscribe();
         let (tx, rx) = mpsc::channel(1024);
         let shutdown = self.shutdown.clone();
+        let bounds = HeartbeatBounds {
+            max_staleness_ms: state.config.settings.max_staleness_ms,
+            heartbeat_interval_ms: state.config.settings.heartbeat_interval_ms,
+        };
         tokio::spawn(async move {
             state.metrics.watch_streams.inc();
-            forward_events(events, tx, req.prefixes, shutdown).await;
+            forward_events(events, tx, req.prefixes, bounds, shutdown).await;
             state.metrics.watch_streams.dec();
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// The sidecar's settings every heartbeat repeats, so that clients need not be told them.
+#[derive(Debug, Clone, Copy)]
+struct HeartbeatBounds {
+    max_staleness_ms: u64,
+    heartbeat_interval_ms: u64,
 }
 
 /// Forwards hub events matching `prefixes` to one Watch stream until the client goes away or
@@ -161,6 +173,7 @@ async fn forward_events(
     mut events: broadcast::Receiver<WatchItem>,
     tx: mpsc::Sender<Result<pb::WatchEvent, Status>>,
     prefixes: Vec<String>,
+    bounds: HeartbeatBounds,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use pb::watch_event::Event;
@@ -183,7 +196,12 @@ async fn forward_events(
                 }
                 Ok(WatchItem::Resync(reason)) => Event::Resync(pb::Resync { reason: reason.to_string() }),
                 Ok(WatchItem::Heartbeat { fence_age_ms, sent_at_unix_us }) => {
-                    Event::Heartbeat(pb::Heartbeat { fence_age_ms, sent_at_unix_us })
+                    Event::Heartbeat(pb::Heartbeat {
+                        fence_age_ms,
+                        sent_at_unix_us,
+                        max_staleness_ms: bounds.max_staleness_ms,
+                        heartbeat_interval_ms: bounds.heartbeat_interval_ms,
+                    })
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => Event::Resync(pb::Resync {
                     reason: format!("watcher fell behind and missed {n} events"),

@@ -3,7 +3,7 @@
 //! An application behind a load balancer asks its sidecar whether the version it stamped on a
 //! cache entry is still current, and tells it when it changed data. The sidecar keeps the
 //! versions in Redis, mirrors them in memory, and learns of other servers' changes through
-//! Redis pub/sub — with the guarantees stated in `DESIGN.md` (no false "current", bounded
+//! Redis pub/sub — with the guarantees stated in docs/design.md (no false "current", bounded
 //! staleness, strong reads on request, fail closed, no lost invalidation unnoticed).
 //!
 //! Start one with [`server::Sidecar::start`]; the binary `coherence-sidecar` does exactly that

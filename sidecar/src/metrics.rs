@@ -235,7 +235,7 @@ impl Metrics {
         // Counters start at 0 for the label values known here, so that `increase()` and
         // `rate()` see their first event (a series born at 1 hides it) and dashboards and
         // alerts find the family from the first scrape. Other values appear when first used.
-        for reason in ["epoch_changed", "gap_beyond_log"] {
+        for reason in ["first_sync", "epoch_changed", "gap_beyond_log"] {
             let _ = m.resyncs.get_or_create(&[("reason", reason)]);
         }
         for op in ["read", "bump", "fence", "read_log"] {

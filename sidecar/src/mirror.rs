@@ -330,6 +330,54 @@ impl Mirror {
         }
     }
 
+    /// Drops `key` when Redis showed it without a current version as of `seq` (expired after
+    /// `version_ttl`, or deleted by hand) and the entry is no newer than that read. The learn
+    /// floor is raised past the entry, as for an eviction: a read older than it that completes
+    /// later must not bring back what it replaced.
+    pub fn forget(&self, shard: u32, epoch: &str, seq: u64, key: &str) {
+        let mut m = self.write(shard);
+        m.see(epoch, seq);
+        if m.epoch.as_deref() != Some(epoch) {
+            return;
+        }
+        if let Some(entry) = m.entries.get(key).filter(|e| e.seq <= seq) {
+            let floor = entry.seq;
+            m.entries.remove(key);
+            m.learn_floor = m.learn_floor.max(floor);
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reconciliation's correction, decided and announced atomically with respect to every
+    /// other change of the shard. `read` is what Redis held for `key` as of `(epoch, seq)`;
+    /// `before` what the mirror held when the shard was at `position`. A difference is a real
+    /// mismatch only if the shard had applied exactly up to the read then and still has now:
+    /// otherwise invalidations were in flight, and one of them may explain it. A real
+    /// mismatch is recorded, and `announce(seq)` runs while the shard is locked, so that no
+    /// invalidation applied later can reach watchers before it (ordered announcements).
+    /// Returns whether it corrected anything.
+    #[allow(clippy::too_many_arguments)]
+    pub fn correct(
+        &self,
+        shard: u32,
+        position: &Option<(String, u64)>,
+        (epoch, seq): (&str, u64),
+        key: &str,
+        before: Option<&str>,
+        read: &str,
+        announce: impl FnOnce(u64),
+    ) -> bool {
+        let mut m = self.write(shard);
+        let now = m.epoch.clone().map(|e| (e, m.applied_seq));
+        let settled = now.as_ref().is_some_and(|(e, s)| e == epoch && *s == seq);
+        if !settled || &now != position || before.is_none_or(|b| b == read) {
+            return false;
+        }
+        self.upsert_locked(&mut m, seq, key, read);
+        announce(seq);
+        true
+    }
+
     /// Marks the shard synced and fresh as of `sent_at`, the send time of a heartbeat fence
     /// whose `(epoch, seq)` the shard has been brought up to.
     pub fn mark_fresh(&self, shard: u32, sent_at: Instant) {
@@ -511,6 +559,89 @@ mod tests {
             m.check_token(0, "k", "e1.12.bbbbbbbbbbbbbbbb", Instant::now()),
             Some(TokenCheck::Current)
         );
+    }
+
+    /// Reconciliation may correct (and announce) only what no invalidation in flight can
+    /// explain, and never after a newer invalidation was applied: watchers must not receive
+    /// an older version after a newer one.
+    #[test]
+    fn a_correction_is_made_only_when_no_invalidation_was_in_flight() {
+        let m = synced_mirror();
+        assert_eq!(m.apply(0, "e1", 11, "k", "e1.11.a"), Applied::InOrder);
+        let position = m.position(0);
+        let mut announced = Vec::new();
+        // Redis was ahead of the mirror when read (sequence 12 in flight): not a mismatch.
+        assert!(!m.correct(
+            0,
+            &position,
+            ("e1", 12),
+            "k",
+            Some("e1.11.a"),
+            "e1.12.b",
+            |s| { announced.push(s) }
+        ));
+        // Read at the mirror's own position, but an invalidation was applied meanwhile.
+        assert_eq!(m.apply(0, "e1", 12, "k", "e1.12.b"), Applied::InOrder);
+        assert!(!m.correct(
+            0,
+            &position,
+            ("e1", 11),
+            "k",
+            Some("e1.11.a"),
+            "byhand",
+            |s| { announced.push(s) }
+        ));
+        assert!(announced.is_empty(), "{announced:?}");
+        assert_eq!(m.peek(0, "k"), Some(Arc::from("e1.12.b")));
+        // Settled: mirror and read at the same position, versions differ (rewritten by hand).
+        let position = m.position(0);
+        assert!(m.correct(
+            0,
+            &position,
+            ("e1", 12),
+            "k",
+            Some("e1.12.b"),
+            "byhand",
+            |s| { announced.push(s) }
+        ));
+        assert_eq!(announced, vec![12]);
+        assert_eq!(m.peek(0, "k"), Some(Arc::from("byhand")));
+        // Agreeing versions are no mismatch.
+        assert!(!m.correct(
+            0,
+            &position,
+            ("e1", 12),
+            "k",
+            Some("byhand"),
+            "byhand",
+            |_| { panic!("nothing to announce") }
+        ));
+    }
+
+    /// A key Redis no longer holds (expired) is forgotten, unless the mirror knows a newer
+    /// version than the read; and a read older than the forgotten entry is not learnt after.
+    #[test]
+    fn a_key_without_a_version_is_forgotten_and_older_reads_stay_out() {
+        let m = synced_mirror();
+        m.learn(0, "e1", 12, "k", "e1.12.a");
+        m.learn(0, "e1", 20, "own", "e1.20.b");
+        m.forget(0, "e1", 15, "k");
+        m.forget(0, "e1", 15, "own");
+        assert_eq!(m.peek(0, "k"), None);
+        assert_eq!(
+            m.peek(0, "own"),
+            Some(Arc::from("e1.20.b")),
+            "newer than the read"
+        );
+        assert_eq!(m.len(), 1);
+        m.learn(0, "e1", 11, "k", "e1.11.old");
+        assert_eq!(
+            m.peek(0, "k"),
+            None,
+            "a read older than the forgotten entry"
+        );
+        m.learn(0, "e1", 16, "k", "e1.16.new");
+        assert_eq!(m.peek(0, "k"), Some(Arc::from("e1.16.new")));
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub async fn run(
 }
 
 /// Compares every mirrored version with Redis once; returns how many differed.
+///
+/// Reads go through the read batcher, which writes nothing to Redis (a key without a version
+/// — expired or deleted — is dropped from the mirror by the read itself). A difference counts
+/// only when no invalidation was in flight (see [`crate::mirror::Mirror::correct`]); then the
+/// correction is announced to watchers as an invalidation at the shard's sequence, in order
+/// with every other announcement.
 pub async fn reconcile_once(state: &SidecarState, reader: &Arc<Batcher>) -> u64 {
     let mut mismatches = 0;
     for shard in 0..state.keyspace.shard_count() {
@@ -47,26 +53,33 @@ pub async fn reconcile_once(state: &SidecarState, reader: &Arc<Batcher>) -> u64 
         for chunk in keys.chunks(CHUNK) {
             let position = state.mirror.position(shard);
             let before: Vec<_> = chunk.iter().map(|k| state.mirror.peek(shard, k)).collect();
-            let Ok(current) = reader.run(chunk.to_vec()).await else {
+            let Ok(reads) = reader.run(chunk.to_vec()).await else {
                 return mismatches;
             };
-            if state.mirror.position(shard) != position {
-                // Invalidations arrived meanwhile: a difference could be one of them. The next
-                // round looks again.
-                continue;
-            }
-            let seq = position.map_or(0, |(_, seq)| seq);
-            for ((key, old), new) in chunk.iter().zip(before).zip(current) {
-                if old.as_deref() != Some(&*new) {
+            for ((key, before), read) in chunk.iter().zip(before).zip(reads) {
+                let Some(version) = read.version else {
+                    continue;
+                };
+                let corrected = state.mirror.correct(
+                    shard,
+                    &position,
+                    (&read.epoch, read.seq),
+                    key,
+                    before.as_deref(),
+                    &version,
+                    |seq| {
+                        state.publish(WatchItem::Invalidated(Arc::new(Invalidated {
+                            key: key.clone(),
+                            version: version.clone(),
+                            seq,
+                            shard,
+                            bumped_at_unix_ms: 0,
+                        })))
+                    },
+                );
+                if corrected {
                     mismatches += 1;
                     state.metrics.reconcile_mismatches.inc();
-                    state.publish(WatchItem::Invalidated(Arc::new(Invalidated {
-                        key: key.clone(),
-                        version: new,
-                        seq,
-                        shard,
-                        bumped_at_unix_ms: 0,
-                    })));
                 }
             }
         }

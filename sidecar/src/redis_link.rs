@@ -1,7 +1,7 @@
 //! The sidecar's command connection to Redis, verified before it is used.
 //!
 //! Every new connection is checked before any command runs on it: Redis must not be able to
-//! evict version keys (its `maxmemory-policy`). (A restarted or failed-over Redis that went
+//! evict keys that have no time to live (its `maxmemory-policy`; docs/design.md says why). (A restarted or failed-over Redis that went
 //! back in time is caught by `lua/shard.lua` itself, on every call, against the run id read
 //! when the connection was opened.) Until a verified connection exists, [`RedisLink::run`]
 //! answers [`LinkError::Unavailable`] at once, which callers turn into a fail-closed answer.
@@ -36,7 +36,7 @@ pub enum LinkError {
 pub enum VerifyError {
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
-    #[error("redis maxmemory-policy is {0}, which can evict version keys and make a superseded version look current; set it to noeviction (or a volatile-* policy), or pass --allow-evicting-policy=true to accept the risk")]
+    #[error("redis maxmemory-policy is {0}, which can evict keys that must not expire: a shard's epoch or sequence (every eviction then drops every mirror of the fleet) and jobs' per-period run records (a job could run twice in one period); set it to noeviction (or a volatile-* policy), or pass --allow-evicting-policy=true to accept that")]
     EvictingPolicy(String),
 }
 
@@ -238,8 +238,8 @@ impl RedisLink {
     }
 
     /// The start-up check of design item "eviction safety": refuses a Redis whose
-    /// `maxmemory-policy` can evict version keys (`allkeys-*`) unless that was explicitly
-    /// allowed. A Redis that cannot be reached within `timeout` is not refused: the sidecar
+    /// `maxmemory-policy` can evict keys without a time to live (`allkeys-*`) unless that was
+    /// explicitly allowed. A Redis that cannot be reached within `timeout` is not refused: the sidecar
     /// starts not ready, and every connection it verifies later runs the same check (and is
     /// refused, failing closed, if the policy is evicting by then).
     pub async fn refuse_evicting_policy(&self, timeout: Duration) -> Result<(), VerifyError> {

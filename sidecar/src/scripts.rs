@@ -25,13 +25,25 @@ pub struct ShardState {
     pub seq: u64,
 }
 
-/// What the versions script does to keys without a current version.
+/// What a versions call does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionsMode {
-    /// Keep current versions; issue one only where there is none.
+    /// Keep current versions; issue one only where there is none (and refresh each key's TTL).
     Get,
     /// Issue a new version for every key.
     Bump,
+    /// Read current versions and write nothing: a key without one reads as `None` (Check).
+    Read,
+}
+
+impl VersionsMode {
+    fn name(self) -> &'static str {
+        match self {
+            VersionsMode::Get => "get",
+            VersionsMode::Bump => "bump",
+            VersionsMode::Read => "read",
+        }
+    }
 }
 
 /// A random token (hex), for epochs and the unique part of versions.
@@ -44,11 +56,6 @@ pub fn random_token() -> String {
 /// new epoch (see `lua/shard.lua`).
 pub type Seen = Option<(String, u64)>;
 
-fn seen_args(seen: &Seen) -> (&str, u64) {
-    seen.as_ref()
-        .map_or(("", 0), |(epoch, seq)| (epoch.as_str(), *seq))
-}
-
 /// The keys of one shard to read (or bump) in a [`versions`] call, with the newest state of
 /// the shard the caller has seen.
 #[derive(Debug, Clone)]
@@ -56,6 +63,58 @@ pub struct ShardKeysToRead<'a> {
     pub shard: u32,
     pub keys: Vec<&'a str>,
     pub seen: Seen,
+}
+
+/// What every call of the shard script is told first (see `lua/shard.lua`).
+struct Header {
+    mode: &'static str,
+    replay_log_len: u64,
+    version_ttl_ms: u64,
+    shards: usize,
+}
+
+/// Starts an invocation of the shard script with its header arguments, in script order.
+fn invocation(
+    conn: &CommandConnection,
+    keyspace: &Keyspace,
+    header: Header,
+) -> redis::ScriptInvocation<'static> {
+    let mut inv = SHARD.prepare_invoke();
+    inv.arg(header.mode)
+        .arg(keyspace.publish_command())
+        .arg(header.replay_log_len)
+        .arg(header.version_ttl_ms)
+        .arg(conn.run_id().unwrap_or_default())
+        .arg(header.shards);
+    inv
+}
+
+/// Adds one shard's state keys and the arguments every mode takes about a shard.
+fn shard_block(
+    inv: &mut redis::ScriptInvocation<'_>,
+    keyspace: &Keyspace,
+    shard: u32,
+    seen: &Seen,
+) {
+    let sk = keyspace.shard_keys(shard);
+    inv.key(sk.epoch)
+        .key(sk.seq)
+        .key(sk.log)
+        .key(sk.incarnation);
+    let (seen_epoch, seen_seq) = seen
+        .as_ref()
+        .map_or(("", 0), |(epoch, seq)| (epoch.as_str(), *seq));
+    inv.arg(random_token()).arg(seen_epoch).arg(seen_seq);
+}
+
+/// One shard's answer to a [`versions`] call: its state, and each key's version in request
+/// order (`None` only in [`VersionsMode::Read`], for a key without a current version).
+/// An empty `epoch` (read mode only) means the shard must start a new epoch before anything
+/// can be current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardVersions {
+    pub state: ShardState,
+    pub versions: Vec<Option<String>>,
 }
 
 /// Reads (or bumps) the keys of `shards` — shards on one Redis node — in one script call;
@@ -66,38 +125,26 @@ pub async fn versions(
     mode: VersionsMode,
     shards: &[ShardKeysToRead<'_>],
     replay_log_len: u64,
-) -> RedisResult<Vec<(ShardState, Vec<String>)>> {
-    let mut inv = SHARD.prepare_invoke();
-    inv.arg(match mode {
-        VersionsMode::Get => "get",
-        VersionsMode::Bump => "bump",
-    })
-    .arg("")
-    .arg("")
-    .arg(keyspace.publish_command())
-    .arg(replay_log_len)
-    .arg(shards.len())
-    .arg(conn.run_id().unwrap_or_default());
+    version_ttl_ms: u64,
+) -> RedisResult<Vec<ShardVersions>> {
+    let header = Header {
+        mode: mode.name(),
+        replay_log_len,
+        version_ttl_ms,
+        shards: shards.len(),
+    };
+    let mut inv = invocation(conn, keyspace, header);
     for read in shards {
-        let sk = keyspace.shard_keys(read.shard);
-        inv.key(sk.epoch)
-            .key(sk.seq)
-            .key(sk.log)
-            .key(sk.incarnation);
-        for key in &read.keys {
-            inv.key(keyspace.version_key(read.shard, key));
-        }
-        let (seen_epoch, seen_seq) = seen_args(&read.seen);
-        inv.arg(random_token())
-            .arg(sk.channel)
-            .arg(seen_epoch)
-            .arg(seen_seq)
+        shard_block(&mut inv, keyspace, read.shard, &read.seen);
+        inv.arg(keyspace.shard_keys(read.shard).channel)
             .arg(read.keys.len());
         for key in &read.keys {
-            inv.arg(*key);
+            inv.key(keyspace.version_key(read.shard, key)).arg(*key);
         }
-        for _ in &read.keys {
-            inv.arg(random_token());
+        if mode != VersionsMode::Read {
+            for _ in &read.keys {
+                inv.arg(random_token());
+            }
         }
     }
     let reply: Vec<String> = inv.invoke_async(conn).await?;
@@ -116,8 +163,18 @@ pub async fn versions(
         let seq = seq
             .parse()
             .map_err(|_| malformed("versions script returned a bad sequence"))?;
-        let versions: Vec<String> = reply.by_ref().take(read.keys.len()).collect();
-        out.push((ShardState { epoch, seq }, versions));
+        let versions = reply
+            .by_ref()
+            .take(read.keys.len())
+            .map(|v| Some(v).filter(|v| !v.is_empty()))
+            .collect::<Vec<_>>();
+        if mode != VersionsMode::Read && versions.iter().any(Option::is_none) {
+            return Err(malformed("versions script issued an empty version"));
+        }
+        out.push(ShardVersions {
+            state: ShardState { epoch, seq },
+            versions,
+        });
     }
     Ok(out)
 }
@@ -133,28 +190,16 @@ pub async fn fence(
     nonce: &str,
     seen: &[Seen],
 ) -> RedisResult<()> {
-    let mut inv = SHARD.prepare_invoke();
-    for &shard in shards {
-        let sk = keyspace.shard_keys(shard);
-        inv.key(sk.epoch)
-            .key(sk.seq)
-            .key(sk.log)
-            .key(sk.incarnation);
-    }
-    inv.arg("fence")
-        .arg("")
-        .arg(channel)
-        .arg(keyspace.publish_command())
-        .arg(0)
-        .arg(shards.len())
-        .arg(conn.run_id().unwrap_or_default())
-        .arg(nonce);
-    for _ in shards {
-        inv.arg(random_token());
-    }
-    for shard_seen in (0..shards.len()).map(|i| seen.get(i).unwrap_or(&None)) {
-        let (seen_epoch, seen_seq) = seen_args(shard_seen);
-        inv.arg(seen_epoch).arg(seen_seq);
+    let header = Header {
+        mode: "fence",
+        replay_log_len: 0,
+        version_ttl_ms: 0,
+        shards: shards.len(),
+    };
+    let mut inv = invocation(conn, keyspace, header);
+    inv.arg(channel).arg(nonce);
+    for (i, &shard) in shards.iter().enumerate() {
+        shard_block(&mut inv, keyspace, shard, seen.get(i).unwrap_or(&None));
     }
     let _: redis::Value = inv.invoke_async(conn).await?;
     Ok(())

@@ -106,7 +106,11 @@ impl SidecarState {
             .resyncs
             .get_or_create(&[("reason", reason)])
             .inc();
-        tracing::warn!(reason, "mirror shard dropped; telling watchers to resync");
+        if reason == "first_sync" {
+            tracing::info!("mirror synced for the first time; telling early watchers to resync");
+        } else {
+            tracing::warn!(reason, "mirror shard dropped; telling watchers to resync");
+        }
         self.publish(WatchItem::Resync(Arc::from(reason)));
     }
 }

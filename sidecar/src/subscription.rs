@@ -246,6 +246,14 @@ async fn on_invalidation(
 /// Our fence came back: every invalidation published before it was sent has been applied or
 /// is repaired now, so each fenced shard is synced to the carried sequence and fresh as of the
 /// send instant.
+///
+/// A shard that cannot be brought up to the fence by replaying what it missed is dropped and
+/// restarted at the fence's state — including a shard synced for the first time, whose missed
+/// invalidations are unknown: bumps made before the subscription came up may have reached no
+/// one. Watch streams may already be open (and their clients may have filled entries from Get
+/// answers meanwhile), so every such drop is announced with one `Resync`, sent before any
+/// shard of this fence is marked fresh and so before any heartbeat vouches past it (the watch
+/// contract, docs/design.md).
 async fn on_fence(state: &Arc<SidecarState>, msg: FenceMessage) -> Result<(), SessionError> {
     let Some((shards, sent_at)) = state.fences.take(&msg.nonce) else {
         return Ok(());
@@ -258,25 +266,28 @@ async fn on_fence(state: &Arc<SidecarState>, msg: FenceMessage) -> Result<(), Se
         );
         return Ok(());
     }
-    for (shard, (epoch, seq)) in shards.into_iter().zip(msg.shards) {
+    let mut dropped: Option<&'static str> = None;
+    for (&shard, (epoch, seq)) in shards.iter().zip(&msg.shards) {
         let synced_before = state.mirror.position(shard).is_some();
-        match state.mirror.compare(shard, &epoch, seq) {
-            FenceCheck::Fresh => {}
+        let drop_reason = match state.mirror.compare(shard, epoch, *seq) {
+            FenceCheck::Fresh => None,
+            _ if !synced_before => Some("first_sync"),
             FenceCheck::Behind { from, to } => {
                 state.metrics.gaps_detected.inc();
-                if synced_before {
-                    repair(state, shard, &epoch, from, to).await?;
-                } else {
-                    state.mirror.reset(shard, &epoch, seq);
-                }
+                repair(state, shard, epoch, from, to).await?;
+                None
             }
-            FenceCheck::Diverged => {
-                state.mirror.reset(shard, &epoch, seq);
-                if synced_before {
-                    state.resync_watchers("epoch_changed");
-                }
-            }
+            FenceCheck::Diverged => Some("epoch_changed"),
+        };
+        if let Some(reason) = drop_reason {
+            state.mirror.reset(shard, epoch, *seq);
+            dropped = dropped.or(Some(reason));
         }
+    }
+    if let Some(reason) = dropped {
+        state.resync_watchers(reason);
+    }
+    for shard in shards {
         state.mirror.mark_fresh(shard, sent_at);
     }
     Ok(())

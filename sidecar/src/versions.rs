@@ -1,7 +1,8 @@
 //! Get, Check and Bump: the cache-version operations, independent of gRPC.
 //!
 //! Checks are answered from the mirror when its shard is proven fresh (bounded staleness), and
-//! otherwise from a coalesced Redis read; when neither can vouch for a version within the
+//! otherwise from a coalesced Redis read that writes nothing (a key without a version is simply
+//! not current); when neither can vouch for a version within the
 //! deadline the answer is "not current" (fail closed, guarantee 4). A bump's new versions go
 //! into the mirror before the call returns, so this sidecar sees its own writes at once
 //! (guarantee 7).
@@ -23,11 +24,15 @@ pub struct CheckOutcome {
     /// The current version, when known.
     pub version: Option<VersionStr>,
     pub source: CheckSource,
+    /// Redis holds no current version for the key (never issued, expired, or its shard's
+    /// epoch is about to rotate): no token is current, and a `Get` would issue one.
+    pub no_version: bool,
 }
 
 /// The cache-version operations of one sidecar.
 pub struct Versions {
     state: Arc<SidecarState>,
+    getter: Arc<Batcher>,
     reader: Arc<Batcher>,
     bumper: Arc<Batcher>,
 }
@@ -35,7 +40,8 @@ pub struct Versions {
 impl Versions {
     pub fn new(state: Arc<SidecarState>) -> Versions {
         Versions {
-            reader: Batcher::new(Arc::clone(&state), VersionsMode::Get),
+            getter: Batcher::new(Arc::clone(&state), VersionsMode::Get),
+            reader: Batcher::new(Arc::clone(&state), VersionsMode::Read),
             bumper: Batcher::new(Arc::clone(&state), VersionsMode::Bump),
             state,
         }
@@ -45,6 +51,12 @@ impl Versions {
         &self.state
     }
 
+    /// The batcher of Get's Redis reads (which issue a first version where there is none).
+    pub fn getter(&self) -> &Arc<Batcher> {
+        &self.getter
+    }
+
+    /// The batcher of Check's (and reconciliation's) Redis reads, which write nothing.
     pub fn reader(&self) -> &Arc<Batcher> {
         &self.reader
     }
@@ -73,9 +85,12 @@ impl Versions {
         }
         if !missing.is_empty() {
             let read_keys = missing.iter().map(|&i| keys[i].clone()).collect();
-            let versions = self.reader.run(read_keys).await?;
-            for (i, version) in missing.into_iter().zip(versions) {
-                out[i] = Some(version);
+            let reads = self.getter.run(read_keys).await?;
+            for (i, read) in missing.into_iter().zip(reads) {
+                out[i] = Some(
+                    read.version
+                        .ok_or_else(|| LinkError::Unavailable("Get answered no version".into()))?,
+                );
             }
         }
         Ok(out.into_iter().flatten().collect())
@@ -101,6 +116,7 @@ impl Versions {
                         current: true,
                         version: Some(VersionStr::from(token.as_str())),
                         source: CheckSource::Mirror,
+                        no_version: false,
                     })
                 }
                 Some(TokenCheck::Differs { version, seq })
@@ -110,6 +126,7 @@ impl Versions {
                         current: false,
                         version: Some(version),
                         source: CheckSource::Mirror,
+                        no_version: false,
                     })
                 }
                 _ => missing.push(i),
@@ -120,11 +137,12 @@ impl Versions {
             let deadline = self.state.config.check_deadline();
             let read = tokio::time::timeout(deadline, self.reader.run(read_keys)).await;
             match read {
-                Ok(Ok(versions)) => {
-                    for (i, version) in missing.into_iter().zip(versions) {
+                Ok(Ok(reads)) => {
+                    for (i, read) in missing.into_iter().zip(reads) {
                         out[i] = Some(CheckOutcome {
-                            current: *version == *entries[i].1,
-                            version: Some(version),
+                            current: read.version.as_deref() == Some(entries[i].1.as_str()),
+                            no_version: read.version.is_none(),
+                            version: read.version,
                             source: CheckSource::Redis,
                         });
                     }
@@ -135,6 +153,7 @@ impl Versions {
                             current: false,
                             version: None,
                             source: CheckSource::FailClosed,
+                            no_version: false,
                         });
                     }
                 }
@@ -150,10 +169,16 @@ impl Versions {
     /// Moves every key to a version never issued before; returns them in order. A key named
     /// twice gets one new version. Concurrent bumps share script calls (see [`Batcher`]).
     pub async fn bump(&self, keys: &[String]) -> Result<Vec<VersionStr>, LinkError> {
-        let versions = self.bumper.run(keys.to_vec()).await?;
+        let bumped = self.bumper.run(keys.to_vec()).await?;
         let distinct: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
         self.state.metrics.bumps.inc_by(distinct.len() as u64);
-        Ok(versions)
+        bumped
+            .into_iter()
+            .map(|read| {
+                read.version
+                    .ok_or_else(|| LinkError::Unavailable("Bump answered no version".into()))
+            })
+            .collect()
     }
 }
 

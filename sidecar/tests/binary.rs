@@ -561,8 +561,8 @@ async fn sigterm_drops_readiness_ends_watch_streams_and_exits_within_the_drain_b
     .await
     .expect("the watch stream ends after SIGTERM");
     match last {
-        Some(Err(coherence_client::Error::Unavailable(message))) => {
-            assert!(message.contains("shutting down"), "{message}")
+        Some(Err(coherence_client::Error::Unavailable { status, .. })) => {
+            assert!(status.message().contains("shutting down"), "{status}")
         }
         other => panic!("the watch stream ended without a final UNAVAILABLE: {other:?}"),
     }

@@ -1,6 +1,7 @@
-//! Eviction safety: a Redis whose `maxmemory-policy` can evict version keys (`allkeys-*`)
-//! could forget a key's version and make a superseded token look current again. The sidecar
-//! refuses to start on such a Redis (clear message, exit code 64) unless explicitly allowed,
+//! Eviction safety: a Redis whose `maxmemory-policy` can evict keys without a time to live
+//! (`allkeys-*`) could evict a shard's epoch or sequence (a fleet-wide resync each time) or a
+//! job's per-period run record (a second run in one period); evicted version keys alone would
+//! be safe (docs/design.md). The sidecar refuses to start on such a Redis (clear message, exit code 64) unless explicitly allowed,
 //! and refuses to use it — failing closed — if the policy becomes evicting while it runs.
 //! The policy is read over RESP3, where CONFIG GET answers a map.
 

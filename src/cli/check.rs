@@ -22,7 +22,7 @@ pub struct CheckArgs {
 
 pub async fn run(args: CheckArgs, global: &GlobalOptions) -> anyhow::Result<u8> {
     if args.pairs.len() % 2 != 0 {
-        bail!(coherence_client::Error::InvalidArgument(
+        bail!(exit::UsageError(
             "check takes pairs of KEY VERSION; the last key has no version".into()
         ));
     }

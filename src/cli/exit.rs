@@ -11,12 +11,29 @@ pub const UNAVAILABLE: u8 = 3;
 /// Anything else.
 pub const OTHER_ERROR: u8 = 4;
 
+/// A command line that clap accepted but that makes no sense (exit code [`USAGE`]).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// The exit code for a failed command.
 pub fn for_error(err: &anyhow::Error) -> u8 {
     use coherence_client::Error;
+    if err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<coherence_client::TokenError>().is_some()
+    {
+        return USAGE;
+    }
     match err.downcast_ref::<Error>() {
-        Some(Error::InvalidAddress(_) | Error::InvalidArgument(_)) => USAGE,
-        Some(Error::Connect(_) | Error::Unavailable(_) | Error::DeadlineExceeded(_)) => UNAVAILABLE,
+        Some(Error::InvalidAddress { .. } | Error::InvalidArgument { .. }) => USAGE,
+        Some(err) if err.is_transient() => UNAVAILABLE,
         Some(_) | None => OTHER_ERROR,
     }
 }

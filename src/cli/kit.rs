@@ -2,6 +2,9 @@
 //! the deadline, and gRPC statuses turned into the client's errors so that exit codes follow
 //! [`super::exit`].
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use coherence_client::{AuthToken, Error};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -18,30 +21,28 @@ pub async fn channel(
     match tokio::time::timeout(global.timeout(), connect).await {
         Ok(Ok(channel)) => Ok(InterceptedService::new(channel, token)),
         Ok(Err(err)) => Err(err.into()),
-        Err(_) => Err(Error::Connect(format!(
-            "{}: no answer within {:?}",
-            global.addr,
-            global.timeout()
-        ))
-        .into()),
+        Err(_) => Err(connect_timed_out(&global.addr, global.timeout()).into()),
+    }
+}
+
+/// The error for a connection to `addr` not made within `timeout`.
+pub fn connect_timed_out(addr: &str, timeout: Duration) -> Error {
+    let why = std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {timeout:?}"),
+    );
+    Error::Connect {
+        address: addr.to_string(),
+        source: Arc::new(why),
     }
 }
 
 /// A failed call as the client crate's error (for the exit code).
 pub fn call_error(status: tonic::Status, global: &GlobalOptions) -> anyhow::Error {
-    let message = status.message().to_string();
-    match status.code() {
-        tonic::Code::InvalidArgument => Error::InvalidArgument(message),
-        tonic::Code::Unavailable => Error::Unavailable(message),
-        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            Error::DeadlineExceeded(global.timeout())
-        }
-        code => Error::Status { code, message },
-    }
-    .into()
+    Error::from_status(global.addr.as_str(), status, global.timeout()).into()
 }
 
-/// The seed's name of a role, as printed.
+/// Umbraco's name of a role, as printed.
 pub fn role_name(role: coherence_proto::v1::Role) -> &'static str {
     use coherence_proto::v1::Role;
     match role {

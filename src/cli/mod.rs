@@ -70,14 +70,7 @@ impl GlobalOptions {
         let connect = Client::connect(&self.addr);
         let client = match tokio::time::timeout(self.timeout(), connect).await {
             Ok(connected) => connected?,
-            Err(_) => {
-                return Err(coherence_client::Error::Connect(format!(
-                    "{}: no answer within {:?}",
-                    self.addr,
-                    self.timeout()
-                ))
-                .into())
-            }
+            Err(_) => return Err(kit::connect_timed_out(&self.addr, self.timeout()).into()),
         };
         Ok(client
             .with_auth_token(self.auth_token()?)

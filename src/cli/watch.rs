@@ -60,7 +60,7 @@ pub async fn run(args: WatchArgs, global: &GlobalOptions) -> anyhow::Result<u8> 
                 || format!("resync  {reason}: drop everything cached under the watched prefixes"),
                 || json!({"event": "resync", "reason": reason}),
             ),
-            WatchEvent::Heartbeat { fence_age } => {
+            WatchEvent::Heartbeat { fence_age, .. } => {
                 if args.heartbeats {
                     let age_ms = fence_age.map(|a| a.as_millis() as u64);
                     out.line(

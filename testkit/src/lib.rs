@@ -3,13 +3,17 @@
 //! Tests must talk to a real Redis, and fault tests must kill, pause, restart and roll back
 //! that Redis for real. [`RedisServer`] starts one in its own temporary directory on a free
 //! loopback port (never 6379), waits until it answers, and stops it on drop. Nothing here
-//! touches a Redis the test did not start.
+//! touches a Redis the test did not start. [`RedisProxy`] sits between one client and such a
+//! Redis to delay, stall or drop what that client receives.
 
 pub mod cluster;
+pub mod proxy;
+pub mod resp;
 pub mod sentinel;
 pub mod tls;
 
 pub use cluster::RedisCluster;
+pub use proxy::{Flow, Link, ProxyStats, RedisProxy};
 pub use sentinel::RedisSentinels;
 
 use std::net::TcpListener;

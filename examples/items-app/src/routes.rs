@@ -62,10 +62,7 @@ async fn read_item(
     let db = Arc::clone(&state.db);
     let loaded = state
         .items
-        .get_or_load_with(id, consistency, || {
-            let db = Arc::clone(&db);
-            async move { db.get(id).await }
-        })
+        .get_or_load_with(id, consistency, move || async move { db.get(id).await })
         .await;
     match loaded {
         Ok(Some(item)) => Json(item).into_response(),

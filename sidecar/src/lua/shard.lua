@@ -1,19 +1,24 @@
 -- Every read and write of shards' state, atomically (design guarantees 1 and 6). One call
 -- covers one or more shards that live on the same Redis node (all of them on a standalone
--- Redis, one on a cluster, where a script reaches one slot).
+-- Redis, one on a cluster, where a script reaches one slot). Arguments are read in order by
+-- `next_key` and `next_arg`; scripts.rs writes them in the same order.
 --
--- KEYS: per shard its epoch, seq, log and incarnation keys, then ("get"/"bump") one version key
---       per cache key of that shard.
--- ARGV: mode ("get", "bump" or "fence"), unused, channel (fence: the caller's own fence
---       channel), publish command (PUBLISH, or SPUBLISH on a cluster), replay log length,
---       number of shards, the serving process's run id (or ""), then
---       "get"/"bump": per shard a block: candidate epoch, the shard's channel, the newest epoch
---       and sequence the caller has seen for the shard ("" and 0 when none), n, n cache keys,
---       n unique nonces;
---       "fence": the fence's nonce, one candidate epoch per shard, then the caller's newest
---       epoch and sequence seen for each shard.
--- Returns: "get"/"bump": per shard { epoch, shard sequence after the call, version 1, ...,
---          version n }, concatenated; "fence": nothing (the states come back with the fence).
+-- ARGV, first: mode        "get", "bump", "read" or "fence"
+--                publish     PUBLISH, or SPUBLISH on a cluster
+--                log_len     replay log length (approximate cap of each shard's stream)
+--                ttl_ms      version-key time to live in ms, refreshed by get and bump (0: none)
+--                run_id      the serving process's run id, or "" (read here then)
+--                shards      number of shard blocks that follow
+--      "fence":  fence_channel (the caller's own), nonce
+-- then per shard:
+--   KEYS: epoch, seq, log, incarnation, then ("get"/"bump"/"read") n version keys
+--   ARGV: candidate epoch (a fresh random one, used if the shard must start a new epoch),
+--         seen epoch and seen seq (the newest the caller has seen; "" and 0 when none),
+--         "get"/"bump"/"read": channel, n, n cache keys, then ("get"/"bump") n unique nonces
+-- Returns: "get"/"bump"/"read": per shard { epoch, shard sequence after the call, version 1,
+--          ..., version n }, concatenated; "read" answers "" for a key without a current
+--          version, and "" as the epoch of a shard whose epoch must rotate first (then every
+--          version is ""); "fence": nothing (the states come back with the fence).
 --
 -- Incarnation. A Redis that restarted may hold an older snapshot, and a promoted replica may
 -- have missed the last writes: counters and versions that went backwards, so that a superseded
@@ -31,99 +36,158 @@
 --
 -- "get" keeps a key's version when it has one of the current epoch and otherwise issues a new
 -- one, as "bump" always does. Every issued version gets the next sequence number, a replay-log
--- entry and a published invalidation, in this one call. "fence" publishes one heartbeat on the
--- caller's own fence channel carrying every fenced shard's epoch and sequence: when the caller
--- receives it back on its subscription, it has received every invalidation published before it.
-local run_id = ARGV[7]
+-- entry and a published invalidation, in this one call; version keys live ttl_ms after their
+-- last get or bump. "read" (what Check uses) writes nothing at all: a shard whose epoch would
+-- have to rotate answers no version, and so does a key without one. "fence" publishes one
+-- heartbeat on the caller's own fence channel carrying every fenced shard's epoch and sequence:
+-- when the caller receives it back on its subscription, it has received every invalidation
+-- published before it.
+local key_at, arg_at = 0, 0
+local function next_key()
+  key_at = key_at + 1
+  return KEYS[key_at]
+end
+local function next_arg()
+  arg_at = arg_at + 1
+  return ARGV[arg_at]
+end
+
+local mode = next_arg()
+local publish = next_arg()
+local log_len = next_arg()
+local ttl_ms = tonumber(next_arg())
+local run_id = next_arg()
+local shards = tonumber(next_arg())
 if run_id == '' then
   run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 end
 
--- The epoch and sequence of the shard whose keys start at KEYS[k], rotating the epoch to
--- `candidate` when the shard's state is missing, was last served by another process, or is
--- older than the caller's newest (seen_epoch, seen_seq).
-local function shard_state(k, candidate, seen_epoch, seen_seq)
-  local epoch = redis.call('GET', KEYS[k])
-  local seq = redis.call('GET', KEYS[k + 1])
-  if not epoch or not seq then
-    redis.call('SET', KEYS[k], candidate)
-    redis.call('SET', KEYS[k + 1], 0)
-    redis.call('DEL', KEYS[k + 2])
-    redis.call('SET', KEYS[k + 3], run_id)
-    return candidate, 0
-  end
-  seq = tonumber(seq)
-  if redis.call('GET', KEYS[k + 3]) ~= run_id
-      or (epoch == seen_epoch and seq < tonumber(seen_seq)) then
-    epoch = candidate
-    redis.call('SET', KEYS[k], epoch)
-    redis.call('SET', KEYS[k + 3], run_id)
+-- One shard's state keys and the caller's arguments about it, in argument order.
+-- (Sequential statements: Lua leaves the evaluation order inside a table constructor open.)
+local function next_shard()
+  local shard = {}
+  shard.epoch_key = next_key()
+  shard.seq_key = next_key()
+  shard.log_key = next_key()
+  shard.inc_key = next_key()
+  shard.candidate = next_arg()
+  shard.seen_epoch = next_arg()
+  shard.seen_seq = tonumber(next_arg())
+  return shard
+end
+
+-- The shard's epoch and sequence, or false when it must start a new epoch: its state is
+-- missing, was last served by another process, or is older than what the caller has seen.
+local function current_state(shard)
+  local epoch = redis.call('GET', shard.epoch_key)
+  local seq = tonumber(redis.call('GET', shard.seq_key))
+  if not epoch or not seq or redis.call('GET', shard.inc_key) ~= run_id
+      or (epoch == shard.seen_epoch and seq < shard.seen_seq) then
+    return false
   end
   return epoch, seq
 end
 
-local mode = ARGV[1]
-local channel = ARGV[3]
-local publish = ARGV[4]
+-- The shard's epoch and sequence, starting a new epoch (the candidate) first when it must.
+-- The sequence and the replay log survive a rotation, unless the state is missing.
+local function settled_state(shard)
+  local epoch, seq = current_state(shard)
+  if epoch then
+    return epoch, seq
+  end
+  seq = tonumber(redis.call('GET', shard.seq_key))
+  if not seq or not redis.call('GET', shard.epoch_key) then
+    seq = 0
+    redis.call('SET', shard.seq_key, 0)
+    redis.call('DEL', shard.log_key)
+  end
+  redis.call('SET', shard.epoch_key, shard.candidate)
+  redis.call('SET', shard.inc_key, run_id)
+  return shard.candidate, seq
+end
 
 if mode == 'fence' then
-  local message = { 'f', ARGV[8] }
-  local n = tonumber(ARGV[6])
-  for i = 1, n do
-    local epoch, seq = shard_state(4 * i - 3, ARGV[8 + i], ARGV[7 + n + 2 * i], ARGV[8 + n + 2 * i])
+  local fence_channel = next_arg()
+  local message = { 'f', next_arg() }
+  for _ = 1, shards do
+    local epoch, seq = settled_state(next_shard())
     message[#message + 1] = epoch
     message[#message + 1] = tostring(seq)
   end
-  redis.call(publish, channel, table.concat(message, '|'))
+  redis.call(publish, fence_channel, table.concat(message, '|'))
   return nil
 end
 
-local log_len = ARGV[5]
+-- A key's version if it belongs to `epoch`, else false.
+local function version_of(version_key, epoch)
+  local version = redis.call('GET', version_key)
+  if version and string.sub(version, 1, #epoch + 1) == epoch .. '.' then
+    return version
+  end
+  return false
+end
+
 local now = redis.call('TIME')
 local now_ms = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
 local out = {}
-local k = 1 -- the current shard's first key
-local a = 8 -- the current shard's first argument
 
-for _ = 1, tonumber(ARGV[6]) do
-  local shard_channel = ARGV[a + 1]
-  local n = tonumber(ARGV[a + 4])
-  local epoch, seq = shard_state(k, ARGV[a], ARGV[a + 2], ARGV[a + 3])
-  local prefix = epoch .. '.'
-  out[#out + 1] = epoch
-  local seq_at = #out + 1
-  out[seq_at] = ''
+for _ = 1, shards do
+  local shard = next_shard()
+  local channel = next_arg()
+  local n = tonumber(next_arg())
+  local version_keys, keys, nonces = {}, {}, {}
   for i = 1, n do
-    local vkey = KEYS[k + 3 + i]
-    local key = ARGV[a + 4 + i]
-    local version = false
-    if mode == 'get' then
-      version = redis.call('GET', vkey)
-      if version and string.sub(version, 1, #prefix) ~= prefix then
-        version = false
-      end
-    end
-    if not version then
-      seq = seq + 1
-      version = prefix .. seq .. '.' .. ARGV[a + 4 + n + i]
-      local id = seq .. '-0'
-      local added = redis.pcall('XADD', KEYS[k + 2], 'MAXLEN', '~', log_len, id,
-        'k', key, 'v', version, 't', now_ms)
-      if type(added) == 'table' and added.err then
-        -- The log is ahead of the sequence (someone edited Redis by hand): start it afresh.
-        redis.call('DEL', KEYS[k + 2])
-        redis.call('XADD', KEYS[k + 2], 'MAXLEN', '~', log_len, id,
-          'k', key, 'v', version, 't', now_ms)
-      end
-      redis.call('SET', vkey, version)
-      redis.call(publish, shard_channel,
-        'i|' .. epoch .. '|' .. seq .. '|' .. now_ms .. '|' .. version .. '|' .. key)
-    end
-    out[#out + 1] = version
+    version_keys[i] = next_key()
+    keys[i] = next_arg()
   end
-  redis.call('SET', KEYS[k + 1], seq)
-  out[seq_at] = tostring(seq)
-  k = k + 4 + n
-  a = a + 5 + 2 * n
+  if mode ~= 'read' then
+    for i = 1, n do
+      nonces[i] = next_arg()
+    end
+  end
+
+  if mode == 'read' then
+    local epoch, seq = current_state(shard)
+    out[#out + 1] = epoch or ''
+    out[#out + 1] = tostring(seq or 0)
+    for i = 1, n do
+      out[#out + 1] = (epoch and version_of(version_keys[i], epoch)) or ''
+    end
+  else
+    local epoch, seq = settled_state(shard)
+    out[#out + 1] = epoch
+    local seq_at = #out + 1
+    out[seq_at] = ''
+    for i = 1, n do
+      local version = mode == 'get' and version_of(version_keys[i], epoch)
+      if version then
+        if ttl_ms > 0 then
+          redis.call('PEXPIRE', version_keys[i], ttl_ms)
+        end
+      else
+        seq = seq + 1
+        version = epoch .. '.' .. seq .. '.' .. nonces[i]
+        local id = seq .. '-0'
+        local added = redis.pcall('XADD', shard.log_key, 'MAXLEN', '~', log_len, id,
+          'k', keys[i], 'v', version, 't', now_ms)
+        if type(added) == 'table' and added.err then
+          -- The log is ahead of the sequence (someone edited Redis by hand): start it afresh.
+          redis.call('DEL', shard.log_key)
+          redis.call('XADD', shard.log_key, 'MAXLEN', '~', log_len, id,
+            'k', keys[i], 'v', version, 't', now_ms)
+        end
+        if ttl_ms > 0 then
+          redis.call('SET', version_keys[i], version, 'PX', ttl_ms)
+        else
+          redis.call('SET', version_keys[i], version)
+        end
+        redis.call(publish, channel,
+          'i|' .. epoch .. '|' .. seq .. '|' .. now_ms .. '|' .. version .. '|' .. keys[i])
+      end
+      out[#out + 1] = version
+    end
+    redis.call('SET', shard.seq_key, seq)
+    out[seq_at] = tostring(seq)
+  end
 end
 return out

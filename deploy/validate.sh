@@ -8,7 +8,10 @@
 #   3. the custom resources: the PodMonitor scrapes a port the sidecar declares, and the
 #      PrometheusRule's groups pass `promtool check rules`;
 #   4. the Grafana dashboard is JSON with unique panel ids, and the ACL rule shipped in the
-#      Redis Secret is the one docs/security.md documents.
+#      Redis Secret is the one docs/security.md documents;
+#   5. every overlay (kubernetes/overlays/*) renders and validates like the base, and one that
+#      moves gRPC to a Unix socket has the app dial that socket in a volume both containers
+#      mount (needs kubectl; without it the overlays are skipped, and the script says so).
 # Which metrics the dashboard and alerts use is checked against a live scrape by
 # `cargo test -p coherence-sidecar --test deploy_metrics`. The Dockerfile cannot be built here
 # (no container engine); see docs/operations.md.
@@ -106,4 +109,37 @@ if [ "${shipped#* resetchannels}" != "${documented#* resetchannels}" ]; then
   exit 1
 fi
 echo "ok"
+echo "== overlays"
+for overlay in kubernetes/overlays/*/; do
+  if ! command -v kubectl >/dev/null 2>&1; then
+    echo "kubectl not installed: overlay $overlay not rendered or validated"
+    continue
+  fi
+  kubectl kustomize "$overlay" > "$work/overlay.yaml"
+  python3 - "$work/overlay.yaml" "$work/overlay-builtin.yaml" <<'PY'
+import posixpath, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+yaml.safe_dump_all([d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com/")], open(sys.argv[2], "w"))
+config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "coherence-config")
+listen = config["data"]["COHERENCE_LISTEN"]
+if listen.startswith("unix://"):
+    socket_dir = posixpath.dirname(listen[len("unix://"):])
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["initContainers"] if c["name"] == "coherence")
+    app = next(c for c in pod["containers"] if c["name"] == "app")
+    addr = {e["name"]: e.get("value") for e in app.get("env", [])}.get("COHERENCE_ADDR")
+    assert addr == listen, f"the app dials {addr!r}, the sidecar listens on {listen!r}"
+    mounted = lambda c: {m["name"] for m in c.get("volumeMounts", []) if m["mountPath"] == socket_dir}
+    shared = mounted(sidecar) & mounted(app)
+    assert shared, f"no volume mounted at {socket_dir} in both containers"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert all("emptyDir" in volumes[n] for n in shared), "the socket volume is not an emptyDir"
+    assert pod.get("securityContext", {}).get("fsGroup") is not None, "no fsGroup: the app cannot open a 0660 socket"
+    print(f"{sys.argv[1]}: app and sidecar share {listen} in an emptyDir")
+PY
+  for version in 1.29.0 1.37.0; do
+    kubernetes-validate --strict --quiet -k "$version" "$work/overlay-builtin.yaml"
+  done
+  echo "$overlay: ok"
+done
 echo "deploy/ is valid"

@@ -1,6 +1,7 @@
 //! coherence on a real local Redis Cluster: shards spread over the masters, invalidations on
 //! sharded channels, and the guarantees kept through a master failover (to a replica that
-//! missed the last bump) and a slot migration.
+//! missed the last bump) and a slot migration; over TLS with a private CA, the masters the
+//! cluster client discovers are checked against that CA too.
 //!
 //! Run only these: `cargo test --test redis_cluster --test redis_sentinel`.
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use coherence_client::Client;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::cluster::key_slot;
+use coherence_testkit::tls::TestCertificates;
 use coherence_testkit::RedisCluster;
 use common::topology::{assert_never_current, seen_everywhere};
 use common::{grpc_url, start_sidecar_with, WAIT};
@@ -88,6 +90,43 @@ async fn bumps_on_every_shard_reach_every_sidecar_over_sharded_channels() {
     for s in sidecars {
         s.shutdown().await;
     }
+}
+
+/// Only one seed in the URL: the other masters are discovered from `CLUSTER SLOTS`, and their
+/// certificates (signed by the private CA, not a web PKI root) must be checked against
+/// `redis_ca_file` as the seed's is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_cluster_checks_the_masters_it_discovers_against_the_configured_ca() {
+    let certs = TestCertificates::make();
+    let cluster = RedisCluster::start_tls(3, 0, &certs);
+    let seed = format!("rediss+cluster://127.0.0.1:{}", cluster.client_port(0));
+    let sidecar = start_sidecar_with(&seed, "tls-cluster", |s| {
+        s.namespace = "tlscl".into();
+        s.shards = 8;
+        s.redis_ca_file = certs.ca();
+    })
+    .await;
+    let masters: std::collections::BTreeSet<usize> = (0..8)
+        .filter_map(|s| cluster.master_of_slot(key_slot(&sidecar.state.keyspace.shard_keys(s).seq)))
+        .collect();
+    assert!(
+        masters.iter().any(|m| *m != 0),
+        "some shards live on a master the URL does not name: {masters:?}"
+    );
+    let client = Client::connect(grpc_url(&sidecar))
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    for key in key_per_shard(&sidecar) {
+        let bumped = client.bump(&[&key]).await.unwrap().remove(0);
+        let read = client
+            .get_with(&[&key], coherence_client::Consistency::Strong)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(read, bumped, "{key}");
+    }
+    sidecar.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

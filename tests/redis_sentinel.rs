@@ -1,16 +1,21 @@
 //! coherence on Redis Sentinel: the sidecars find the master through the sentinels, follow a
 //! failover, and a failover to a replica that missed the last bump never makes the superseded
-//! (or the lost) version current again.
+//! (or the lost) version current again. Locked down — TLS to the sentinels and the data nodes
+//! with a private CA, an ACL user on the sentinels, a password on the data nodes — each piece
+//! is required and the whole follows a failover.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use coherence_client::Client;
+use coherence_sidecar::config::Settings;
 use coherence_sidecar::Sidecar;
+use coherence_testkit::sentinel::SentinelOptions;
+use coherence_testkit::tls::TestCertificates;
 use coherence_testkit::RedisSentinels;
 use common::topology::{assert_never_current, seen_everywhere};
-use common::{grpc_url, start_sidecar_with, WAIT};
+use common::{grpc_url, start_sidecar_with, start_unready, WAIT};
 
 /// How long the fleet may take to serve from its mirrors again after the failover completed.
 const RECOVERY_BOUND: Duration = Duration::from_secs(15);
@@ -118,4 +123,99 @@ async fn failover_to_a_lagging_replica_keeps_superseded_versions_stale_and_recov
     for s in sidecars {
         s.shutdown().await;
     }
+}
+
+/// The sentinels speak only TLS on the ports the URL names, signed by a private CA, and
+/// answer only an ACL user of their own; the data nodes have another password (in the URL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_over_tls_with_their_own_acl_user_lead_to_the_master_and_through_a_failover() {
+    let certs = TestCertificates::make();
+    let sentinel_user = ("coherence-sentinel", "sentinel-secret");
+    let mut set = RedisSentinels::start_with(&SentinelOptions {
+        tls: Some(&certs),
+        data_password: Some("data-secret"),
+        sentinel_user: Some(sentinel_user),
+    });
+    let url = set
+        .url()
+        .replace("rediss+sentinel://", "rediss+sentinel://:data-secret@");
+    assert!(url.starts_with("rediss+sentinel://"), "{url}");
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("sentinel-password");
+    std::fs::write(&password_file, format!("{}\n", sentinel_user.1)).unwrap();
+    let locked_down = |s: &mut Settings| {
+        s.namespace = "tls-sent".into();
+        s.shards = 2;
+        s.redis_ca_file = certs.ca();
+        s.sentinel_username = sentinel_user.0.into();
+        s.sentinel_password_file = password_file.clone();
+    };
+
+    // Each missing piece keeps the sidecar from ever reaching the master.
+    type Spoil = Box<dyn Fn(&mut Settings)>;
+    let refused: [(&str, Spoil); 3] = [
+        (
+            "no sentinel credentials",
+            Box::new(|s| {
+                s.sentinel_username.clear();
+                s.sentinel_password_file = Default::default();
+            }),
+        ),
+        (
+            "a wrong sentinel password",
+            Box::new(|s| {
+                s.sentinel_password_file = Default::default();
+                s.sentinel_password = "wrong".into();
+            }),
+        ),
+        (
+            "the web PKI roots instead of the CA",
+            Box::new(|s| {
+                s.redis_ca_file = Default::default();
+            }),
+        ),
+    ];
+    for (what, spoil) in refused {
+        let sidecar = start_unready(&url, "spoiled", |s| {
+            locked_down(s);
+            spoil(s);
+        })
+        .await;
+        assert!(
+            !sidecar
+                .state
+                .link
+                .wait_connected(Duration::from_secs(3))
+                .await,
+            "connected with {what}"
+        );
+        sidecar.shutdown().await;
+    }
+
+    let sidecar = start_sidecar_with(&url, "tls-sentinel", locked_down).await;
+    let client = Client::connect(grpc_url(&sidecar))
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_secs(5));
+    let bumped = client.bump(&["content"]).await.unwrap().remove(0);
+    assert_eq!(
+        client
+            .get_with(&["content"], coherence_client::Consistency::Strong)
+            .await
+            .unwrap()[0],
+        bumped
+    );
+
+    // A failover: the sidecar asks the sentinels again (over TLS, authenticated) and reaches
+    // the promoted replica over TLS.
+    set.kill_master_and_wait_failover(Duration::from_secs(30));
+    let recovered = coherence_testkit::eventually(RECOVERY_BOUND, || async {
+        client
+            .bump(&["content"])
+            .await
+            .is_ok_and(|v| v[0] != bumped)
+    })
+    .await;
+    assert!(recovered, "no bump through the promoted replica");
+    sidecar.shutdown().await;
 }

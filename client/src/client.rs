@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::jobs::Jobs;
 use crate::notifications::Notifications;
 use crate::servers::Servers;
+use crate::transport::{transport, unix_path, AuthToken, Transport};
 use tonic::transport::{Channel, Endpoint};
 
 /// An opaque version token. Compare for equality only (versions have no order: a newer one
@@ -160,8 +161,9 @@ pub enum WatchEvent {
 /// A connection to one sidecar. Cheap to clone; clones share the channel.
 #[derive(Debug, Clone)]
 pub struct Client {
-    grpc: CacheVersionsClient<Channel>,
+    grpc: CacheVersionsClient<Transport>,
     channel: Channel,
+    auth: AuthToken,
     target: Target,
 }
 
@@ -169,12 +171,17 @@ pub struct Client {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Client {
-    /// Connects to a sidecar at `addr` (`http://127.0.0.1:50051` or `127.0.0.1:50051`).
+    /// Connects to a sidecar at `addr` (`http://127.0.0.1:50051`, `127.0.0.1:50051`, or a Unix
+    /// socket: `unix:///run/coherence/grpc.sock`).
     ///
     /// A malformed address is [`Error::InvalidAddress`]; a sidecar that does not answer is
     /// [`Error::Connect`], whose [`source`](std::error::Error::source) says why.
     pub async fn connect(addr: impl AsRef<str>) -> Result<Client, Error> {
         let addr = addr.as_ref();
+        if let Some(path) = unix_path(addr) {
+            let channel = crate::transport::connect_unix(path).await?;
+            return Ok(Client::from_channel(channel).named(addr));
+        }
         let channel = endpoint(addr)?
             .connect()
             .await
@@ -188,6 +195,10 @@ impl Client {
     /// A client that connects on first use (and reconnects after the sidecar restarts).
     pub fn connect_lazy(addr: impl AsRef<str>) -> Result<Client, Error> {
         let addr = addr.as_ref();
+        if let Some(path) = unix_path(addr) {
+            let channel = crate::transport::connect_unix_lazy(path)?;
+            return Ok(Client::from_channel(channel).named(addr));
+        }
         Ok(Client::from_channel(endpoint(addr)?.connect_lazy()).named(addr))
     }
 
@@ -195,10 +206,23 @@ impl Client {
     /// [`Client::named`]).
     pub fn from_channel(channel: Channel) -> Client {
         Client {
-            grpc: CacheVersionsClient::new(channel.clone()),
+            grpc: CacheVersionsClient::new(transport(channel.clone(), AuthToken::default())),
             channel,
+            auth: AuthToken::default(),
             target: Target::new("the given channel", DEFAULT_TIMEOUT),
         }
+    }
+
+    /// Sends `token` with every call (of this client and the jobs, servers and notifications
+    /// handles made from it): for a sidecar that requires one (its `auth_token_file`).
+    pub fn with_auth_token(mut self, token: AuthToken) -> Client {
+        self.grpc = CacheVersionsClient::new(transport(self.channel.clone(), token.clone()));
+        self.auth = token;
+        self
+    }
+
+    fn transport(&self) -> Transport {
+        transport(self.channel.clone(), self.auth.clone())
     }
 
     /// Names the sidecar in errors (the address given to [`Client::connect`] by default).
@@ -236,17 +260,17 @@ impl Client {
 
     /// Distributed jobs on the same sidecar: leases with fencing tokens, recurring runs.
     pub fn jobs(&self) -> Jobs {
-        Jobs::new(self.channel.clone(), self.target.clone())
+        Jobs::new(self.transport(), self.target.clone())
     }
 
     /// This server's role and the live servers, from the same sidecar.
     pub fn servers(&self) -> Servers {
-        Servers::new(self.channel.clone(), self.target.clone())
+        Servers::new(self.transport(), self.target.clone())
     }
 
     /// The notifications backplane of the same sidecar: publish to every server, subscribe.
     pub fn notifications(&self) -> Notifications {
-        Notifications::new(self.channel.clone(), self.target.clone())
+        Notifications::new(self.transport(), self.target.clone())
     }
 
     /// Current versions of `keys`, in order. A key never bumped still has one.
@@ -434,7 +458,7 @@ fn without_positions(versions: Vec<(Version, Option<Position>)>) -> Vec<Version>
 
 /// The endpoint for a sidecar address (`host:port` or `http://host:port`); anything else is
 /// [`Error::InvalidAddress`] saying why, before any connection is tried.
-fn endpoint(addr: &str) -> Result<Endpoint, Error> {
+pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, Error> {
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {

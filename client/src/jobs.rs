@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::jobs_client::JobsClient;
-use tonic::transport::Channel;
 
 use crate::call::{millis, Target};
 use crate::error::Error;
+use crate::transport::Transport;
 
 /// The jobs of one sidecar's namespace. From [`Client::jobs`](crate::Client::jobs); cheap to
 /// clone.
 #[derive(Debug, Clone)]
 pub struct Jobs {
-    grpc: JobsClient<Channel>,
+    grpc: JobsClient<Transport>,
     target: Target,
     holder: String,
 }
@@ -97,7 +97,7 @@ pub enum Claimed {
 }
 
 impl Jobs {
-    pub(crate) fn new(channel: Channel, target: Target) -> Jobs {
+    pub(crate) fn new(channel: Transport, target: Target) -> Jobs {
         Jobs {
             grpc: JobsClient::new(channel),
             target,

@@ -141,6 +141,7 @@ mod mirror;
 mod notifications;
 mod servers;
 mod shortcuts;
+mod transport;
 
 pub use cache::{BumpReport, CacheStats, CoherentCache, CoherentCacheBuilder};
 pub use client::{
@@ -156,3 +157,4 @@ pub use mirror::{
 };
 pub use notifications::{NotificationEvent, NotificationStream, Notifications};
 pub use servers::{Role, RoleMode, RoleStatus, RoleStream, ServerInfo, ServerList, Servers};
+pub use transport::{connect_channel, AuthToken, TokenError};

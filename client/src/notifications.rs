@@ -11,16 +11,16 @@ use std::task::{Context, Poll};
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::notifications_client::NotificationsClient;
 use futures::Stream;
-use tonic::transport::Channel;
 
 use crate::call::{poll_events, Target};
 use crate::error::Error;
+use crate::transport::Transport;
 
 /// The backplane of one sidecar's namespace. From
 /// [`Client::notifications`](crate::Client::notifications); cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Notifications {
-    grpc: NotificationsClient<Channel>,
+    grpc: NotificationsClient<Transport>,
     target: Target,
 }
 
@@ -51,7 +51,7 @@ pub enum NotificationEvent {
 }
 
 impl Notifications {
-    pub(crate) fn new(channel: Channel, target: Target) -> Notifications {
+    pub(crate) fn new(channel: Transport, target: Target) -> Notifications {
         Notifications {
             grpc: NotificationsClient::new(channel),
             target,

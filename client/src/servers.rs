@@ -12,16 +12,16 @@ use std::task::{Context, Poll};
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::servers_client::ServersClient;
 use futures::Stream;
-use tonic::transport::Channel;
 
 use crate::call::{poll_events, Target};
 use crate::error::Error;
+use crate::transport::Transport;
 
 /// The servers of one sidecar's namespace. From [`Client::servers`](crate::Client::servers);
 /// cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Servers {
-    grpc: ServersClient<Channel>,
+    grpc: ServersClient<Transport>,
     target: Target,
 }
 
@@ -126,7 +126,7 @@ pub struct ServerList {
 }
 
 impl Servers {
-    pub(crate) fn new(channel: Channel, target: Target) -> Servers {
+    pub(crate) fn new(channel: Transport, target: Target) -> Servers {
         Servers {
             grpc: ServersClient::new(channel),
             target,

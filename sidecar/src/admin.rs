@@ -4,7 +4,8 @@
 //! It exposes nothing but metrics and health: no keys, no versions, no configuration.
 //! `/livez` answers 200 while the process can serve HTTP at all (a restart would not help
 //! otherwise). `/readyz` answers 200 only while the sidecar can vouch for versions: Redis
-//! verified, subscription live, every shard synced, and not shutting down.
+//! verified, subscription live, every shard synced, its server_id registered as its own (no
+//! other live process has it), and not shutting down.
 
 use std::sync::Arc;
 
@@ -57,6 +58,11 @@ async fn readyz(State(state): State<Arc<SidecarState>>) -> (StatusCode, &'static
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if !state.link.is_connected() {
         (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n")
+    } else if !state.registered.load(std::sync::atomic::Ordering::SeqCst) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_id not registered (in use by another live process?)\n",
+        )
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "subscription not synced\n")
     }

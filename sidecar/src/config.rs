@@ -9,12 +9,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+pub use crate::listen::ListenAddr;
+use crate::secrets::Secret;
 use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
 
 pub use crate::redis_access::RedisAccess;
+pub use crate::redis_url::redact_url;
 
 /// Exit code for a configuration the sidecar refuses (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -106,9 +110,11 @@ macro_rules! settings {
 
 settings! {
     redis_url: String = "redis://127.0.0.1:6379".to_string(), "redis://127.0.0.1:6379", "COHERENCE_REDIS_URL",
-        "Redis to keep versions in: redis://, rediss://, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (docs/redis-deployments.md). A password in the URL is never logged.";
-    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 50051)), "127.0.0.1:50051", "COHERENCE_LISTEN",
-        "gRPC listen address (loopback unless you mean otherwise).";
+        "Redis to keep versions in: redis://, rediss://, unix:///path, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (rediss+… for TLS; docs/redis-deployments.md). A password in the URL is never printed.";
+    listen: ListenAddr = ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 50051))), "127.0.0.1:50051", "COHERENCE_LISTEN",
+        "gRPC listen address: host:port (loopback unless you mean otherwise) or unix:///path, a Unix socket (mode 0660) for containers that share a volume.";
+    auth_token_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_AUTH_TOKEN_FILE",
+        "File holding a bearer token (at least 16 visible ASCII characters) every gRPC call must carry as the header authorization: Bearer TOKEN (health checks excepted); for a listener others can reach. Read at start, trailing newline ignored.";
     admin_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464)), "127.0.0.1:9464", "COHERENCE_ADMIN_LISTEN",
         "HTTP listen address for /metrics, /livez and /readyz.";
     namespace: String = "default".to_string(), "default", "COHERENCE_NAMESPACE",
@@ -148,7 +154,13 @@ settings! {
     redis_password_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_REDIS_PASSWORD_FILE",
         "File holding the Redis password (a mounted Kubernetes Secret); read at start, trailing newline ignored.";
     redis_ca_file: PathBuf = PathBuf::new(), "(web PKI roots)", "COHERENCE_REDIS_CA_FILE",
-        "PEM CA certificate(s) that sign the Redis server certificate, for rediss:// URLs; replaces the built-in web PKI roots.";
+        "PEM CA certificate(s) that sign the Redis server certificates (and the Sentinels' for rediss+sentinel://), for rediss URLs; replaces the built-in web PKI roots.";
+    sentinel_username: String = String::new(), "(none)", "COHERENCE_SENTINEL_USERNAME",
+        "Sentinel ACL user, for redis+sentinel:// URLs (the URL's credentials are the data nodes').";
+    sentinel_password: String = String::new(), "(none)", "COHERENCE_SENTINEL_PASSWORD",
+        "Sentinel password (Sentinel's requirepass or ACL user), for redis+sentinel:// URLs; never logged, shown as *** by --print-config.";
+    sentinel_password_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_SENTINEL_PASSWORD_FILE",
+        "File holding the Sentinel password; read at start, trailing newline ignored.";
     role: String = "elected".to_string(), "elected", "COHERENCE_ROLE",
         "Server role: elected (a leader lease in Redis picks the scheduling publisher) or pinned: single, scheduling-publisher, subscriber. See docs/servers.md.";
     lease_ms: u64 = 10_000, "10000", "COHERENCE_LEASE_MS",
@@ -161,7 +173,12 @@ settings! {
         "Address shown for this server in server lists.";
     max_payload_bytes: usize = 65_536, "65536", "COHERENCE_MAX_PAYLOAD_BYTES",
         "Largest notification payload accepted by Publish, in bytes.";
+    log_format: String = "text".to_string(), "text", "COHERENCE_LOG_FORMAT",
+        "Log lines on stderr: text (coloured only when stderr is a terminal and NO_COLOR is unset) or json (one object per line, for log pipelines). RUST_LOG filters them.";
 }
+
+/// The values of `log_format`.
+pub const LOG_FORMATS: &[&str] = &["text", "json"];
 
 fn default_server_id() -> String {
     hostname::get()
@@ -177,6 +194,8 @@ pub struct Config {
     pub settings: Settings,
     /// Credentials and TLS roots for Redis, resolved from the settings (files read).
     pub redis_access: RedisAccess,
+    /// The bearer token gRPC calls must carry (`auth_token_file`), if any.
+    pub auth_token: Option<Secret>,
 }
 
 impl Config {
@@ -194,7 +213,7 @@ impl Config {
                     ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                         Ok(ConfigOrAction::Print(err.to_string()))
                     }
-                    _ => Err(ConfigError::Flags(err.to_string())),
+                    _ => Err(ConfigError::Flags(flag_error(&err))),
                 };
             }
         };
@@ -268,6 +287,13 @@ impl Config {
             }
         }
         crate::servers::validate_settings(&settings).map_err(|(name, m)| invalid(name, m))?;
+        let auth_token = read_auth_token(&settings.auth_token_file)?;
+        if !LOG_FORMATS.contains(&settings.log_format.as_str()) {
+            return Err(invalid(
+                "log_format",
+                format!("{:?} is not one of text, json", settings.log_format),
+            ));
+        }
         if settings.max_staleness_ms <= settings.heartbeat_interval_ms {
             return Err(invalid(
                 "max_staleness_ms",
@@ -280,6 +306,7 @@ impl Config {
         Ok(Config {
             settings,
             redis_access,
+            auth_token,
         })
     }
 
@@ -302,6 +329,16 @@ impl Config {
         Duration::from_millis(self.settings.drain_timeout_ms)
     }
 
+    /// Every secret this configuration holds (passwords from settings, files and the URL, the
+    /// gRPC token), for the binary's last-line scrubbing of logs and panics
+    /// ([`crate::secrets::Scrubber`]).
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = self.redis_access.secrets();
+        secrets.extend(crate::redis_url::url_secrets(&self.settings.redis_url));
+        secrets.extend(self.auth_token.iter().map(|t| t.expose().to_string()));
+        secrets
+    }
+
     /// The effective configuration as TOML, every setting in table order, secrets redacted.
     pub fn render(&self) -> String {
         render_settings(&self.settings)
@@ -309,7 +346,7 @@ impl Config {
 }
 
 /// Settings whose values are never shown: `--print-config` and `Debug` print `***` when set.
-const SECRET_SETTINGS: &[&str] = &["redis_password"];
+const SECRET_SETTINGS: &[&str] = &["redis_password", "sentinel_password"];
 
 /// TOML lines for every setting in [`SETTINGS`] order; secrets redacted, passwords in URLs
 /// too, and a setting without a value (an empty optional one) shown as a comment.
@@ -362,6 +399,43 @@ pub enum ConfigOrAction {
     Print(String),
 }
 
+/// Shortest bearer token accepted: shorter ones can be guessed.
+const MIN_TOKEN_LEN: usize = 16;
+
+fn read_auth_token(path: &Path) -> Result<Option<Secret>, ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let token = crate::secrets::read_secret_file("auth_token_file", path)?;
+    let text = token.expose();
+    if text.len() < MIN_TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::Invalid {
+            setting: "auth_token_file",
+            message: format!(
+                "{} must hold at least {MIN_TOKEN_LEN} visible ASCII characters and no spaces (e.g. `openssl rand -hex 32`)",
+                path.display()
+            ),
+        });
+    }
+    Ok(Some(token))
+}
+
+/// clap's message for a bad command line, unless it would quote a stray value: a password
+/// given to a flag that takes none (`--print-config hunter2`) must not be echoed back.
+fn flag_error(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() == ErrorKind::UnknownArgument {
+        if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+            if !arg.starts_with('-') {
+                return "error: unexpected value on the command line (not shown: it may be a \
+                        secret); every setting is a --flag VALUE pair, see --help"
+                    .to_string();
+            }
+        }
+    }
+    err.to_string()
+}
+
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_path_buf(),
@@ -405,54 +479,12 @@ pub fn reference_table() -> String {
     out
 }
 
-/// A Redis URL with any password replaced by `***`, safe for logs.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // Not a URL (a typo like `redis//:pw@host`): still never echo what precedes an '@'.
-        return match url.rfind('@') {
-            Some(at) => format!("***@{}", &url[at + 1..]),
-            None => url.to_string(),
-        };
-    };
-    let rest = &url[scheme_end + 3..];
-    // The last '@' ends the user info, even when an unencoded password holds a '/'.
-    let authority_end = rest
-        .rfind('@')
-        .map_or_else(|| rest.find('/').unwrap_or(rest.len()), |at| at + 1);
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let redacted = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string()
-            };
-            format!("{}{}@{}", &url[..scheme_end + 3], redacted, &rest[at + 1..])
-        }
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<ConfigOrAction, ConfigError> {
         Config::from_args(std::iter::once("coherence-sidecar").chain(args.iter().copied()))
-    }
-
-    #[test]
-    fn redacts_passwords_in_urls() {
-        assert_eq!(
-            redact_url("redis://user:secret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(redact_url("redis://:secret@host"), "redis://:***@host");
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-        assert_eq!(redact_url("redis://:se/cret@host/0"), "redis://:***@host/0");
-        assert_eq!(redact_url("redis//:secret@host"), "***@host");
     }
 
     #[test]

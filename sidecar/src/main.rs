@@ -1,8 +1,14 @@
 //! `coherence-sidecar`: runs the sidecar until SIGTERM or Ctrl-C.
+//!
+//! Logs go to stderr (stdout only carries what `--print-config` and friends print), as text
+//! or JSON lines (`log_format`), coloured only on a terminal, and — like panic messages —
+//! through a [`Scrubber`] that masks every secret of the configuration.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use coherence_sidecar::config::{Config, ConfigOrAction, EXIT_CONFIG};
+use coherence_sidecar::secrets::Scrubber;
 use coherence_sidecar::Sidecar;
 
 fn main() -> ExitCode {
@@ -17,12 +23,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let scrubber = Scrubber::new(config.secrets().iter().map(String::as_str));
+    scrubber.install_panic_hook();
+    init_logs(&config.settings.log_format, &scrubber);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -30,15 +33,31 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, scrubber))
 }
 
-async fn run(config: Config) -> ExitCode {
+fn init_logs(format: &str, scrubber: &Scrubber) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(scrubber.stderr());
+    if format == "json" {
+        // One object per line: timestamp, level, target and every field of the event at the
+        // top level (`message` included), as log pipelines index them. JSON has no colours.
+        logs.json().flatten_event(true).init();
+    } else {
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        logs.with_ansi(colour).init();
+    }
+}
+
+async fn run(config: Config, scrubber: Scrubber) -> ExitCode {
     let sidecar = match Sidecar::start(config).await {
         Ok(sidecar) => sidecar,
         Err(err) => {
             tracing::error!(error = %err, "cannot start");
-            eprintln!("coherence-sidecar: {err}");
+            eprintln!("coherence-sidecar: {}", scrubber.scrub(&err.to_string()));
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };

@@ -287,6 +287,7 @@ pub struct KitMetrics {
     pub role_changes: Counter,
     pub role: Family<Labels1, Gauge>,
     pub servers_live: Gauge,
+    pub server_id_conflict: Gauge,
     pub job_grants: Family<Labels1, Counter>,
     pub job_refusals: Family<Labels1, Counter>,
     pub notifications_published: Counter,
@@ -310,6 +311,11 @@ impl KitMetrics {
             "servers_live",
             "Live servers of the namespace as last seen in Redis",
             self.servers_live.clone(),
+        );
+        r.register(
+            "server_id_conflict",
+            "1 while another live process of the namespace has this server_id and this sidecar refuses to serve (not ready)",
+            self.server_id_conflict.clone(),
         );
         r.register(
             "job_grants",

@@ -1,10 +1,12 @@
 //! Which Redis deployment the sidecar uses, and how to reach its current master(s).
 //!
 //! - `redis://`, `rediss://`, `unix://`: one server.
-//! - `redis+sentinel://[user:pass@]h1:p1,h2:p2/<master-name>` (`rediss+sentinel://` for TLS to
-//!   the data nodes): the sentinels are asked for the master on *every* (re)connect, and the
-//!   answer is checked with `ROLE` — a client that looks the master up once keeps talking to a
-//!   demoted master after a failover.
+//! - `redis+sentinel://[user:pass@]h1:p1,h2:p2/<master-name>` (`rediss+sentinel://`: TLS to
+//!   the sentinels and the data nodes, both checked against `redis_ca_file`): the sentinels are
+//!   asked for the master on *every* (re)connect, and the answer is checked with `ROLE` — a
+//!   client that looks the master up once keeps talking to a demoted master after a failover.
+//!   The URL's credentials are the data nodes'; the sentinels have their own
+//!   (`sentinel_username`, `sentinel_password`).
 //! - `redis+cluster://[user:pass@]h1:p1,h2:p2` (`rediss+cluster://`): Redis Cluster. Commands go
 //!   through redis-rs's cluster client (slot routing, MOVED/ASK, topology refresh). Each
 //!   shard's invalidations travel on a sharded channel (SPUBLISH); the subscription opens its
@@ -12,6 +14,9 @@
 //!   connection that sends no other command. Any sign of a topology change (a connection lost,
 //!   an SUNSUBSCRIBE from the server after a slot moved) ends the whole subscription session,
 //!   which is rebuilt from a fresh `CLUSTER KEYSLOT`/`CLUSTER SLOTS` view and repaired.
+//!
+//! The URL's credentials are cut off before it is parsed ([`crate::redis_url`]): every URL
+//! this module builds, connects to or quotes in an error is credential-free.
 //!
 //! Whatever the deployment, `lua/shard.lua` notices when a shard is served by a different Redis
 //! process than before (failover to a replica that missed writes) and retires every earlier
@@ -28,13 +33,15 @@ use redis::{
     RedisResult, Value,
 };
 
-use crate::config::redact_url;
 use crate::redis_access::RedisAccess;
+use crate::redis_url::{split_credentials, Credentials};
 
-/// The deployment named by `redis_url`, with the credentials to reach its data nodes.
+/// The deployment named by `redis_url`, with the credentials to reach its nodes.
 #[derive(Debug, Clone)]
 pub struct RedisTarget {
     kind: TargetKind,
+    /// The credentials the URL carried (the settings' win over them).
+    url_credentials: Credentials,
     access: RedisAccess,
 }
 
@@ -53,16 +60,15 @@ enum TargetKind {
     },
 }
 
-/// How to build the URL of a data node found at run time (scheme and URL credentials).
-#[derive(Debug, Clone)]
+/// How to build the URL of a node found at run time: `redis` or `rediss`.
+#[derive(Debug, Clone, Copy)]
 struct NodeTemplate {
     scheme: &'static str,
-    userinfo: String,
 }
 
 impl NodeTemplate {
     fn url(&self, host: &str, port: u16) -> String {
-        format!("{}://{}{}:{}", self.scheme, self.userinfo, host, port)
+        format!("{}://{}:{}", self.scheme, host, port)
     }
 }
 
@@ -74,14 +80,20 @@ impl RedisTarget {
     /// Parses a `redis_url` of any supported form (credentials from the URL only; see
     /// [`RedisTarget::with_access`]).
     pub fn parse(url: &str) -> RedisResult<RedisTarget> {
-        let access = RedisAccess::default();
-        let kind = TargetKind::parse(url, &access)?;
-        Ok(RedisTarget { kind, access })
+        let (url, url_credentials) =
+            split_credentials(url).map_err(|err| invalid("invalid redis_url", err.to_string()))?;
+        let access = RedisAccess::default().with_url_credentials(url_credentials.clone());
+        let kind = TargetKind::parse(&url, &access)?;
+        Ok(RedisTarget {
+            kind,
+            url_credentials,
+            access,
+        })
     }
 
-    /// Uses these credentials and TLS roots for every data-node connection.
+    /// Uses these credentials (completed by the URL's) and TLS roots for every connection.
     pub fn with_access(mut self, access: RedisAccess) -> RedisTarget {
-        self.access = access;
+        self.access = access.with_url_credentials(self.url_credentials.clone());
         self
     }
 
@@ -90,15 +102,18 @@ impl RedisTarget {
         self.access.client(url)
     }
 
-    /// Builds the clients the URL names (data nodes found at run time excepted), so that a bad
-    /// URL or TLS root is a configuration error at start rather than at connect time.
+    /// Builds the clients the URL names (seeds, sentinels; data nodes found at run time
+    /// excepted), so that a bad URL or TLS root is a configuration error at start rather than
+    /// at connect time.
     pub fn check(&self) -> RedisResult<()> {
         match &self.kind {
             TargetKind::Standalone { url } => self.client(url).map(drop),
             TargetKind::Cluster { seeds } => {
                 seeds.iter().try_for_each(|url| self.client(url).map(drop))
             }
-            TargetKind::Sentinel { .. } => Ok(()),
+            TargetKind::Sentinel { sentinels, .. } => sentinels
+                .iter()
+                .try_for_each(|url| self.access.sentinel_client(url).map(drop)),
         }
     }
 
@@ -134,7 +149,7 @@ impl RedisTarget {
                 if !is_master {
                     return Err(invalid(
                         "the sentinels named a server that is not a master",
-                        redact_url(&url),
+                        url,
                     ));
                 }
                 CommandConnection::single(conn).await
@@ -144,7 +159,14 @@ impl RedisTarget {
                     .iter()
                     .map(|url| Ok(self.client(url)?.get_connection_info().clone()))
                     .collect::<RedisResult<Vec<_>>>()?;
-                let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
+                if seeds.iter().any(|s| s.starts_with("rediss://")) {
+                    // The seeds' connection infos carry our TLS roots, but the nodes the client
+                    // discovers later are built from the builder's own: without this they are
+                    // checked against the web PKI roots, not redis_ca_file.
+                    builder = builder.certs(self.access.tls_certificates());
+                }
+                let client = builder
                     .use_protocol(ProtocolVersion::RESP3)
                     .connection_timeout(Duration::from_secs(1))
                     .response_timeout(Duration::from_secs(2))
@@ -169,7 +191,7 @@ impl RedisTarget {
         let mut last_error = invalid("no sentinel answered", String::new());
         for sentinel in sentinels {
             let answer = async {
-                let client = redis::Client::open(sentinel.as_str())?;
+                let client = self.access.sentinel_client(sentinel)?;
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(Duration::from_millis(500)))
                     .set_response_timeout(Some(Duration::from_millis(500)));
@@ -256,11 +278,8 @@ impl TargetKind {
                 });
             }
         };
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((user, hosts)) => (format!("{user}@"), hosts),
-            None => (String::new(), authority),
-        };
+        // `url` carries no credentials (see RedisTarget::parse): any part may be quoted.
+        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut addrs = Vec::new();
         for host in hosts.split(',').filter(|h| !h.is_empty()) {
             let (name, port) = host
@@ -269,28 +288,31 @@ impl TargetKind {
             let port: u16 = port
                 .parse()
                 .map_err(|_| invalid("bad port in redis_url", host.to_string()))?;
+            if name.is_empty() {
+                return Err(invalid(
+                    "host without a name in redis_url",
+                    host.to_string(),
+                ));
+            }
             addrs.push((name.to_string(), port));
         }
         if addrs.is_empty() {
-            return Err(invalid("no host in redis_url", redact_url(url)));
+            return Err(invalid("no host in redis_url", url.to_string()));
         }
         let node = NodeTemplate {
             scheme: data_scheme,
-            userinfo,
         };
         if kind == "sentinel" {
             let master_name = path.split('?').next().unwrap_or("").to_string();
             if master_name.is_empty() {
                 return Err(invalid(
                     "redis+sentinel:// needs the master name as its path",
-                    redact_url(url),
+                    url.to_string(),
                 ));
             }
             Ok(TargetKind::Sentinel {
-                sentinels: addrs
-                    .iter()
-                    .map(|(h, p)| format!("redis://{h}:{p}"))
-                    .collect(),
+                // The sentinels speak TLS when the data nodes do (rediss+sentinel://).
+                sentinels: addrs.iter().map(|(h, p)| node.url(h, *p)).collect(),
                 master_name,
                 node,
             })
@@ -419,7 +441,7 @@ mod tests {
             } => {
                 assert_eq!(sentinels.len(), 2);
                 assert_eq!(master_name, "mymaster");
-                assert_eq!(node.url("10.0.0.1", 6379), "redis://u:p@10.0.0.1:6379");
+                assert_eq!(node.url("10.0.0.1", 6379), "redis://10.0.0.1:6379");
             }
             other => panic!("{other:?}"),
         }

@@ -1,11 +1,13 @@
 //! Starting and stopping a sidecar: binds the listeners, spawns the background tasks and
-//! serves gRPC (with `grpc.health.v1` and reflection) and the admin HTTP listener.
+//! serves gRPC (with `grpc.health.v1` and reflection, over TCP or a Unix socket, behind the
+//! bearer-token check when `auth_token_file` is set) and the admin HTTP listener.
 //!
 //! Shutdown is driven by one `watch` signal: readiness drops first (health NOT_SERVING,
 //! `/readyz` 503), Watch streams end with a final `UNAVAILABLE`, then in-flight calls drain for
 //! at most `drain_timeout`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +19,18 @@ use coherence_proto::v1::servers_server::ServersServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::grpc::CacheVersionsService;
+use crate::grpc_auth::AuthLayer;
 use crate::grpc_metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::jobs::Jobs;
 use crate::jobs_grpc::JobsService;
 use crate::limits::Limits;
+use crate::listen::{GrpcListener, ListenAddr};
 use crate::metrics::Metrics;
 use crate::notifications::Notifications;
 use crate::notifications_grpc::NotificationsService;
@@ -50,7 +55,7 @@ pub enum StartError {
     #[error("cannot listen on {what} address {addr}: {source}")]
     Bind {
         what: &'static str,
-        addr: SocketAddr,
+        addr: ListenAddr,
         source: std::io::Error,
     },
     #[error("invalid redis_url: {0}")]
@@ -66,12 +71,18 @@ const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A running sidecar.
 pub struct Sidecar {
+    /// The gRPC TCP address (the unspecified `0.0.0.0:0` when listening on a Unix socket;
+    /// `grpc_listen` says where).
     pub grpc_addr: SocketAddr,
+    /// Where gRPC listens, as bound: `host:port` or `unix:///path`.
+    pub grpc_listen: ListenAddr,
     pub admin_addr: SocketAddr,
     pub state: Arc<SidecarState>,
     pub versions: Arc<Versions>,
     shutdown_tx: watch::Sender<bool>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The Unix socket file to remove at shutdown.
+    grpc_socket: Option<PathBuf>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -80,14 +91,32 @@ impl Sidecar {
     /// and fails closed until it can verify a connection.
     pub async fn start(config: Config) -> Result<Sidecar, StartError> {
         let settings = config.settings.clone();
-        let grpc_listener = bind("gRPC", settings.listen).await?;
+        let grpc_bind_error = |source| StartError::Bind {
+            what: "gRPC",
+            addr: settings.listen.clone(),
+            source,
+        };
+        let grpc_listener = GrpcListener::bind(&settings.listen)
+            .await
+            .map_err(grpc_bind_error)?;
+        let grpc_listen = grpc_listener.local_addr().map_err(grpc_bind_error)?;
         let admin_listener = bind("admin", settings.admin_listen).await?;
-        let grpc_addr = local_addr("gRPC", &grpc_listener, settings.listen)?;
         let admin_addr = local_addr("admin", &admin_listener, settings.admin_listen)?;
-        if !settings.listen.ip().is_loopback() {
-            tracing::warn!(listen = %settings.listen, "the gRPC API is bound to a non-loopback address: anyone who can reach it can bump versions; bind 127.0.0.1 unless you mean it");
+        let grpc_addr = match &grpc_listen {
+            ListenAddr::Tcp(addr) => *addr,
+            ListenAddr::Unix(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        match (grpc_listen.is_local(), config.auth_token.is_some()) {
+            (false, false) => {
+                tracing::warn!(listen = %settings.listen, "the gRPC API is bound to a non-loopback address without auth_token_file: anyone who can reach it can bump versions; bind 127.0.0.1 or a unix:// socket, or require a token")
+            }
+            (false, true) => {
+                tracing::info!(listen = %settings.listen, "the gRPC API is bound to a non-loopback address; every call must carry the bearer token")
+            }
+            (true, _) => {}
         }
 
+        let config_auth_token = config.auth_token.clone();
         let state = SidecarState::new(config, Metrics::new())?;
         state.link.refuse_evicting_policy(PREFLIGHT_TIMEOUT).await?;
         let versions = Arc::new(Versions::new(Arc::clone(&state)));
@@ -134,7 +163,7 @@ impl Sidecar {
         .max_decoding_message_size(limits.max_message_bytes());
         let jobs = Arc::new(Jobs::new(Arc::clone(&state)));
         let jobs_service = JobsServer::new(JobsService::new(Arc::clone(&jobs), limits));
-        let servers = Arc::new(Servers::new(Arc::clone(&state), grpc_addr));
+        let servers = Arc::new(Servers::new(Arc::clone(&state), &grpc_listen));
         tasks.push(tokio::spawn(
             Arc::clone(&servers).run_heartbeats(shutdown_rx.clone()),
         ));
@@ -159,28 +188,45 @@ impl Sidecar {
             shutdown_rx.clone(),
         ));
         let mut grpc_shutdown = shutdown_rx.clone();
-        let grpc_task = tokio::spawn(
-            tonic::transport::Server::builder()
-                .layer(GrpcMetricsLayer::new(
-                    state.metrics.clone(),
-                    KnownMethods::from_descriptor_sets(DESCRIPTOR_SETS),
-                ))
-                .add_service(health_service)
-                .add_service(reflection_v1)
-                .add_service(reflection_v1alpha)
-                .add_service(service)
-                .add_service(jobs_service)
-                .add_service(servers_service)
-                .add_service(notifications_service)
+        let router = tonic::transport::Server::builder()
+            .layer(GrpcMetricsLayer::new(
+                state.metrics.clone(),
+                KnownMethods::from_descriptor_sets(DESCRIPTOR_SETS),
+            ))
+            .layer(AuthLayer::new(config_auth_token.as_ref()))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(service)
+            .add_service(jobs_service)
+            .add_service(servers_service)
+            .add_service(notifications_service);
+        let signal = async move {
+            let _ = grpc_shutdown.wait_for(|down| *down).await;
+        };
+        let grpc_socket = match &grpc_listener {
+            GrpcListener::Unix(_, path) => Some(path.clone()),
+            GrpcListener::Tcp(_) => None,
+        };
+        let grpc_task = tokio::spawn(async move {
+            match grpc_listener {
                 // TCP_NODELAY as `Server::serve` would set it: without it a response written in
                 // more than one segment waits for the client's delayed ACK (~40 ms per batch Check).
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                    async move {
-                        let _ = grpc_shutdown.wait_for(|down| *down).await;
-                    },
-                ),
-        );
+                GrpcListener::Tcp(listener) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            TcpIncoming::from(listener).with_nodelay(Some(true)),
+                            signal,
+                        )
+                        .await
+                }
+                GrpcListener::Unix(listener, _) => {
+                    router
+                        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
+                        .await
+                }
+            }
+        });
 
         let mut admin_shutdown = shutdown_rx.clone();
         let admin_router = admin::router(Arc::clone(&state));
@@ -195,14 +241,16 @@ impl Sidecar {
             }
         }));
 
-        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, namespace = %settings.namespace, server_id = %settings.server_id, "coherence sidecar started");
+        tracing::info!(grpc = %grpc_listen, admin = %admin_addr, namespace = %settings.namespace, server_id = %settings.server_id, "coherence sidecar started");
         Ok(Sidecar {
             grpc_addr,
+            grpc_listen,
             admin_addr,
             state,
             versions,
             shutdown_tx,
             grpc_task,
+            grpc_socket,
             tasks,
         })
     }
@@ -230,6 +278,11 @@ impl Sidecar {
             tracing::warn!(?drain, "drain timed out; closing remaining calls");
             grpc_task.abort();
         }
+        if let Some(path) = &self.grpc_socket {
+            if let Err(err) = std::fs::remove_file(path) {
+                tracing::debug!(error = %err, path = %path.display(), "could not remove the gRPC socket file");
+            }
+        }
         for task in self.tasks {
             if tokio::time::timeout(Duration::from_secs(1), task)
                 .await
@@ -245,7 +298,11 @@ impl Sidecar {
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind { what, addr, source })
+        .map_err(|source| StartError::Bind {
+            what,
+            addr: addr.into(),
+            source,
+        })
 }
 
 fn local_addr(
@@ -253,8 +310,11 @@ fn local_addr(
     l: &TcpListener,
     addr: SocketAddr,
 ) -> Result<SocketAddr, StartError> {
-    l.local_addr()
-        .map_err(|source| StartError::Bind { what, addr, source })
+    l.local_addr().map_err(|source| StartError::Bind {
+        what,
+        addr: addr.into(),
+        source,
+    })
 }
 
 /// Mirrors readiness into `grpc.health.v1`: SERVING only while ready.

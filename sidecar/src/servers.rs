@@ -2,7 +2,16 @@
 //!
 //! Every sidecar registers its server in Redis (`lua/servers.lua`, keys under the hash tag
 //! `{<namespace>:servers}`) every `server_refresh_ms`; a server whose heartbeat is older than
-//! `server_ttl_ms` drops out. The role is either pinned by configuration (static mode, like the
+//! `server_ttl_ms` drops out.
+//!
+//! A server id belongs to one process at a time. Each sidecar process draws a random
+//! incarnation token; the registration and the leader lease carry it, so one process's
+//! `leave` cannot remove another's registration or lease. A sidecar whose server_id is
+//! registered by another live process (a copy-pasted `server_id`, two pods on one host name)
+//! does not register, does not touch the lease, and refuses to serve: not ready
+//! (`registered` in [`SidecarState`]), an error log line, `coherence_server_id_conflict` 1,
+//! role `UNKNOWN`. It takes the id over once the other process has left or its heartbeat is
+//! older than `server_ttl_ms` — so a sidecar restarted after a crash waits that long. The role is either pinned by configuration (static mode, like the
 //! seed's `StaticServerAccessor`) or elected: the same call renews a leader lease (SET NX PX,
 //! extended only by its holder). The holder is `SCHEDULING_PUBLISHER` (`SINGLE` when it is the
 //! only live server), the others `SUBSCRIBER`.
@@ -14,6 +23,7 @@
 //! verified Redis connection, with a lease that could not be renewed in time, or with no
 //! successful heartbeat for `server_ttl_ms`, the role is `UNKNOWN`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -154,17 +164,19 @@ pub struct Servers {
     incarnation: String,
     address: String,
     observed: Mutex<Option<Observation>>,
+    /// Another live process has registered our server_id (the last heartbeat said so).
+    conflict: AtomicBool,
     changed: Notify,
     status_tx: watch::Sender<RoleStatus>,
 }
 
 impl Servers {
-    pub fn new(state: Arc<SidecarState>, grpc_addr: std::net::SocketAddr) -> Servers {
+    pub fn new(state: Arc<SidecarState>, grpc_listen: &crate::listen::ListenAddr) -> Servers {
         let settings = &state.config.settings;
         // Validated at start; a bad value cannot reach here, but never panic on it.
         let mode = RoleMode::parse(&settings.role).unwrap_or(RoleMode::Elected);
         let address = if settings.advertise_address.is_empty() {
-            grpc_addr.to_string()
+            grpc_listen.to_string()
         } else {
             settings.advertise_address.clone()
         };
@@ -182,6 +194,7 @@ impl Servers {
             incarnation: crate::scripts::random_token(),
             address,
             observed: Mutex::new(None),
+            conflict: AtomicBool::new(false),
             changed: Notify::new(),
             status_tx,
         }
@@ -240,6 +253,15 @@ impl Servers {
             live_servers,
             reason,
         };
+        if self.conflict.load(Ordering::SeqCst) {
+            return status(
+                Role::Unknown,
+                format!(
+                    "server_id {} is registered by another live process; refusing to serve",
+                    self.server_id()
+                ),
+            );
+        }
         if let RoleMode::Static(role) = self.mode {
             return status(
                 role,
@@ -381,13 +403,14 @@ impl Servers {
         let timeout = self.state.config.request_timeout().min(self.lease() / 2);
         // Measured before the call is sent: the lease in Redis starts later than this.
         let sent_at = Instant::now();
-        let (leading, leader_id, live_servers): (u8, String, u32) = self
+        let (leading, leader_id, live_servers, conflict): (u8, String, u32, u8) = self
             .state
             .link
             .run("servers_tick", timeout, |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
             })
             .await?;
+        self.set_conflict(conflict == 1);
         let lease = self.lease();
         let claim = lease - lease / 100;
         self.set_observation(Observation {
@@ -399,6 +422,27 @@ impl Servers {
         Ok(())
     }
 
+    /// Records whether another process has our server_id; readiness, metric and a log line
+    /// follow it.
+    fn set_conflict(&self, conflict: bool) {
+        let was = self.conflict.swap(conflict, Ordering::SeqCst);
+        self.state.registered.store(!conflict, Ordering::SeqCst);
+        self.state
+            .metrics
+            .kit
+            .server_id_conflict
+            .set(i64::from(conflict));
+        if conflict && !was {
+            tracing::error!(
+                server_id = %self.server_id(),
+                namespace = %self.state.keyspace.namespace(),
+                "another live process has registered this server_id in the namespace; refusing to serve (not ready) until it leaves or its heartbeat is older than server_ttl_ms: give every sidecar its own server_id"
+            );
+        } else if was && !conflict {
+            tracing::info!(server_id = %self.server_id(), "server_id registered as ours; serving");
+        }
+    }
+
     /// Leaves the registry and gives the lease up (graceful shutdown).
     async fn leave(&self) {
         let [live, info, leader] = self.keys(self.server_id());
@@ -408,7 +452,8 @@ impl Servers {
             .key(info)
             .key(leader)
             .arg("leave")
-            .arg(self.server_id());
+            .arg(self.server_id())
+            .arg(&self.incarnation);
         let left: Result<u8, _> = self
             .state
             .link
@@ -429,9 +474,20 @@ impl Servers {
         let mut tick = tokio::time::interval(refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => {}
+            let unregistered = !self.state.registered.load(Ordering::SeqCst)
+                && !self.conflict.load(Ordering::SeqCst);
+            if unregistered && !self.state.link.is_connected() {
+                // Readiness waits for the first registration: make it as soon as Redis is
+                // reachable rather than at the next beat.
+                tokio::select! {
+                    _ = self.state.link.wait_connected(refresh) => {}
+                    _ = shutdown.changed() => {}
+                }
+            } else {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => {}
+                }
             }
             if *shutdown.borrow() {
                 break;

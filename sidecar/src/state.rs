@@ -52,6 +52,8 @@ pub struct SidecarState {
     pub events: broadcast::Sender<WatchItem>,
     pub subscription_live: AtomicBool,
     pub shutting_down: AtomicBool,
+    /// This sidecar registered its server_id as its own (no other live process has it).
+    pub registered: AtomicBool,
     pub started_at: Instant,
 }
 
@@ -79,14 +81,17 @@ impl SidecarState {
             events,
             subscription_live: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
             started_at: Instant::now(),
             config,
         }))
     }
 
-    /// Ready to serve: Redis verified, subscription live, every shard synced, not draining.
+    /// Ready to serve: Redis verified, subscription live, every shard synced, not draining,
+    /// server_id registered as ours.
     pub fn is_ready(&self) -> bool {
         !self.shutting_down.load(Ordering::SeqCst)
+            && self.registered.load(Ordering::SeqCst)
             && self.link.is_connected()
             && self.subscription_live.load(Ordering::SeqCst)
             && self.mirror.all_synced()

@@ -1,5 +1,7 @@
 //! The real `coherence-sidecar` binary: a bad configuration (flag, TOML file, environment
-//! variable) exits 64 naming the setting; a Redis password never reaches its output; SIGTERM
+//! variable) exits 64 naming the setting; a Redis password never reaches its output — not for
+//! any form of `redis_url` with any parse error, nor in the log lines of failing connections;
+//! logs carry no colour escapes off a terminal and come as JSON lines on request; SIGTERM
 //! drops readiness, ends open Watch streams with a final status and exits within the drain
 //! bound even while a client holds a stream open.
 
@@ -8,7 +10,8 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coherence_testkit::{eventually, free_port, RedisServer};
+use coherence_testkit::sentinel::SentinelOptions;
+use coherence_testkit::{eventually, free_port, RedisCluster, RedisSentinels, RedisServer};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -99,6 +102,260 @@ async fn bad_configuration_exits_64_naming_the_setting() {
     );
 }
 
+/// A marker password: it must appear nowhere in any output.
+const MARKER: &str = "Mark3r-Pw";
+
+/// Every `redis_url` form, well-formed or broken in each way its parser can refuse, each with
+/// the marker as its password, and whether the sidecar accepts it (`--print-config` prints it).
+fn url_forms() -> Vec<(String, bool)> {
+    let m = MARKER;
+    let mut forms = vec![
+        // The two reported leaks: an unencoded '/' in the password.
+        (format!("redis+sentinel://u:{m}/ss@127.0.0.1:26379/m"), true),
+        (format!("redis+cluster://u:{m}/x@h:1,h:2"), true),
+        (format!("redis://u:{m}/x@127.0.0.1:1"), true),
+        (format!("redis://:{m}@127.0.0.1:1/0"), true),
+        (format!("redis://u:{m}%40x@127.0.0.1:1"), true),
+        (format!("unix:///tmp/redis.sock?user=u&pass={m}&db=1"), true),
+        (format!("redis//:{m}@127.0.0.1:1"), false),
+        (format!("http://u:{m}@127.0.0.1:1"), false),
+        (format!("redis+foo://u:{m}@127.0.0.1:1"), false),
+        (format!("redis://u:{m}%ff@127.0.0.1:1"), false),
+        (format!("redis://u:{m}@127.0.0.1:port"), false),
+        (format!("redis://u:{m}@127.0.0.1:1/db"), false),
+        (format!("redis://u:{m}@0.0.0.0:1"), false),
+        (format!("redis://u:{m}@127.0.0.1:1/?protocol=9"), false),
+        (format!("redis://u:{m}@/0"), false),
+        (format!("unix:///tmp/redis.sock?pass={m}&db=x"), false),
+        (format!("unix://?pass={m}"), false),
+    ];
+    for scheme in ["redis+sentinel", "rediss+sentinel"] {
+        forms.extend([
+            (
+                format!("{scheme}://u:{m}@127.0.0.1:1,127.0.0.1:2/master"),
+                true,
+            ),
+            (format!("{scheme}://u:{m}@127.0.0.1:x/master"), false),
+            (format!("{scheme}://u:{m}@127.0.0.1/master"), false),
+            (format!("{scheme}://u:{m}@127.0.0.1:1"), false),
+            (format!("{scheme}://u:{m}@/master"), false),
+            (format!("{scheme}://u:{m}@:1,/master"), false),
+            (format!("{scheme}://u:{m}%ff@127.0.0.1:1/master"), false),
+        ]);
+    }
+    for scheme in ["redis+cluster", "rediss+cluster"] {
+        forms.extend([
+            (format!("{scheme}://u:{m}@127.0.0.1:1,127.0.0.1:2"), true),
+            (format!("{scheme}://u:{m}@127.0.0.1:1,127.0.0.1:x"), false),
+            (format!("{scheme}://u:{m}@127.0.0.1"), false),
+            (format!("{scheme}://u:{m}@"), false),
+            (format!("{scheme}://u:{m}@,"), false),
+            (format!("{scheme}://u:{m}@0.0.0.0:1"), false),
+        ]);
+    }
+    forms.extend([
+        (format!("rediss://u:{m}@127.0.0.1:1"), true),
+        (format!("rediss://u:{m}@127.0.0.1:1/#bad"), false),
+        (format!("rediss://u:{m}/x@127.0.0.1:port"), false),
+    ]);
+    forms
+}
+
+#[track_caller]
+fn assert_no_marker(what: &str, output: &Output) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !text.contains(MARKER),
+        "{what}: the password leaked: {text}"
+    );
+    assert!(
+        !text.contains("panicked"),
+        "{what}: the sidecar panicked: {text}"
+    );
+}
+
+#[tokio::test]
+async fn no_form_of_redis_url_prints_its_password_whatever_is_wrong_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "no certificate here\n").unwrap();
+    let not_pem = not_pem.to_str().unwrap();
+    for (url, accepted) in url_forms() {
+        let printed = run(&["--redis-url", &url, "--print-config"], &[]).await;
+        assert_no_marker(&url, &printed);
+        let stderr = String::from_utf8_lossy(&printed.stderr);
+        if accepted {
+            assert_eq!(printed.status.code(), Some(0), "{url} refused: {stderr}");
+            let stdout = String::from_utf8_lossy(&printed.stdout);
+            assert!(stdout.contains("***"), "{url}: {stdout}");
+        } else {
+            assert_config_error(&printed, "redis_url");
+        }
+        // The same URL from the environment and from a TOML file.
+        let env = run(&["--print-config"], &[("COHERENCE_REDIS_URL", &url)]).await;
+        assert_no_marker(&url, &env);
+        assert_eq!(env.status.code(), printed.status.code(), "{url}");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, format!("redis_url = {:?}\n", url)).unwrap();
+        let from_file = run(&["--config", file.to_str().unwrap(), "--print-config"], &[]).await;
+        assert_no_marker(&url, &from_file);
+        assert_eq!(from_file.status.code(), printed.status.code(), "{url}");
+        // A CA file that is no PEM fails the TLS set-up: its message must not quote the URL.
+        if url.starts_with("rediss") && accepted {
+            let bad_ca = run(&["--redis-url", &url, "--redis-ca-file", not_pem], &[]).await;
+            assert_no_marker(&url, &bad_ca);
+            assert_config_error(&bad_ca, "redis_ca_file");
+        }
+    }
+    // A gRPC token file too short to accept, and one accepted: the token shows nowhere.
+    let short_token = dir.path().join("short-token");
+    std::fs::write(&short_token, format!("{MARKER}\n")).unwrap();
+    let long_token = dir.path().join("long-token");
+    std::fs::write(&long_token, format!("{MARKER}{MARKER}\n")).unwrap();
+    let short = run(&["--auth-token-file", short_token.to_str().unwrap()], &[]).await;
+    assert_no_marker("a short token", &short);
+    assert_config_error(&short, "auth_token_file");
+    let long = run(
+        &[
+            "--auth-token-file",
+            long_token.to_str().unwrap(),
+            "--print-config",
+        ],
+        &[],
+    )
+    .await;
+    assert_no_marker("a token", &long);
+    assert_eq!(long.status.code(), Some(0));
+    // Passwords given as settings, and a stray value clap would otherwise quote.
+    for args in [
+        vec!["--redis-password", MARKER, "--print-config"],
+        vec!["--sentinel-password", MARKER, "--print-config"],
+        vec!["--print-config", MARKER],
+        vec!["--redis-password", MARKER, "--shards", "0"],
+    ] {
+        let output = run(&args, &[]).await;
+        assert_no_marker(&format!("{args:?}"), &output);
+    }
+}
+
+/// Runs the binary until its output shows `lines` lines containing `needle` (or [`WAIT`]
+/// passes), then kills it; returns everything it printed.
+async fn output_after(url: &str, extra: &[&str], needle: &str, lines: usize) -> String {
+    let mut sidecar = SidecarProcess::spawn(url, extra);
+    let seen = eventually(WAIT, || async {
+        sidecar.output().matches(needle).count() >= lines
+    })
+    .await;
+    sidecar.signal("-KILL");
+    let _ = sidecar.wait_exit(WAIT).await;
+    let output = sidecar.output();
+    assert!(seen, "never saw {lines} x {needle:?}: {output}");
+    output
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_connections_never_log_the_password() {
+    // Every server requires another password than the marker the sidecar brings.
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("redis.sock");
+    let redis = RedisServer::start_with(&["--unixsocket", socket.to_str().unwrap()]);
+    let _: () = redis
+        .cmd(&["CONFIG", "SET", "requirepass", "other"])
+        .unwrap();
+    let cluster = RedisCluster::start(3, 0);
+    for node in cluster.nodes() {
+        let _: () = node
+            .cmd(&["CONFIG", "SET", "requirepass", "other"])
+            .unwrap();
+    }
+    let port = redis.port();
+    let cluster_url = cluster.url().replace("redis+cluster://", "");
+    let sentinels = RedisSentinels::start_with(&SentinelOptions {
+        sentinel_user: Some(("sidecar", "other")),
+        ..SentinelOptions::default()
+    });
+    let sentinel_url = sentinels.url().replace(
+        "redis+sentinel://",
+        &format!("redis+sentinel://u:{MARKER}/x@"),
+    );
+    let sentinel_password = format!("{MARKER}-sentinel");
+    let output = output_after(
+        &sentinel_url,
+        &[
+            "--sentinel-username",
+            "sidecar",
+            "--sentinel-password",
+            &sentinel_password,
+        ],
+        "cannot use redis",
+        2,
+    )
+    .await;
+    assert!(!output.contains(MARKER), "the password leaked: {output}");
+    assert!(output.contains("u:***@"), "{output}");
+    for url in [
+        format!("redis://u:{MARKER}@127.0.0.1:{port}"),
+        format!("redis://:{MARKER}/x@127.0.0.1:{port}"),
+        format!("unix://{}?pass={MARKER}", socket.display()),
+        format!("redis+cluster://:{MARKER}@{cluster_url}"),
+        format!("redis+cluster://:{MARKER}/x@{cluster_url}"),
+    ] {
+        let output = output_after(&url, &[], "cannot use redis", 2).await;
+        assert!(
+            !output.contains(MARKER),
+            "{url}: the password leaked: {output}"
+        );
+        assert!(
+            output.contains(":***@") || output.contains("pass=***"),
+            "{output}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_have_no_colour_off_a_terminal_and_json_lines_on_request() {
+    let redis = RedisServer::start();
+    let mut plain = SidecarProcess::spawn_with(&redis.url(), &[], |c| {
+        c.env_remove("NO_COLOR");
+    });
+    assert!(plain.wait_serving().await, "{}", plain.output());
+    plain.signal("-TERM");
+    assert!(plain.wait_exit(WAIT).await.is_some());
+    let output = plain.output();
+    assert!(output.contains("coherence sidecar started"), "{output}");
+    assert!(
+        !output.contains('\x1b'),
+        "ANSI escapes in piped logs: {output:?}"
+    );
+
+    let mut json = SidecarProcess::spawn_with(&redis.url(), &["--log-format", "json"], |c| {
+        c.env_remove("NO_COLOR");
+    });
+    assert!(json.wait_serving().await, "{}", json.output());
+    json.signal("-TERM");
+    assert!(json.wait_exit(WAIT).await.is_some());
+    let output = json.output();
+    let mut started = false;
+    for line in output.lines() {
+        let object: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|err| panic!("not a JSON line ({err}): {line:?}"));
+        assert!(object["timestamp"].is_string(), "{line}");
+        assert!(object["level"].is_string(), "{line}");
+        if object["message"] == "coherence sidecar started" {
+            // The event's own fields, at the top level.
+            assert_eq!(object["server_id"], "process-test", "{line}");
+            assert!(object["grpc"].is_string(), "{line}");
+            started = true;
+        }
+    }
+    assert!(started, "no start line: {output}");
+    assert!(!output.contains('\x1b'), "{output:?}");
+}
+
 /// A sidecar process on free ports, its output collected as it runs.
 struct SidecarProcess {
     child: Child,
@@ -108,9 +365,20 @@ struct SidecarProcess {
 
 impl SidecarProcess {
     fn spawn(redis_url: &str, extra: &[&str]) -> SidecarProcess {
+        SidecarProcess::spawn_with(redis_url, extra, |_| {})
+    }
+
+    /// [`SidecarProcess::spawn`], the command adjusted first.
+    fn spawn_with(
+        redis_url: &str,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> SidecarProcess {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin = format!("127.0.0.1:{}", free_port());
-        let mut child = sidecar_command()
+        let mut command = sidecar_command();
+        adjust(&mut command);
+        let mut child = command
             .args(["--redis-url", redis_url, "--listen", &grpc.to_string()])
             .args(["--admin-listen", &admin, "--server-id", "process-test"])
             .args(extra)

@@ -253,5 +253,30 @@ async fn sidecar_works_under_the_documented_acl_user_and_nothing_more() {
         script_denied.is_err(),
         "EVAL is not even granted: {script_denied:?}"
     );
+
+    // What the rule does allow, as docs/security.md says: SCRIPT LOAD + EVALSHA run any Lua
+    // the user writes (here a busy loop — an endless one would stall every namespace on this
+    // Redis), but every command a script calls is still checked against the user's patterns.
+    let load = |body: &str, conn: &mut redis::Connection| -> String {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(body)
+            .query(conn)
+            .expect("SCRIPT LOAD is granted")
+    };
+    let busy = load("for i = 1, 100000 do end return 7", &mut conn);
+    let ran: i64 = redis::cmd("EVALSHA")
+        .arg(&busy)
+        .arg(0)
+        .query(&mut conn)
+        .expect("any loaded script runs");
+    assert_eq!(ran, 7);
+    let reach = load("return redis.call('GET', 'coh:{other:0}:seq')", &mut conn);
+    let confined: redis::RedisResult<redis::Value> =
+        redis::cmd("EVALSHA").arg(&reach).arg(0).query(&mut conn);
+    let err = confined
+        .expect_err("a script read another namespace's key")
+        .to_string();
+    assert!(err.contains("can't access"), "{err}");
     sidecar.shutdown().await;
 }

@@ -26,7 +26,9 @@ impl std::error::Error for UsageError {}
 /// The exit code for a failed command.
 pub fn for_error(err: &anyhow::Error) -> u8 {
     use coherence_client::Error;
-    if err.downcast_ref::<UsageError>().is_some() {
+    if err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<coherence_client::TokenError>().is_some()
+    {
         return USAGE;
     }
     match err.downcast_ref::<Error>() {

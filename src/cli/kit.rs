@@ -5,31 +5,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coherence_client::Error;
-use tonic::transport::{Channel, Endpoint};
+use coherence_client::{AuthToken, Error};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 use super::GlobalOptions;
 
-/// Connects to the sidecar within the global deadline.
-pub async fn channel(global: &GlobalOptions) -> anyhow::Result<Channel> {
-    let uri = if global.addr.contains("://") {
-        global.addr.clone()
-    } else {
-        format!("http://{}", global.addr)
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| Error::InvalidAddress {
-            address: global.addr.clone(),
-            source: Arc::new(e),
-        })?
-        .timeout(global.timeout());
-    match tokio::time::timeout(global.timeout(), endpoint.connect()).await {
-        Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(err)) => Err(Error::Connect {
-            address: global.addr.clone(),
-            source: Arc::new(err),
-        }
-        .into()),
+/// Connects to the sidecar (TCP or Unix socket) within the global deadline; every call
+/// carries the bearer token when `--auth-token-file` names one.
+pub async fn channel(
+    global: &GlobalOptions,
+) -> anyhow::Result<InterceptedService<Channel, AuthToken>> {
+    let token = global.auth_token()?;
+    let connect = coherence_client::connect_channel(&global.addr, global.timeout());
+    match tokio::time::timeout(global.timeout(), connect).await {
+        Ok(Ok(channel)) => Ok(InterceptedService::new(channel, token)),
+        Ok(Err(err)) => Err(err.into()),
         Err(_) => Err(connect_timed_out(&global.addr, global.timeout()).into()),
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use coherence_client::Client;
+use coherence_client::{AuthToken, Client};
 
 pub use command::Command;
 use output::Output;
@@ -41,7 +41,7 @@ pub struct Cli {
 /// Options every subcommand accepts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlobalOptions {
-    /// gRPC address of the sidecar.
+    /// gRPC address of the sidecar: http://host:port, host:port or unix:///path/to/socket.
     #[arg(
         long,
         global = true,
@@ -49,6 +49,9 @@ pub struct GlobalOptions {
         default_value = "http://127.0.0.1:50051"
     )]
     pub addr: String,
+    /// File holding the bearer token the sidecar requires (its auth_token_file), if any.
+    #[arg(long, global = true, env = "COHERENCE_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<std::path::PathBuf>,
     /// Deadline for connecting and for each call, in milliseconds.
     #[arg(long, global = true, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
@@ -69,7 +72,17 @@ impl GlobalOptions {
             Ok(connected) => connected?,
             Err(_) => return Err(kit::connect_timed_out(&self.addr, self.timeout()).into()),
         };
-        Ok(client.with_timeout(self.timeout()))
+        Ok(client
+            .with_auth_token(self.auth_token()?)
+            .with_timeout(self.timeout()))
+    }
+
+    /// The bearer token from `--auth-token-file` (none without it).
+    pub fn auth_token(&self) -> anyhow::Result<AuthToken> {
+        Ok(match &self.auth_token_file {
+            Some(path) => AuthToken::from_file(path)?,
+            None => AuthToken::default(),
+        })
     }
 
     pub fn output(&self) -> Output {

@@ -2,16 +2,21 @@
 //!
 //! Started with `redis-cli --cluster create`, waited on until every slot is served, and torn
 //! down on drop. Tests kill masters (their replicas take over) and move slots between live
-//! masters, for real.
+//! masters, for real. [`RedisCluster::start_tls`] makes one whose clients, bus and replication
+//! speak only TLS (the plaintext ports stay open for the test harness).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::RedisServer;
+use crate::tls::TestCertificates;
+use crate::{free_port, RedisServer};
 
 /// A running local cluster.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// The port the cluster announces for each node (its TLS port in a TLS cluster).
+    client_ports: Vec<u16>,
+    tls: bool,
 }
 
 /// Redis's slot of a key (CRC16/XMODEM of the hash tag, or of the key, mod 16384).
@@ -45,9 +50,23 @@ fn crc16(bytes: &[u8]) -> u16 {
 impl RedisCluster {
     /// Starts `masters` masters with `replicas` replicas each and forms the cluster.
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, replicas, None)
+    }
+
+    /// [`RedisCluster::start`] with TLS everywhere, certificates signed by `certs`' CA.
+    pub fn start_tls(masters: usize, replicas: usize, certs: &TestCertificates) -> RedisCluster {
+        RedisCluster::start_with(masters, replicas, Some(certs))
+    }
+
+    fn start_with(
+        masters: usize,
+        replicas: usize,
+        certs: Option<&TestCertificates>,
+    ) -> RedisCluster {
+        let mut client_ports = Vec::new();
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                RedisServer::start_with(&[
+                let mut args: Vec<String> = [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -56,14 +75,32 @@ impl RedisCluster {
                     "1000",
                     "--cluster-replica-validity-factor",
                     "0",
-                ])
+                ]
+                .map(String::from)
+                .to_vec();
+                let tls_port = certs.map(|certs| {
+                    let port = free_port();
+                    args.extend(certs.redis_args(port));
+                    args.extend(
+                        ["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from),
+                    );
+                    port
+                });
+                let node =
+                    RedisServer::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+                client_ports.push(tls_port.unwrap_or(node.port()));
+                node
             })
             .collect();
-        let addrs: Vec<String> = nodes
+        let addrs: Vec<String> = client_ports
             .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        let status = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(certs) = certs {
+            create.arg("--tls").arg("--cacert").arg(certs.ca());
+        }
+        let status = create
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -75,7 +112,11 @@ impl RedisCluster {
             .status()
             .expect("run redis-cli --cluster create (is redis-tools installed?)");
         assert!(status.success(), "redis-cli --cluster create failed");
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster {
+            nodes,
+            client_ports,
+            tls: certs.is_some(),
+        };
         assert!(
             cluster.wait_healthy(Duration::from_secs(30)),
             "cluster did not become healthy"
@@ -83,14 +124,25 @@ impl RedisCluster {
         cluster
     }
 
-    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...` (the sidecar's cluster URL form).
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...` (the sidecar's cluster URL form), or
+    /// `rediss+cluster://` and the TLS ports for a TLS cluster.
     pub fn url(&self) -> String {
         let addrs: Vec<String> = self
-            .nodes
+            .client_ports
             .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+cluster://{}", addrs.join(","))
+        let scheme = if self.tls {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://{}", addrs.join(","))
+    }
+
+    /// The port the cluster announces for node `i` (its TLS port in a TLS cluster).
+    pub fn client_port(&self, i: usize) -> u16 {
+        self.client_ports[i]
     }
 
     pub fn nodes(&self) -> &[RedisServer] {
@@ -143,7 +195,9 @@ impl RedisCluster {
             });
             if serves {
                 let port: u16 = fields[1].split(['@', ':']).nth(1)?.parse().ok()?;
-                return self.nodes.iter().position(|n| n.port() == port);
+                // The plaintext or the TLS port, depending on how the asking connection came.
+                return (0..self.nodes.len())
+                    .find(|&i| self.nodes[i].port() == port || self.client_ports[i] == port);
             }
         }
         None

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod proxy;
 pub mod resp;
 pub mod sentinel;
+pub mod tls;
 
 pub use cluster::RedisCluster;
 pub use proxy::{Flow, Link, ProxyStats, RedisProxy};

@@ -84,6 +84,7 @@ pub async fn coherencectl(addr: &str, args: &[&str]) -> Output {
         .arg(addr)
         .args(args)
         .env_remove("COHERENCE_ADDR")
+        .env_remove("COHERENCE_AUTH_TOKEN_FILE")
         .kill_on_drop(true)
         .output();
     tokio::time::timeout(WAIT, run)

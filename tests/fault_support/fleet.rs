@@ -144,7 +144,7 @@ impl Fleet {
             s.redis_url = proxy.url();
         }
         let sidecar = start_sidecar(s.clone()).await;
-        s.listen = sidecar.grpc_addr;
+        s.listen = sidecar.grpc_addr.into();
         s.admin_listen = sidecar.admin_addr;
         let client = Client::connect(format!("http://{}", sidecar.grpc_addr))
             .await

@@ -12,7 +12,7 @@ pub async fn start_sidecar_on(redis_url: &str, server_id: &str, listen: SocketAd
     let mut settings = Config::defaults();
     settings.redis_url = redis_url.to_string();
     settings.server_id = server_id.to_string();
-    settings.listen = listen;
+    settings.listen = listen.into();
     settings.admin_listen = "127.0.0.1:0".parse().unwrap();
     let sidecar = Sidecar::start(Config::validate(settings).unwrap())
         .await

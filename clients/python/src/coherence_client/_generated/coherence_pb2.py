@@ -24,45 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63oherence/v1/coherence.proto\x12\x0c\x63oherence.v1\"\x18\n\x07Version\x12\r\n\x05token\x18\x01 \x01(\t\"J\n\nGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.coherence.v1.Consistency\"6\n\x0bGetResponse\x12\'\n\x08versions\x18\x01 \x03(\x0b\x32\x15.coherence.v1.Version\"A\n\nKeyVersion\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\"i\n\x0c\x43heckRequest\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.coherence.v1.KeyVersion\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.coherence.v1.Consistency\"\x85\x01\n\x0b\x43heckResult\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x08\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\x12)\n\x06source\x18\x03 \x01(\x0e\x32\x19.coherence.v1.CheckSource\x12\x12\n\nno_version\x18\x04 \x01(\x08\";\n\rCheckResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.coherence.v1.CheckResult\"\x1b\n\x0b\x42umpRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\"7\n\x0c\x42umpResponse\x12\'\n\x08versions\x18\x01 \x03(\x0b\x32\x15.coherence.v1.Version\" \n\x0cWatchRequest\x12\x10\n\x08prefixes\x18\x01 \x03(\t\"\x7f\n\x0cInvalidation\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05shard\x18\x04 \x01(\r\x12\x19\n\x11\x62umped_at_unix_ms\x18\x05 \x01(\x04\"\x18\n\x06Resync\x12\x0e\n\x06reason\x18\x01 \x01(\t\"s\n\tHeartbeat\x12\x14\n\x0c\x66\x65nce_age_ms\x18\x01 \x01(\x04\x12\x17\n\x0fsent_at_unix_us\x18\x02 \x01(\x04\x12\x18\n\x10max_staleness_ms\x18\x03 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\x04\"\x9e\x01\n\nWatchEvent\x12\x31\n\x0binvalidated\x18\x01 \x01(\x0b\x32\x1a.coherence.v1.InvalidationH\x00\x12&\n\x06resync\x18\x02 \x01(\x0b\x32\x14.coherence.v1.ResyncH\x00\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.coherence.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent*B\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONSISTENCY_STRONG\x10\x01*z\n\x0b\x43heckSource\x12\x1c\n\x18\x43HECK_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HECK_SOURCE_MIRROR\x10\x01\x12\x16\n\x12\x43HECK_SOURCE_REDIS\x10\x02\x12\x1c\n\x18\x43HECK_SOURCE_FAIL_CLOSED\x10\x03\x32\x8d\x02\n\rCacheVersions\x12:\n\x03Get\x12\x18.coherence.v1.GetRequest\x1a\x19.coherence.v1.GetResponse\x12@\n\x05\x43heck\x12\x1a.coherence.v1.CheckRequest\x1a\x1b.coherence.v1.CheckResponse\x12=\n\x04\x42ump\x12\x19.coherence.v1.BumpRequest\x1a\x1a.coherence.v1.BumpResponse\x12?\n\x05Watch\x12\x1a.coherence.v1.WatchRequest\x1a\x18.coherence.v1.WatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63oherence/v1/coherence.proto\x12\x0c\x63oherence.v1\"?\n\x07Version\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x16\n\x0e\x61s_of_sequence\x18\x03 \x01(\x04\"J\n\nGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.coherence.v1.Consistency\"6\n\x0bGetResponse\x12\'\n\x08versions\x18\x01 \x03(\x0b\x32\x15.coherence.v1.Version\"A\n\nKeyVersion\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\"i\n\x0c\x43heckRequest\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.coherence.v1.KeyVersion\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.coherence.v1.Consistency\"\x85\x01\n\x0b\x43heckResult\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x08\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\x12)\n\x06source\x18\x03 \x01(\x0e\x32\x19.coherence.v1.CheckSource\x12\x12\n\nno_version\x18\x04 \x01(\x08\";\n\rCheckResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.coherence.v1.CheckResult\"\x1b\n\x0b\x42umpRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\"7\n\x0c\x42umpResponse\x12\'\n\x08versions\x18\x01 \x03(\x0b\x32\x15.coherence.v1.Version\" \n\x0cWatchRequest\x12\x10\n\x08prefixes\x18\x01 \x03(\t\"\x7f\n\x0cInvalidation\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05shard\x18\x04 \x01(\r\x12\x19\n\x11\x62umped_at_unix_ms\x18\x05 \x01(\x04\"\x18\n\x06Resync\x12\x0e\n\x06reason\x18\x01 \x01(\t\"s\n\tHeartbeat\x12\x14\n\x0c\x66\x65nce_age_ms\x18\x01 \x01(\x04\x12\x17\n\x0fsent_at_unix_us\x18\x02 \x01(\x04\x12\x18\n\x10max_staleness_ms\x18\x03 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\x04\"\x9e\x01\n\nWatchEvent\x12\x31\n\x0binvalidated\x18\x01 \x01(\x0b\x32\x1a.coherence.v1.InvalidationH\x00\x12&\n\x06resync\x18\x02 \x01(\x0b\x32\x14.coherence.v1.ResyncH\x00\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.coherence.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent*B\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONSISTENCY_STRONG\x10\x01*z\n\x0b\x43heckSource\x12\x1c\n\x18\x43HECK_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HECK_SOURCE_MIRROR\x10\x01\x12\x16\n\x12\x43HECK_SOURCE_REDIS\x10\x02\x12\x1c\n\x18\x43HECK_SOURCE_FAIL_CLOSED\x10\x03\x32\x8d\x02\n\rCacheVersions\x12:\n\x03Get\x12\x18.coherence.v1.GetRequest\x1a\x19.coherence.v1.GetResponse\x12@\n\x05\x43heck\x12\x1a.coherence.v1.CheckRequest\x1a\x1b.coherence.v1.CheckResponse\x12=\n\x04\x42ump\x12\x19.coherence.v1.BumpRequest\x1a\x1a.coherence.v1.BumpResponse\x12?\n\x05Watch\x12\x1a.coherence.v1.WatchRequest\x1a\x18.coherence.v1.WatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coherence.v1.coherence_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSISTENCY']._serialized_start=1128
-  _globals['_CONSISTENCY']._serialized_end=1194
-  _globals['_CHECKSOURCE']._serialized_start=1196
-  _globals['_CHECKSOURCE']._serialized_end=1318
+  _globals['_CONSISTENCY']._serialized_start=1167
+  _globals['_CONSISTENCY']._serialized_end=1233
+  _globals['_CHECKSOURCE']._serialized_start=1235
+  _globals['_CHECKSOURCE']._serialized_end=1357
   _globals['_VERSION']._serialized_start=46
-  _globals['_VERSION']._serialized_end=70
-  _globals['_GETREQUEST']._serialized_start=72
-  _globals['_GETREQUEST']._serialized_end=146
-  _globals['_GETRESPONSE']._serialized_start=148
-  _globals['_GETRESPONSE']._serialized_end=202
-  _globals['_KEYVERSION']._serialized_start=204
-  _globals['_KEYVERSION']._serialized_end=269
-  _globals['_CHECKREQUEST']._serialized_start=271
-  _globals['_CHECKREQUEST']._serialized_end=376
-  _globals['_CHECKRESULT']._serialized_start=379
-  _globals['_CHECKRESULT']._serialized_end=512
-  _globals['_CHECKRESPONSE']._serialized_start=514
-  _globals['_CHECKRESPONSE']._serialized_end=573
-  _globals['_BUMPREQUEST']._serialized_start=575
-  _globals['_BUMPREQUEST']._serialized_end=602
-  _globals['_BUMPRESPONSE']._serialized_start=604
-  _globals['_BUMPRESPONSE']._serialized_end=659
-  _globals['_WATCHREQUEST']._serialized_start=661
-  _globals['_WATCHREQUEST']._serialized_end=693
-  _globals['_INVALIDATION']._serialized_start=695
-  _globals['_INVALIDATION']._serialized_end=822
-  _globals['_RESYNC']._serialized_start=824
-  _globals['_RESYNC']._serialized_end=848
-  _globals['_HEARTBEAT']._serialized_start=850
-  _globals['_HEARTBEAT']._serialized_end=965
-  _globals['_WATCHEVENT']._serialized_start=968
-  _globals['_WATCHEVENT']._serialized_end=1126
-  _globals['_CACHEVERSIONS']._serialized_start=1321
-  _globals['_CACHEVERSIONS']._serialized_end=1590
+  _globals['_VERSION']._serialized_end=109
+  _globals['_GETREQUEST']._serialized_start=111
+  _globals['_GETREQUEST']._serialized_end=185
+  _globals['_GETRESPONSE']._serialized_start=187
+  _globals['_GETRESPONSE']._serialized_end=241
+  _globals['_KEYVERSION']._serialized_start=243
+  _globals['_KEYVERSION']._serialized_end=308
+  _globals['_CHECKREQUEST']._serialized_start=310
+  _globals['_CHECKREQUEST']._serialized_end=415
+  _globals['_CHECKRESULT']._serialized_start=418
+  _globals['_CHECKRESULT']._serialized_end=551
+  _globals['_CHECKRESPONSE']._serialized_start=553
+  _globals['_CHECKRESPONSE']._serialized_end=612
+  _globals['_BUMPREQUEST']._serialized_start=614
+  _globals['_BUMPREQUEST']._serialized_end=641
+  _globals['_BUMPRESPONSE']._serialized_start=643
+  _globals['_BUMPRESPONSE']._serialized_end=698
+  _globals['_WATCHREQUEST']._serialized_start=700
+  _globals['_WATCHREQUEST']._serialized_end=732
+  _globals['_INVALIDATION']._serialized_start=734
+  _globals['_INVALIDATION']._serialized_end=861
+  _globals['_RESYNC']._serialized_start=863
+  _globals['_RESYNC']._serialized_end=887
+  _globals['_HEARTBEAT']._serialized_start=889
+  _globals['_HEARTBEAT']._serialized_end=1004
+  _globals['_WATCHEVENT']._serialized_start=1007
+  _globals['_WATCHEVENT']._serialized_end=1165
+  _globals['_CACHEVERSIONS']._serialized_start=1360
+  _globals['_CACHEVERSIONS']._serialized_end=1629
 # @@protoc_insertion_point(module_scope)

@@ -26,10 +26,14 @@ CHECK_SOURCE_REDIS: CheckSource
 CHECK_SOURCE_FAIL_CLOSED: CheckSource
 
 class Version(_message.Message):
-    __slots__ = ("token",)
+    __slots__ = ("token", "epoch", "as_of_sequence")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     token: str
-    def __init__(self, token: _Optional[str] = ...) -> None: ...
+    epoch: str
+    as_of_sequence: int
+    def __init__(self, token: _Optional[str] = ..., epoch: _Optional[str] = ..., as_of_sequence: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("keys", "consistency")

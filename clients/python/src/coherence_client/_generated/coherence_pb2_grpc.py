@@ -71,7 +71,8 @@ class CacheVersionsServicer:
 
     def Check(self, request, context):
         """Is each (key, version) still current? Answered in request order. Fails closed: when the
-        sidecar cannot vouch for a version within the deadline it answers current = false.
+        sidecar cannot vouch for a version within the deadline it answers current = false. Writes
+        nothing to Redis: a key without a version answers current = false, no_version = true.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,6 +87,12 @@ class CacheVersionsServicer:
 
     def Watch(self, request, context):
         """Invalidations of keys under the given prefixes (all keys when empty), from every server.
+        The watch contract (docs/design.md): from the moment the response headers are sent, every
+        invalidation the sidecar applies reaches the stream in order (per key, never an older
+        version after a newer one); whatever it could not apply (a gap beyond its replay log, a new
+        epoch, its own first sync with Redis, a stream that fell behind) is covered by a Resync sent
+        before any Heartbeat that vouches past it. A client mirror must not trust entries it filled
+        before the first Heartbeat with a finite fence_age_ms (docs/client-protocol.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

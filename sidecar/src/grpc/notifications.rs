@@ -10,9 +10,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::kit_grpc::check_name;
-use crate::limits::Limits;
-use crate::notifications::{NoteEvent, Notifications};
+use crate::grpc::kit_validation::check_name;
+use crate::grpc::validation::Limits;
+use crate::load_balancing::notifications::{NoteEvent, Notifications};
 
 /// The gRPC face of one sidecar's [`Notifications`].
 pub struct NotificationsService {

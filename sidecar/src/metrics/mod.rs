@@ -2,7 +2,10 @@
 //!
 //! Every metric the sidecar exports is declared here, with Prometheus naming (`coherence_`
 //! prefix, `_total` counters, `_seconds` histograms) and never a cache key as a label, so that
-//! cardinality stays fixed however many keys an application uses.
+//! cardinality stays fixed however many keys an application uses. [`exposition`] renders them
+//! in the two text formats `/metrics` speaks.
+
+pub mod exposition;
 
 use std::sync::Arc;
 use std::time::Duration;

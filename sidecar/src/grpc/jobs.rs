@@ -6,9 +6,9 @@ use coherence_proto::v1 as pb;
 use coherence_proto::v1::jobs_server::Jobs as JobsApi;
 use tonic::{Request, Response, Status};
 
-use crate::jobs::{JobError, Jobs, MAX_MS};
-use crate::kit_grpc::{check_ms, check_name};
-use crate::limits::Limits;
+use crate::grpc::kit_validation::{check_ms, check_name};
+use crate::grpc::validation::Limits;
+use crate::load_balancing::jobs::{JobError, Jobs, MAX_MS};
 
 /// The gRPC face of one sidecar's [`Jobs`].
 pub struct JobsService {

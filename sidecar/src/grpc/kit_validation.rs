@@ -4,7 +4,7 @@
 
 use tonic::Status;
 
-use crate::limits::Limits;
+use crate::grpc::validation::Limits;
 
 /// Checks a job or topic name: non-empty, at most `max_key_bytes`, and no '{' or '}' (the name
 /// becomes part of a Redis hash tag).

@@ -6,7 +6,6 @@
 pub mod auth;
 pub mod cache_versions;
 pub mod jobs;
-pub mod kit_validation;
 pub mod metrics;
 pub mod notifications;
 pub mod servers;

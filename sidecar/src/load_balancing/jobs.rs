@@ -143,9 +143,9 @@ impl Jobs {
     fn count(&self, op: &'static str, granted: bool) {
         let metrics = &self.state.metrics;
         let family = if granted {
-            &metrics.kit.job_grants
+            &metrics.load_balancing.job_grants
         } else {
-            &metrics.kit.job_refusals
+            &metrics.load_balancing.job_refusals
         };
         family.get_or_create(&[("op", op)]).inc();
     }

@@ -140,7 +140,11 @@ impl Notifications {
                 },
             )
             .await?;
-        self.state.metrics.kit.notifications_published.inc();
+        self.state
+            .metrics
+            .load_balancing
+            .notifications_published
+            .inc();
         Ok(receivers)
     }
 

@@ -322,7 +322,7 @@ impl Servers {
     /// Recomputes the status and tells watchers and metrics when it changed.
     fn publish(&self) {
         let now = self.status();
-        let metrics = &self.state.metrics.kit;
+        let metrics = &self.state.metrics.load_balancing;
         metrics.servers_live.set(i64::from(now.live_servers));
         // Decided under the watch's lock, so two publishers never count one change twice.
         let mut role_changed = false;
@@ -432,7 +432,7 @@ impl Servers {
         self.state.registered.store(!conflict, Ordering::SeqCst);
         self.state
             .metrics
-            .kit
+            .load_balancing
             .server_id_conflict
             .set(i64::from(conflict));
         if conflict && !was {

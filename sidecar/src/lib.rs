@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod process;
 pub mod redis;
 pub mod secrets;
+pub mod token;
 pub mod versions;
 
 pub use process::config::Config;

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use crate::grpc::validation::Limits;
 use crate::metrics::CheckSource;
 use crate::redis::link::LinkError;
-use crate::versions::mirror::VersionAt;
 use crate::versions::state::WatchItem;
+use crate::versions::version::VersionAt;
 use crate::versions::Versions;
 
 /// The gRPC face of one sidecar's [`Versions`].

@@ -194,7 +194,7 @@ impl Servers {
         Servers {
             state,
             mode,
-            incarnation: crate::versions::shard_script::random_token(),
+            incarnation: crate::token::random_token(),
             address,
             observed: Mutex::new(None),
             conflict: AtomicBool::new(false),

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use crate::redis::link::LinkError;
-use crate::versions::mirror::{VersionAt, VersionStr};
 use crate::versions::shard_script::{self, ShardKeysToRead, VersionsMode};
 use crate::versions::state::SidecarState;
+use crate::versions::version::{VersionAt, VersionStr};
 
 /// Most keys one batch takes, so that a burst cannot make one huge script call.
 const MAX_BATCH_KEYS: usize = 10_000;

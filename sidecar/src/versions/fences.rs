@@ -43,7 +43,7 @@ impl Fences {
 
     /// Registers a fence of `shards` about to be sent; returns its nonce.
     fn register(&self, shards: Vec<u32>, sent_at: Instant) -> String {
-        let nonce = shard_script::random_token();
+        let nonce = crate::token::random_token();
         self.pending().insert(nonce.clone(), (shards, sent_at));
         nonce
     }

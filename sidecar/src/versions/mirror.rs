@@ -19,25 +19,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
-/// A version string shared between the mirror, callers and watchers.
-pub type VersionStr = Arc<str>;
-
-/// A version known to be its key's current one as of sequence `as_of` of its shard's `epoch`:
-/// what the sidecar tells clients with every version, so that they can order what they learn
-/// about a key (docs/client-protocol.md).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionAt {
-    pub version: VersionStr,
-    pub epoch: Arc<str>,
-    pub as_of: u64,
-}
-
-impl std::fmt::Display for VersionAt {
-    /// The version token.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.version)
-    }
-}
+use crate::versions::version::{Version, VersionAt, VersionStr};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -46,8 +28,8 @@ struct Entry {
     seq: u64,
 }
 
-/// A version as the mirror keeps it. The versions our script issues are
-/// `<epoch>.<sequence>.<16 hex digits>` and every entry of a shard belongs to the shard's
+/// A version as the mirror keeps it. The versions our script issues parse as a [`Version`]
+/// and every entry of a shard belongs to the shard's
 /// epoch, so two integers say it all: no allocation per key, which is most of the mirror's
 /// memory at a million keys. Anything else (a version written into Redis by hand) is kept as
 /// text. Packing is exact both ways, so two versions are equal exactly when their stored
@@ -64,19 +46,10 @@ impl StoredVersion {
     }
 
     fn pack(epoch: &str, version: &str) -> Option<StoredVersion> {
-        let rest = version.strip_prefix(epoch)?.strip_prefix('.')?;
-        let (seq, nonce) = rest.split_once('.')?;
-        let canonical_seq = seq == "0" || (!seq.starts_with('0') && !seq.is_empty());
-        let canonical_nonce = nonce.len() == 16
-            && nonce
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !canonical_seq || !seq.bytes().all(|b| b.is_ascii_digit()) || !canonical_nonce {
-            return None;
-        }
+        let parsed = Version::parse(version).filter(|v| v.epoch == epoch)?;
         Some(StoredVersion::Packed {
-            seq: seq.parse().ok()?,
-            nonce: u64::from_str_radix(nonce, 16).ok()?,
+            seq: parsed.seq,
+            nonce: parsed.nonce,
         })
     }
 
@@ -90,9 +63,14 @@ impl StoredVersion {
 
     fn render(&self, epoch: &str) -> VersionStr {
         match self {
-            StoredVersion::Packed { seq, nonce } => {
-                Arc::from(format!("{epoch}.{seq}.{nonce:016x}"))
-            }
+            StoredVersion::Packed { seq, nonce } => Arc::from(
+                Version {
+                    epoch,
+                    seq: *seq,
+                    nonce: *nonce,
+                }
+                .to_string(),
+            ),
             StoredVersion::Text(text) => Arc::from(&**text),
         }
     }

@@ -16,5 +16,6 @@ pub mod reconcile;
 pub mod shard_script;
 pub mod state;
 pub mod subscription;
+pub mod version;
 
 pub use operations::{CheckOutcome, Versions};

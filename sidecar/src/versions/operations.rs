@@ -13,9 +13,10 @@ use std::time::Instant;
 use crate::metrics::CheckSource;
 use crate::redis::link::LinkError;
 use crate::versions::batcher::Batcher;
-use crate::versions::mirror::{TokenCheck, VersionAt, VersionStr};
+use crate::versions::mirror::TokenCheck;
 use crate::versions::shard_script::VersionsMode;
 use crate::versions::state::SidecarState;
+use crate::versions::version::{Version, VersionAt, VersionStr};
 
 /// The answer to one checked entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,14 +189,10 @@ impl Versions {
 /// Whether `token` could be newer than the mirrored version `known`: of another epoch, or of a
 /// later sequence than the mirror is current as of. Then only Redis can tell.
 fn may_be_newer(token: &str, known: &VersionAt) -> bool {
-    let mut parts = token.splitn(3, '.');
-    let (Some(epoch), Some(token_seq)) = (parts.next(), parts.next()) else {
+    let Some((epoch, seq)) = Version::position(token) else {
         return false;
     };
-    if epoch != &*known.epoch {
-        return true;
-    }
-    token_seq.parse::<u64>().is_ok_and(|s| s > known.as_of)
+    epoch != &*known.epoch || seq.is_some_and(|s| s > known.as_of)
 }
 
 #[cfg(test)]

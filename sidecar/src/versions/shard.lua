@@ -166,6 +166,7 @@ for _ = 1, shards do
         end
       else
         seq = seq + 1
+        -- The token format, <epoch>.<seq>.<nonce>, is described and parsed by version.rs.
         version = epoch .. '.' .. seq .. '.' .. nonces[i]
         local id = seq .. '-0'
         local added = redis.pcall('XADD', shard.log_key, 'MAXLEN', '~', log_len, id,

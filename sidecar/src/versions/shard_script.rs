@@ -15,6 +15,7 @@ use redis::{RedisResult, Script};
 
 use crate::redis::keyspace::Keyspace;
 use crate::redis::target::CommandConnection;
+use crate::token::random_token;
 
 static SHARD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("shard.lua")));
 
@@ -44,11 +45,6 @@ impl VersionsMode {
             VersionsMode::Read => "read",
         }
     }
-}
-
-/// A random token (hex), for epochs and the unique part of versions.
-pub fn random_token() -> String {
-    format!("{:016x}", rand::random::<u64>())
 }
 
 /// The newest epoch and sequence a sidecar has seen for a shard, passed to every script call:

@@ -13,7 +13,8 @@ use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
 use crate::redis::target::RedisTarget;
 use crate::versions::fences::Fences;
-use crate::versions::mirror::{Mirror, VersionStr};
+use crate::versions::mirror::Mirror;
+use crate::versions::version::VersionStr;
 
 /// An event for Watch streams.
 #[derive(Debug, Clone)]

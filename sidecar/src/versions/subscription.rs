@@ -25,9 +25,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::redis::link::LinkError;
 use crate::versions::messages::{ChannelMessage, FenceMessage, InvalidationMessage};
-use crate::versions::mirror::{Applied, FenceCheck, VersionStr};
+use crate::versions::mirror::{Applied, FenceCheck};
 use crate::versions::shard_script;
 use crate::versions::state::{Invalidated, SidecarState, WatchItem};
+use crate::versions::version::VersionStr;
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {

@@ -290,7 +290,7 @@ async fn a_thousand_concurrent_strong_checks_cost_a_handful_of_redis_calls() {
     let hot_calls = script_calls(&fleet) - before;
     assert!(outcomes
         .iter()
-        .all(|o| o[0].current && o[0].source == coherence_sidecar::metrics::CheckSource::Redis));
+        .all(|o| o[0].current && o[0].source == coherence_sidecar::versions::CheckSource::Redis));
 
     // 1,000 strong checks spread over 200 keys in every shard: still one script call per batch
     // (every shard of a standalone Redis in one call).

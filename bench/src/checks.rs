@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use coherence_client::{CheckSource, Client, Consistency, MirroredClient, Version};
-use coherence_sidecar::metrics::CheckSource as SidecarSource;
+use coherence_sidecar::versions::CheckSource as SidecarSource;
 use coherence_sidecar::versions::Versions;
 use redis::aio::MultiplexedConnection;
 

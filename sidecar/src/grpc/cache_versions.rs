@@ -10,11 +10,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::grpc::validation::Limits;
-use crate::metrics::CheckSource;
 use crate::redis::link::LinkError;
 use crate::versions::state::WatchItem;
 use crate::versions::version::VersionAt;
-use crate::versions::Versions;
+use crate::versions::{CheckSource, Versions};
 
 /// The gRPC face of one sidecar's [`Versions`].
 pub struct CacheVersionsService {

@@ -18,45 +18,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-type Labels1 = [(&'static str, &'static str); 1];
-type Labels2 = [(&'static str, &'static str); 2];
-type Labels3 = [(&'static str, &'static str); 3];
-
-/// Where a check was answered from (label `source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckSource {
-    Mirror,
-    Redis,
-    FailClosed,
-}
-
-impl CheckSource {
-    pub fn label(self) -> &'static str {
-        match self {
-            CheckSource::Mirror => "mirror",
-            CheckSource::Redis => "redis",
-            CheckSource::FailClosed => "fail_closed",
-        }
-    }
-}
-
-/// Every (result, source) pair a check can be counted under, in `Metrics::check_series` order.
-const CHECK_SERIES: [(bool, CheckSource); 6] = [
-    (true, CheckSource::Mirror),
-    (true, CheckSource::Redis),
-    (true, CheckSource::FailClosed),
-    (false, CheckSource::Mirror),
-    (false, CheckSource::Redis),
-    (false, CheckSource::FailClosed),
-];
-
-fn result_label(current: bool) -> &'static str {
-    if current {
-        "current"
-    } else {
-        "stale"
-    }
-}
+/// Label sets of one, two and three labels.
+pub type Labels1 = [(&'static str, &'static str); 1];
+pub type Labels2 = [(&'static str, &'static str); 2];
+pub type Labels3 = [(&'static str, &'static str); 3];
 
 /// The sidecar's metrics; cheap to clone (every handle is shared).
 #[derive(Clone)]
@@ -64,11 +29,9 @@ pub struct Metrics {
     registry: Arc<Registry>,
     pub grpc_requests: Family<Labels3, Counter>,
     pub grpc_request_duration: Family<Labels2, Histogram>,
+    /// Checks by `result` and `source` (the cache-version operations resolve their series
+    /// once, see `versions::operations`).
     pub checks: Family<Labels2, Counter>,
-    /// The series of `checks`, resolved once: every check counts one, and a label lookup per
-    /// check costs more than the check itself when the mirror answers. Also makes every series
-    /// exist (at 0) from the start, as `rate()` wants.
-    check_series: [Counter; 6],
     pub bumps: Counter,
     pub invalidations_received: Counter,
     pub propagation_delay: Histogram,
@@ -96,22 +59,11 @@ fn latency_histogram() -> Histogram {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("coherence");
-        let checks: Family<Labels2, Counter> = Family::default();
-        let check_series = std::array::from_fn(|i| {
-            let (current, source) = CHECK_SERIES[i];
-            checks
-                .get_or_create(&[
-                    ("result", result_label(current)),
-                    ("source", source.label()),
-                ])
-                .clone()
-        });
         let m = Metrics {
             registry: Arc::new(Registry::default()),
             grpc_requests: Family::default(),
             grpc_request_duration: Family::new_with_constructor(latency_histogram),
-            checks,
-            check_series,
+            checks: Family::default(),
             bumps: Counter::default(),
             invalidations_received: Counter::default(),
             propagation_delay: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
@@ -257,15 +209,6 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
-    }
-
-    pub fn count_check(&self, current: bool, source: CheckSource) {
-        let series = CHECK_SERIES
-            .iter()
-            .position(|&(c, s)| c == current && s == source);
-        if let Some(i) = series {
-            self.check_series[i].inc();
-        }
     }
 
     pub fn observe_redis(&self, op: &'static str, took: Duration, ok: bool) {

@@ -18,4 +18,4 @@ pub mod state;
 pub mod subscription;
 pub mod version;
 
-pub use operations::{CheckOutcome, Versions};
+pub use operations::{CheckOutcome, CheckSource, Versions};

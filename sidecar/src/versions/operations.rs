@@ -10,13 +10,63 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::metrics::CheckSource;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::metrics::Labels2;
 use crate::redis::link::LinkError;
 use crate::versions::batcher::Batcher;
 use crate::versions::mirror::TokenCheck;
 use crate::versions::shard_script::VersionsMode;
 use crate::versions::state::SidecarState;
 use crate::versions::version::{Version, VersionAt, VersionStr};
+
+/// Where a check was answered from (the metric label `source`, and `CheckResult.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckSource {
+    Mirror = 0,
+    Redis = 1,
+    FailClosed = 2,
+}
+
+impl CheckSource {
+    const ALL: [CheckSource; 3] = [
+        CheckSource::Mirror,
+        CheckSource::Redis,
+        CheckSource::FailClosed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CheckSource::Mirror => "mirror",
+            CheckSource::Redis => "redis",
+            CheckSource::FailClosed => "fail_closed",
+        }
+    }
+}
+
+/// The series of `coherence_checks_total`, one per (result, source), resolved once: every
+/// check counts one, and a label lookup per check costs more than the check itself when the
+/// mirror answers. Resolving them also makes every series exist (at 0) from the start, as
+/// `rate()` wants.
+struct CheckCounters([Counter; 6]);
+
+impl CheckCounters {
+    fn new(checks: &Family<Labels2, Counter>) -> CheckCounters {
+        CheckCounters(std::array::from_fn(|i| {
+            let (current, source) = (i < 3, CheckSource::ALL[i % 3]);
+            let result = if current { "current" } else { "stale" };
+            checks
+                .get_or_create(&[("result", result), ("source", source.label())])
+                .clone()
+        }))
+    }
+
+    fn count(&self, current: bool, source: CheckSource) {
+        let index = if current { 0 } else { 3 } + source as usize;
+        self.0[index].inc();
+    }
+}
 
 /// The answer to one checked entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +86,7 @@ pub struct Versions {
     getter: Arc<Batcher>,
     reader: Arc<Batcher>,
     bumper: Arc<Batcher>,
+    check_counters: CheckCounters,
 }
 
 impl Versions {
@@ -44,6 +95,7 @@ impl Versions {
             getter: Batcher::new(Arc::clone(&state), VersionsMode::Get),
             reader: Batcher::new(Arc::clone(&state), VersionsMode::Read),
             bumper: Batcher::new(Arc::clone(&state), VersionsMode::Bump),
+            check_counters: CheckCounters::new(&state.metrics.checks),
             state,
         }
     }
@@ -165,7 +217,7 @@ impl Versions {
         }
         let outcomes: Vec<CheckOutcome> = out.into_iter().flatten().collect();
         for o in &outcomes {
-            self.state.metrics.count_check(o.current, o.source);
+            self.check_counters.count(o.current, o.source);
         }
         outcomes
     }

@@ -90,7 +90,7 @@ async fn with_auth_token_file_every_call_needs_the_bearer_token_and_health_does_
     // Beyond loopback, as a shared network would reach it.
     let sidecar = start_sidecar_with(&redis.url(), "token", |s| {
         s.listen = "0.0.0.0:0".parse().unwrap();
-        s.auth_token_file = token_file.clone();
+        s.auth_token_file = Some(token_file.clone());
     })
     .await;
     let addr = format!("http://127.0.0.1:{}", sidecar.grpc_addr.port());
@@ -172,7 +172,7 @@ async fn with_auth_token_file_every_call_needs_the_bearer_token_and_health_does_
     // A token too short to resist guessing is a configuration error naming the setting.
     std::fs::write(&wrong_file, "short\n").unwrap();
     let mut s = coherence_sidecar::Config::defaults();
-    s.auth_token_file = wrong_file.clone();
+    s.auth_token_file = Some(wrong_file.clone());
     let err = coherence_sidecar::Config::validate(s)
         .unwrap_err()
         .to_string();

@@ -103,7 +103,7 @@ async fn rediss_cluster_checks_the_masters_it_discovers_against_the_configured_c
     let sidecar = start_sidecar_with(&seed, "tls-cluster", |s| {
         s.namespace = "tlscl".into();
         s.shards = 8;
-        s.redis_ca_file = certs.ca();
+        s.redis_ca_file = Some(certs.ca());
     })
     .await;
     let masters: std::collections::BTreeSet<usize> = (0..8)

@@ -146,9 +146,9 @@ async fn sentinels_over_tls_with_their_own_acl_user_lead_to_the_master_and_throu
     let locked_down = |s: &mut Settings| {
         s.namespace = "tls-sent".into();
         s.shards = 2;
-        s.redis_ca_file = certs.ca();
+        s.redis_ca_file = Some(certs.ca());
         s.sentinel_username = sentinel_user.0.into();
-        s.sentinel_password_file = password_file.clone();
+        s.sentinel_password_file = Some(password_file.clone());
     };
 
     // Each missing piece keeps the sidecar from ever reaching the master.
@@ -158,20 +158,20 @@ async fn sentinels_over_tls_with_their_own_acl_user_lead_to_the_master_and_throu
             "no sentinel credentials",
             Box::new(|s| {
                 s.sentinel_username.clear();
-                s.sentinel_password_file = Default::default();
+                s.sentinel_password_file = None;
             }),
         ),
         (
             "a wrong sentinel password",
             Box::new(|s| {
-                s.sentinel_password_file = Default::default();
+                s.sentinel_password_file = None;
                 s.sentinel_password = "wrong".into();
             }),
         ),
         (
             "the web PKI roots instead of the CA",
             Box::new(|s| {
-                s.redis_ca_file = Default::default();
+                s.redis_ca_file = None;
             }),
         ),
     ];

@@ -19,9 +19,11 @@
 //! - [`versions`]: cache versions — Get, Check, Bump, the mirror and what keeps it fresh;
 //! - [`load_balancing`]: server roles, distributed jobs, the notifications backplane;
 //! - [`redis`]: reaching Redis — deployments, credentials, the verified connection, key names;
-//! - [`metrics`] and [`secrets`]: what every layer records, and what none may print.
+//! - [`metrics`], [`secrets`], [`token`], [`invalid_setting`]: what every layer records, what
+//!   none may print, random tokens, and how a refused setting is named.
 
 pub mod grpc;
+pub mod invalid_setting;
 pub mod load_balancing;
 pub mod metrics;
 pub mod process;

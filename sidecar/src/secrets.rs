@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::process::config::ConfigError;
+use crate::invalid_setting::InvalidSetting;
 
 /// A secret value: `Debug` prints `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -38,8 +38,8 @@ impl std::fmt::Debug for Secret {
 /// Reads a secret from the file a setting names: UTF-8, the trailing newline that `echo` and
 /// editors add is no part of it, and an empty file is an error. Messages name the setting and
 /// the path, never the content.
-pub fn read_secret_file(setting: &'static str, path: &Path) -> Result<Secret, ConfigError> {
-    let invalid = |message: String| ConfigError::Invalid { setting, message };
+pub fn read_secret_file(setting: &'static str, path: &Path) -> Result<Secret, InvalidSetting> {
+    let invalid = |message: String| InvalidSetting::new(setting, message);
     let bytes = std::fs::read(path)
         .map_err(|err| invalid(format!("cannot read {}: {err}", path.display())))?;
     let text = String::from_utf8(bytes)

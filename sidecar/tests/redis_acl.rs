@@ -87,7 +87,7 @@ async fn sidecar_works_under_the_documented_acl_user_and_nothing_more() {
     let mut s = ops::settings(&redis.url());
     s.namespace = "app".into();
     s.redis_username = USER.into();
-    s.redis_password_file = password_file;
+    s.redis_password_file = Some(password_file);
     let sidecar = ops::start(s).await;
     assert!(
         sidecar.wait_ready(Duration::from_secs(20)).await,

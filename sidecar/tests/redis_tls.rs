@@ -17,7 +17,7 @@ async fn rediss_with_a_private_ca_file_connects_and_without_it_is_refused() {
     let url = format!("rediss://127.0.0.1:{tls_port}");
 
     let mut s = ops::settings(&url);
-    s.redis_ca_file = certs.ca();
+    s.redis_ca_file = Some(certs.ca());
     let sidecar = ops::start(s).await;
     assert!(
         sidecar.wait_ready(Duration::from_secs(20)).await,

@@ -10,15 +10,17 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use crate::process::listen::ListenAddr;
-use crate::secrets::Secret;
 use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
 
-pub use crate::redis::access::RedisAccess;
-pub use crate::redis::url::redact_url;
+use crate::invalid_setting::InvalidSetting;
+pub use crate::process::listen::ListenAddr;
+use crate::redis::access::AccessSettings;
+use crate::redis::config::{RedisConfig, RedisSettings};
+use crate::redis::url::redact_url;
+use crate::secrets::Secret;
 
 /// Exit code for a configuration the sidecar refuses (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -35,11 +37,8 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: {message}")]
     ParseFile { path: PathBuf, message: String },
-    #[error("invalid setting {setting}: {message}")]
-    Invalid {
-        setting: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] InvalidSetting),
 }
 
 /// One row of the configuration reference.
@@ -69,7 +68,8 @@ macro_rules! settings {
             pub print_config_reference: bool,
             $(
                 #[doc = $meaning]
-                #[arg(long, env = $env)]
+                // One value each (an optional setting would otherwise take zero or one).
+                #[arg(long, env = $env, num_args = 1)]
                 pub $name: Option<$ty>,
             )*
         }
@@ -113,7 +113,7 @@ settings! {
         "Redis to keep versions in: redis://, rediss://, unix:///path, redis+sentinel://h:p,h:p/master or redis+cluster://h:p,h:p (rediss+… for TLS; docs/redis-deployments.md). A password in the URL is never printed.";
     listen: ListenAddr = ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 50051))), "127.0.0.1:50051", "COHERENCE_LISTEN",
         "gRPC listen address: host:port (loopback unless you mean otherwise) or unix:///path, a Unix socket (mode 0660) for containers that share a volume.";
-    auth_token_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_AUTH_TOKEN_FILE",
+    auth_token_file: Option<PathBuf> = None, "(none)", "COHERENCE_AUTH_TOKEN_FILE",
         "File holding a bearer token (at least 16 visible ASCII characters) every gRPC call must carry as the header authorization: Bearer TOKEN (health checks excepted); for a listener others can reach. Read at start, trailing newline ignored.";
     admin_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464)), "127.0.0.1:9464", "COHERENCE_ADMIN_LISTEN",
         "HTTP listen address for /metrics, /livez and /readyz.";
@@ -151,15 +151,15 @@ settings! {
         "Redis ACL user (overrides one in redis_url); see docs/security.md for the rule that confines it to the namespace.";
     redis_password: String = String::new(), "(none)", "COHERENCE_REDIS_PASSWORD",
         "Redis password (overrides one in redis_url). Prefer the environment or redis_password_file to a flag; never logged, shown as *** by --print-config.";
-    redis_password_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_REDIS_PASSWORD_FILE",
+    redis_password_file: Option<PathBuf> = None, "(none)", "COHERENCE_REDIS_PASSWORD_FILE",
         "File holding the Redis password (a mounted Kubernetes Secret); read at start, trailing newline ignored.";
-    redis_ca_file: PathBuf = PathBuf::new(), "(web PKI roots)", "COHERENCE_REDIS_CA_FILE",
+    redis_ca_file: Option<PathBuf> = None, "(web PKI roots)", "COHERENCE_REDIS_CA_FILE",
         "PEM CA certificate(s) that sign the Redis server certificates (and the Sentinels' for rediss+sentinel://), for rediss URLs; replaces the built-in web PKI roots.";
     sentinel_username: String = String::new(), "(none)", "COHERENCE_SENTINEL_USERNAME",
         "Sentinel ACL user, for redis+sentinel:// URLs (the URL's credentials are the data nodes').";
     sentinel_password: String = String::new(), "(none)", "COHERENCE_SENTINEL_PASSWORD",
         "Sentinel password (Sentinel's requirepass or ACL user), for redis+sentinel:// URLs; never logged, shown as *** by --print-config.";
-    sentinel_password_file: PathBuf = PathBuf::new(), "(none)", "COHERENCE_SENTINEL_PASSWORD_FILE",
+    sentinel_password_file: Option<PathBuf> = None, "(none)", "COHERENCE_SENTINEL_PASSWORD_FILE",
         "File holding the Sentinel password; read at start, trailing newline ignored.";
     role: String = "elected".to_string(), "elected", "COHERENCE_ROLE",
         "Server role: elected (a leader lease in Redis picks the scheduling publisher) or pinned: single, scheduling-publisher, subscriber. See docs/servers.md.";
@@ -192,8 +192,8 @@ fn default_server_id() -> String {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub settings: Settings,
-    /// Credentials and TLS roots for Redis, resolved from the settings (files read).
-    pub redis_access: RedisAccess,
+    /// How to reach Redis: `redis_url` parsed, credentials and TLS roots resolved (files read).
+    pub redis: RedisConfig,
     /// The bearer token gRPC calls must carry (`auth_token_file`), if any.
     pub auth_token: Option<Secret>,
 }
@@ -240,20 +240,23 @@ impl Config {
     }
 
     /// Checks every setting and names the first bad one.
-    pub fn validate(settings: Settings) -> Result<Config, ConfigError> {
-        let invalid =
-            |setting: &'static str, message: String| ConfigError::Invalid { setting, message };
-        let url = settings.redis_url.as_str();
-        if let Err(err) = crate::redis::target::RedisTarget::parse(url) {
-            return Err(invalid(
-                "redis_url",
-                format!(
-                    "{}: {err} (expected redis://, rediss://, unix://, redis+sentinel://host:port,.../master or redis+cluster://host:port,...)",
-                    redact_url(url)
-                ),
-            ));
+    pub fn validate(mut settings: Settings) -> Result<Config, ConfigError> {
+        let invalid = |setting: &'static str, message: String| {
+            ConfigError::Invalid(InvalidSetting::new(setting, message))
+        };
+        // An empty path means no file (as --print-config showed an unset one before these
+        // settings were optional).
+        for path in [
+            &mut settings.auth_token_file,
+            &mut settings.redis_password_file,
+            &mut settings.redis_ca_file,
+            &mut settings.sentinel_password_file,
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                *path = None;
+            }
         }
-        let redis_access = RedisAccess::from_settings(&settings)?;
+        let redis = RedisConfig::new(&settings.redis_settings())?;
         crate::redis::keyspace::validate_namespace(&settings.namespace)
             .map_err(|m| invalid("namespace", m))?;
         if settings.server_id.is_empty() || settings.server_id.contains('|') {
@@ -288,7 +291,7 @@ impl Config {
         }
         crate::load_balancing::servers::validate_settings(&settings)
             .map_err(|(name, m)| invalid(name, m))?;
-        let auth_token = read_auth_token(&settings.auth_token_file)?;
+        let auth_token = read_auth_token(settings.auth_token_file.as_deref())?;
         if !LOG_FORMATS.contains(&settings.log_format.as_str()) {
             return Err(invalid(
                 "log_format",
@@ -306,7 +309,7 @@ impl Config {
         }
         Ok(Config {
             settings,
-            redis_access,
+            redis,
             auth_token,
         })
     }
@@ -334,8 +337,7 @@ impl Config {
     /// gRPC token), for the binary's last-line scrubbing of logs and panics
     /// ([`crate::secrets::Scrubber`]).
     pub fn secrets(&self) -> Vec<String> {
-        let mut secrets = self.redis_access.secrets();
-        secrets.extend(crate::redis::url::url_secrets(&self.settings.redis_url));
+        let mut secrets = self.redis.secrets().to_vec();
         secrets.extend(self.auth_token.iter().map(|t| t.expose().to_string()));
         secrets
     }
@@ -382,6 +384,25 @@ fn render_settings(settings: &Settings) -> String {
     out
 }
 
+impl Settings {
+    /// The settings about Redis, for [`RedisConfig::new`].
+    fn redis_settings(&self) -> RedisSettings<'_> {
+        RedisSettings {
+            url: &self.redis_url,
+            access: AccessSettings {
+                username: &self.redis_username,
+                password: &self.redis_password,
+                password_file: self.redis_password_file.as_deref(),
+                ca_file: self.redis_ca_file.as_deref(),
+                sentinel_username: &self.sentinel_username,
+                sentinel_password: &self.sentinel_password,
+                sentinel_password_file: self.sentinel_password_file.as_deref(),
+            },
+            allow_evicting_policy: self.allow_evicting_policy,
+        }
+    }
+}
+
 impl std::fmt::Debug for Settings {
     /// Redacted like `--print-config`, so a logged `Settings` never shows a secret.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -403,20 +424,20 @@ pub enum ConfigOrAction {
 /// Shortest bearer token accepted: shorter ones can be guessed.
 const MIN_TOKEN_LEN: usize = 16;
 
-fn read_auth_token(path: &Path) -> Result<Option<Secret>, ConfigError> {
-    if path.as_os_str().is_empty() {
+fn read_auth_token(path: Option<&Path>) -> Result<Option<Secret>, ConfigError> {
+    let Some(path) = path else {
         return Ok(None);
-    }
+    };
     let token = crate::secrets::read_secret_file("auth_token_file", path)?;
     let text = token.expose();
     if text.len() < MIN_TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ConfigError::Invalid {
-            setting: "auth_token_file",
-            message: format!(
+        return Err(ConfigError::Invalid(InvalidSetting::new(
+            "auth_token_file",
+            format!(
                 "{} must hold at least {MIN_TOKEN_LEN} visible ASCII characters and no spaces (e.g. `openssl rand -hex 32`)",
                 path.display()
             ),
-        });
+        )));
     }
     Ok(Some(token))
 }

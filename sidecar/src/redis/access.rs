@@ -13,9 +13,21 @@ use std::path::Path;
 
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisResult};
 
-use crate::process::config::{ConfigError, Settings};
+use crate::invalid_setting::InvalidSetting;
 use crate::redis::url::Credentials;
 use crate::secrets::read_secret_file;
+
+/// The settings about credentials and TLS roots, as given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessSettings<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub password_file: Option<&'a Path>,
+    pub ca_file: Option<&'a Path>,
+    pub sentinel_username: &'a str,
+    pub sentinel_password: &'a str,
+    pub sentinel_password_file: Option<&'a Path>,
+}
 
 /// Resolved credentials and TLS roots (files already read).
 #[derive(Clone, Default)]
@@ -41,46 +53,52 @@ impl std::fmt::Debug for RedisAccess {
     }
 }
 
-fn invalid(setting: &'static str, message: String) -> ConfigError {
-    ConfigError::Invalid { setting, message }
+fn invalid(setting: &'static str, message: String) -> InvalidSetting {
+    InvalidSetting::new(setting, message)
 }
 
 /// A password given either directly or as a file (never both).
 fn password(
     (setting, value): (&'static str, &str),
-    (file_setting, file): (&'static str, &Path),
-) -> Result<Option<String>, ConfigError> {
-    match (value.is_empty(), file.as_os_str().is_empty()) {
-        (false, false) => Err(invalid(
+    (file_setting, file): (&'static str, Option<&Path>),
+) -> Result<Option<String>, InvalidSetting> {
+    match (value.is_empty(), file) {
+        (false, Some(_)) => Err(invalid(
             file_setting,
             format!("set either {setting} or {file_setting}, not both"),
         )),
-        (false, true) => Ok(Some(value.to_string())),
-        (true, false) => Ok(Some(
+        (false, None) => Ok(Some(value.to_string())),
+        (true, Some(file)) => Ok(Some(
             read_secret_file(file_setting, file)?.expose().to_string(),
         )),
-        (true, true) => Ok(None),
+        (true, None) => Ok(None),
     }
 }
 
 impl RedisAccess {
-    /// Reads the password and CA files the settings name, and checks the combination.
-    pub fn from_settings(s: &Settings) -> Result<RedisAccess, ConfigError> {
+    /// Reads the password and CA files the settings name, and checks that each applies to the
+    /// deployment: sentinel credentials to one `redis_url` names `with_sentinels`, a CA file
+    /// to one reached `with_tls`.
+    pub fn new(
+        s: &AccessSettings<'_>,
+        with_sentinels: bool,
+        with_tls: bool,
+    ) -> Result<RedisAccess, InvalidSetting> {
         let redis = Credentials {
-            username: Some(s.redis_username.clone()).filter(|u| !u.is_empty()),
+            username: Some(s.username.to_string()).filter(|u| !u.is_empty()),
             password: password(
-                ("redis_password", &s.redis_password),
-                ("redis_password_file", &s.redis_password_file),
+                ("redis_password", s.password),
+                ("redis_password_file", s.password_file),
             )?,
         };
         let sentinel = Credentials {
-            username: Some(s.sentinel_username.clone()).filter(|u| !u.is_empty()),
+            username: Some(s.sentinel_username.to_string()).filter(|u| !u.is_empty()),
             password: password(
-                ("sentinel_password", &s.sentinel_password),
-                ("sentinel_password_file", &s.sentinel_password_file),
+                ("sentinel_password", s.sentinel_password),
+                ("sentinel_password_file", s.sentinel_password_file),
             )?,
         };
-        if !sentinel.is_empty() && !s.redis_url.contains("+sentinel://") {
+        if !sentinel.is_empty() && !with_sentinels {
             let setting = if sentinel.username.is_some() {
                 "sentinel_username"
             } else {
@@ -91,49 +109,41 @@ impl RedisAccess {
                 "only applies to a redis+sentinel:// or rediss+sentinel:// redis_url".into(),
             ));
         }
-        let ca_pem = if s.redis_ca_file.as_os_str().is_empty() {
-            None
-        } else {
-            if !s.redis_url.starts_with("rediss") {
+        let ca_pem = match s.ca_file {
+            None => None,
+            Some(_) if !with_tls => {
                 return Err(invalid(
                     "redis_ca_file",
                     "only applies to a rediss:// (TLS) redis_url".into(),
-                ));
+                ))
             }
-            let pem = std::fs::read(&s.redis_ca_file).map_err(|err| {
-                invalid(
-                    "redis_ca_file",
-                    format!("cannot read {}: {err}", s.redis_ca_file.display()),
-                )
-            })?;
-            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(invalid(
-                    "redis_ca_file",
-                    format!("{} holds no PEM certificate", s.redis_ca_file.display()),
-                ));
+            Some(ca_file) => {
+                let pem = std::fs::read(ca_file).map_err(|err| {
+                    invalid(
+                        "redis_ca_file",
+                        format!("cannot read {}: {err}", ca_file.display()),
+                    )
+                })?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(invalid(
+                        "redis_ca_file",
+                        format!("{} holds no PEM certificate", ca_file.display()),
+                    ));
+                }
+                Some(pem)
             }
-            Some(pem)
         };
-        let access = RedisAccess {
+        Ok(RedisAccess {
             redis,
             sentinel,
             ca_pem,
-        };
-        // Catch what redis-rs would refuse at connect time (bad URL, bad CA) now, as a
-        // configuration error. The URL's credentials never reach these messages.
-        crate::redis::target::RedisTarget::parse(&s.redis_url)
-            .and_then(|target| target.with_access(access.clone()).check())
-            .map_err(|err| {
-                invalid(
-                    if access.ca_pem.is_some() {
-                        "redis_ca_file"
-                    } else {
-                        "redis_url"
-                    },
-                    err.to_string(),
-                )
-            })?;
-        Ok(access)
+        })
+    }
+
+    /// Whether TLS connections check certificates against `redis_ca_file` (rather than the
+    /// built-in web PKI roots).
+    pub fn has_ca(&self) -> bool {
+        self.ca_pem.is_some()
     }
 
     /// These settings, with the data-node credentials a URL carried where the settings give
@@ -201,11 +211,19 @@ pub fn install_crypto_provider() {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::process::config::Config;
+    use std::path::PathBuf;
 
-    fn settings() -> Settings {
-        Config::defaults()
+    use super::*;
+
+    /// The access the settings give for a `redis://` URL (`rediss://` with `tls`), or why
+    /// they are refused.
+    fn access<'a>(
+        tls: bool,
+        adjust: impl FnOnce(&mut AccessSettings<'a>),
+    ) -> Result<RedisAccess, InvalidSetting> {
+        let mut s = AccessSettings::default();
+        adjust(&mut s);
+        RedisAccess::new(&s, false, tls)
     }
 
     #[test]
@@ -213,41 +231,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("password");
         std::fs::write(&path, "s3cret\n").unwrap();
-        let mut s = settings();
-        s.redis_password_file = path;
-        let access = RedisAccess::from_settings(&s).unwrap();
+        let access = access(false, |s| s.password_file = Some(&path)).unwrap();
         assert_eq!(access.redis.password.as_deref(), Some("s3cret"));
         assert!(!format!("{access:?}").contains("s3cret"));
     }
 
     #[test]
     fn bad_combinations_and_files_name_the_setting() {
-        let mut s = settings();
-        s.redis_password = "a".into();
-        s.redis_password_file = "/nonexistent".into();
-        let err = RedisAccess::from_settings(&s).unwrap_err().to_string();
+        let nonexistent = PathBuf::from("/nonexistent");
+        let err = access(false, |s| {
+            s.password = "a";
+            s.password_file = Some(&nonexistent);
+        })
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("redis_password_file"), "{err}");
 
-        let mut s = settings();
-        s.redis_password_file = "/nonexistent/password".into();
-        let err = RedisAccess::from_settings(&s).unwrap_err().to_string();
+        let missing = PathBuf::from("/nonexistent/password");
+        let err = access(false, |s| s.password_file = Some(&missing))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("redis_password_file") && err.contains("/nonexistent/password"),
             "{err}"
         );
 
-        let mut s = settings();
-        s.redis_ca_file = "/etc/hostname".into();
-        let err = RedisAccess::from_settings(&s).unwrap_err().to_string();
+        let not_pem = PathBuf::from("/etc/hostname");
+        let err = access(false, |s| s.ca_file = Some(&not_pem))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("redis_ca_file") && err.contains("rediss://"),
             "{err}"
         );
 
-        let mut s = settings();
-        s.redis_url = "rediss://127.0.0.1:6380".into();
-        s.redis_ca_file = "/etc/hostname".into();
-        let err = RedisAccess::from_settings(&s).unwrap_err().to_string();
+        let err = access(true, |s| s.ca_file = Some(&not_pem))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("redis_ca_file") && err.contains("no PEM"),
             "{err}"

@@ -17,7 +17,7 @@ use redis::{AsyncConnectionConfig, RedisResult};
 use tokio::sync::{watch, Notify};
 
 use crate::metrics::Metrics;
-use crate::process::config::redact_url;
+use crate::redis::config::RedisConfig;
 use crate::redis::target::{CommandConnection, RedisTarget};
 
 /// Why a Redis operation did not produce an answer.
@@ -64,20 +64,14 @@ struct Verified {
 }
 
 impl RedisLink {
-    /// A link to `target` (with credentials and TLS roots, see [`crate::redis::access`]);
-    /// `url` is only shown in logs, password redacted.
-    pub fn new(
-        target: RedisTarget,
-        url: &str,
-        allow_evicting_policy: bool,
-        metrics: Metrics,
-    ) -> RedisLink {
+    /// A link to the Redis `config` names (with its credentials and TLS roots).
+    pub fn new(config: &RedisConfig, metrics: Metrics) -> RedisLink {
         let (connected_tx, _) = watch::channel(false);
         RedisLink {
             inner: Arc::new(Inner {
-                target,
-                url_for_logs: redact_url(url),
-                allow_evicting_policy,
+                target: config.target.clone(),
+                url_for_logs: config.url_for_logs.clone(),
+                allow_evicting_policy: config.allow_evicting_policy,
                 metrics,
                 current: RwLock::new(None),
                 broken: Notify::new(),

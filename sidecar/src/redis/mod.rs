@@ -1,5 +1,5 @@
-//! Reaching Redis: which deployment `redis_url` names and how to find its master(s)
-//! ([`target`]), the credentials and TLS roots ([`access`], [`url`]), the verified command
+//! Reaching Redis: the settings, parsed once ([`config`]), which deployment `redis_url` names
+//! and how to find its master(s) ([`target`]), the credentials and TLS roots ([`access`], [`url`]), the verified command
 //! connection every operation runs on ([`link`]), and the names a namespace's state lives
 //! under ([`keyspace`]).
 //!
@@ -7,6 +7,7 @@
 //! ([`crate::versions`], [`crate::load_balancing`]).
 
 pub mod access;
+pub mod config;
 pub mod keyspace;
 pub mod link;
 pub mod target;

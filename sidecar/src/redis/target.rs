@@ -121,6 +121,24 @@ impl RedisTarget {
         matches!(self.kind, TargetKind::Cluster { .. })
     }
 
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self.kind, TargetKind::Sentinel { .. })
+    }
+
+    /// Whether the data nodes (and sentinels) are reached over TLS (`rediss…` URLs).
+    pub fn is_tls(&self) -> bool {
+        match &self.kind {
+            TargetKind::Standalone { url } => url.starts_with("rediss"),
+            TargetKind::Sentinel { node, .. } => node.scheme == "rediss",
+            TargetKind::Cluster { seeds } => seeds.iter().any(|s| s.starts_with("rediss://")),
+        }
+    }
+
+    /// The credentials and TLS roots every connection uses.
+    pub fn access(&self) -> &RedisAccess {
+        &self.access
+    }
+
     /// Opens a connection for ordinary commands (scripts, reads of the replay log).
     pub async fn connect_commands(
         &self,

@@ -11,7 +11,6 @@ use crate::metrics::Metrics;
 use crate::process::config::Config;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
-use crate::redis::target::RedisTarget;
 use crate::versions::fences::Fences;
 use crate::versions::mirror::Mirror;
 use crate::versions::version::VersionStr;
@@ -61,15 +60,9 @@ pub struct SidecarState {
 impl SidecarState {
     pub fn new(config: Config, metrics: Metrics) -> redis::RedisResult<Arc<SidecarState>> {
         let s = &config.settings;
-        let target = RedisTarget::parse(&s.redis_url)?.with_access(config.redis_access.clone());
-        let keyspace =
-            Keyspace::new(&s.namespace, s.shards).with_sharded_channels(target.is_cluster());
-        let link = RedisLink::new(
-            target,
-            &s.redis_url,
-            s.allow_evicting_policy,
-            metrics.clone(),
-        );
+        let keyspace = Keyspace::new(&s.namespace, s.shards)
+            .with_sharded_channels(config.redis.target.is_cluster());
+        let link = RedisLink::new(&config.redis, metrics.clone());
         let (events, _) = broadcast::channel(65_536);
         let mirror = Mirror::new(s.shards, config.max_staleness())
             .with_max_keys(s.mirror_max_keys, metrics.mirror_evictions.clone());

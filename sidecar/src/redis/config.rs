@@ -1,0 +1,69 @@
+//! The Redis settings, read once at start: which deployment `redis_url` names, the
+//! credentials and TLS roots to reach it, and whether an evicting policy is accepted. Every
+//! part of the sidecar that talks to Redis gets the [`RedisConfig`]; none parses `redis_url`
+//! again.
+
+use crate::invalid_setting::InvalidSetting;
+use crate::redis::access::{AccessSettings, RedisAccess};
+use crate::redis::target::RedisTarget;
+use crate::redis::url::{redact_url, url_secrets};
+
+/// The settings about Redis, as given (see the configuration reference for each).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedisSettings<'a> {
+    pub url: &'a str,
+    pub access: AccessSettings<'a>,
+    pub allow_evicting_policy: bool,
+}
+
+/// How to reach Redis, resolved once (password and CA files read).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// The deployment, with the credentials and TLS roots of every connection.
+    pub target: RedisTarget,
+    /// `redis_url` with its password replaced by `***`, for logs.
+    pub url_for_logs: String,
+    /// Serve even when Redis can evict keys without a time to live (see [`crate::redis::link`]).
+    pub allow_evicting_policy: bool,
+    /// Every password this configuration holds, the URL's included.
+    secrets: Vec<String>,
+}
+
+impl RedisConfig {
+    /// Parses `redis_url`, reads the files the settings name and builds every client the URL
+    /// names, so that whatever redis-rs would refuse at connect time is refused now, naming
+    /// the setting. No message quotes a password.
+    pub fn new(s: &RedisSettings<'_>) -> Result<RedisConfig, InvalidSetting> {
+        let target = RedisTarget::parse(s.url).map_err(|err| {
+            InvalidSetting::new(
+                "redis_url",
+                format!(
+                    "{}: {err} (expected redis://, rediss://, unix://, redis+sentinel://host:port,.../master or redis+cluster://host:port,...)",
+                    redact_url(s.url)
+                ),
+            )
+        })?;
+        let access = RedisAccess::new(&s.access, target.is_sentinel(), target.is_tls())?;
+        let has_ca = access.has_ca();
+        let mut secrets = access.secrets();
+        secrets.extend(url_secrets(s.url));
+        let target = target.with_access(access);
+        target.check().map_err(|err| {
+            InvalidSetting::new(
+                if has_ca { "redis_ca_file" } else { "redis_url" },
+                err.to_string(),
+            )
+        })?;
+        Ok(RedisConfig {
+            target,
+            url_for_logs: redact_url(s.url),
+            allow_evicting_policy: s.allow_evicting_policy,
+            secrets,
+        })
+    }
+
+    /// The passwords held (for scrubbing output).
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+}

@@ -180,7 +180,7 @@ async fn default_limits_refuse_bad_input_naming_field_and_index_and_keep_serving
         .unwrap();
         assert!(checked.results[0].current, "{checked:?}");
     }
-    assert!(sidecar.state.is_ready());
+    assert!(sidecar.is_ready());
     sidecar.shutdown().await;
 }
 

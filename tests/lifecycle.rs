@@ -92,7 +92,7 @@ async fn attached_before_ready(how: NotReady) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(
-        !fleet.sidecars[late].state.is_ready(),
+        !fleet.sidecars[late].is_ready(),
         "the late sidecar became ready too early for this test"
     );
     let new = fleet.bump(0, &names).await.expect("bump elsewhere");

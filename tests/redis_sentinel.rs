@@ -97,7 +97,7 @@ async fn failover_to_a_lagging_replica_keeps_superseded_versions_stale_and_recov
     // what could go wrong: wait until every sidecar serves from it again.
     assert!(
         coherence_testkit::eventually(RECOVERY_BOUND, || async {
-            sidecars.iter().all(|s| s.state.is_ready())
+            sidecars.iter().all(|s| s.is_ready())
         })
         .await,
         "the sidecars reconnected to the new master"

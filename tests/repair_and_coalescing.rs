@@ -572,9 +572,7 @@ async fn one_fence_covers_every_shard_and_reaches_only_its_sender() {
 
     for sidecar in &fleet.sidecars {
         let state = sidecar.versions.state();
-        let groups = state
-            .keyspace
-            .fence_groups(&state.config.settings.server_id);
+        let groups = state.keyspace.fence_groups(&state.settings.server_id);
         assert_eq!(groups.len(), 1, "one fence group on a standalone Redis");
         let channel = &groups[0].channel;
         let subscribers: (String, u64) = fleet

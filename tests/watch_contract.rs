@@ -61,7 +61,7 @@ async fn a_watcher_opened_before_its_sidecar_is_ready_hears_of_bumps_it_could_no
     // The mirror asks too; whether it may keep the answer is its business.
     let filled = mirrored.get_one(KEY).await.expect("Get through the mirror");
     assert_eq!(stamped, filled);
-    assert!(!early.state.is_ready(), "the sidecar cannot be ready yet");
+    assert!(!early.is_ready(), "the sidecar cannot be ready yet");
 
     let bumped = via_other.bump(&[KEY]).await.unwrap().remove(0);
     assert_ne!(bumped, stamped);

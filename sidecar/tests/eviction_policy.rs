@@ -10,34 +10,35 @@ use std::time::{Duration, Instant};
 
 use coherence_sidecar::metrics::Metrics;
 use coherence_sidecar::process::config::{Config, Settings};
+use coherence_sidecar::redis::link::RedisLink;
 use coherence_sidecar::redis::link::VerifyError;
-use coherence_sidecar::versions::state::SidecarState;
 use coherence_sidecar::versions::CheckSource;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::{eventually, RedisServer};
 
-fn state(redis: &RedisServer, allow_evicting_policy: bool) -> std::sync::Arc<SidecarState> {
+/// A Redis link as a sidecar configured with `allow_evicting_policy` builds it.
+fn link(redis: &RedisServer, allow_evicting_policy: bool) -> RedisLink {
     let mut settings = Config::defaults();
     settings.redis_url = redis.url();
     settings.allow_evicting_policy = allow_evicting_policy;
-    SidecarState::new(Config::validate(settings).unwrap(), Metrics::new()).unwrap()
+    RedisLink::new(&Config::validate(settings).unwrap().redis, Metrics::new())
 }
 
 #[tokio::test]
 async fn an_evicting_policy_is_refused_unless_allowed() {
     let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
-    match state(&redis, false).link.connect_and_verify().await {
+    match link(&redis, false).connect_and_verify().await {
         Err(VerifyError::EvictingPolicy(policy)) => assert_eq!(policy, "allkeys-lru"),
         Err(other) => panic!("refused for another reason: {other}"),
         Ok(_) => panic!("a Redis that can evict version keys was accepted"),
     }
-    assert!(state(&redis, true).link.connect_and_verify().await.is_ok());
+    assert!(link(&redis, true).connect_and_verify().await.is_ok());
 }
 
 #[tokio::test]
 async fn noeviction_is_accepted() {
     let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
-    assert!(state(&redis, false).link.connect_and_verify().await.is_ok());
+    assert!(link(&redis, false).connect_and_verify().await.is_ok());
 }
 
 fn settings(redis: &RedisServer) -> Settings {
@@ -133,7 +134,7 @@ async fn a_policy_turned_evicting_while_running_fails_closed_until_fixed() {
         .await,
         "the sidecar reconnected to a Redis that may evict version keys"
     );
-    assert!(!sidecar.state.is_ready());
+    assert!(!sidecar.is_ready());
     let entries = vec![("content".to_string(), version.clone())];
     let outcome = sidecar.versions.check(&entries, true).await;
     assert_eq!(

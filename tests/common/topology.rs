@@ -35,10 +35,8 @@ pub async fn assert_never_current(
     when: &str,
 ) {
     assert!(
-        coherence_testkit::eventually(WAIT, || async {
-            sidecars.iter().all(|s| s.state.is_ready())
-        })
-        .await,
+        coherence_testkit::eventually(WAIT, || async { sidecars.iter().all(|s| s.is_ready()) })
+            .await,
         "{when}: the sidecars serve again"
     );
     for (i, client) in clients.iter().enumerate() {

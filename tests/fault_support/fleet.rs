@@ -176,7 +176,7 @@ impl Fleet {
         self.sidecars.insert(i, sidecar);
         let client = &self.clients[i];
         let back = coherence_testkit::eventually(Duration::from_secs(20), || async {
-            self.sidecars[i].state.is_ready() && client.get(&["restart-probe"]).await.is_ok()
+            self.sidecars[i].is_ready() && client.get(&["restart-probe"]).await.is_ok()
         })
         .await;
         assert!(back, "sidecar {i} did not come back after its restart");
@@ -215,7 +215,7 @@ impl Fleet {
 
     pub async fn wait_ready(&self, limit: Duration) -> bool {
         coherence_testkit::eventually(limit, || async {
-            self.sidecars.iter().all(|s| s.state.is_ready())
+            self.sidecars.iter().all(|s| s.is_ready())
         })
         .await
     }
@@ -223,7 +223,7 @@ impl Fleet {
     /// One recovery probe: every sidecar ready, a bump succeeds, and every sidecar then answers
     /// a default check of the new version "current" from its mirror (fenced again). Recorded.
     pub async fn probe_once(&self) -> bool {
-        if !self.sidecars.iter().all(|s| s.state.is_ready()) {
+        if !self.sidecars.iter().all(|s| s.is_ready()) {
             return false;
         }
         let Some(version) = self

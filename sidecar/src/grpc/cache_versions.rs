@@ -149,8 +149,8 @@ impl CacheVersions for CacheVersionsService {
         let (tx, rx) = mpsc::channel(1024);
         let shutdown = self.shutdown.clone();
         let bounds = HeartbeatBounds {
-            max_staleness_ms: state.config.settings.max_staleness_ms,
-            heartbeat_interval_ms: state.config.settings.heartbeat_interval_ms,
+            max_staleness_ms: millis(state.settings.max_staleness),
+            heartbeat_interval_ms: millis(state.settings.heartbeat_interval),
         };
         tokio::spawn(async move {
             state.metrics.watch_streams.inc();
@@ -159,6 +159,10 @@ impl CacheVersions for CacheVersionsService {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The sidecar's settings every heartbeat repeats, so that clients need not be told them.

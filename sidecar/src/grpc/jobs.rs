@@ -22,7 +22,7 @@ impl JobsService {
 
     fn holder<'a>(&'a self, given: &'a str) -> Result<&'a str, Status> {
         if given.is_empty() {
-            return Ok(&self.jobs.state().config.settings.server_id);
+            return Ok(self.jobs.server_id());
         }
         self.limits.check_key("holder", given, false)?;
         Ok(given)

@@ -22,8 +22,12 @@ pub struct NotificationsService {
 }
 
 impl NotificationsService {
-    pub fn new(hub: Arc<Notifications>, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
-        let max_payload_bytes = hub.state().config.settings.max_payload_bytes;
+    pub fn new(
+        hub: Arc<Notifications>,
+        limits: Limits,
+        max_payload_bytes: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         NotificationsService {
             hub,
             limits,
@@ -109,7 +113,7 @@ async fn forward(
     mut shutdown: watch::Receiver<bool>,
 ) {
     use pb::notification_event::Event;
-    let metrics = hub.state().metrics.load_balancing.clone();
+    let metrics = hub.metrics().clone();
     let went_live = async { live.wait_for(|up| *up).await.is_ok() };
     tokio::select! {
         up = went_live => if !up { return },

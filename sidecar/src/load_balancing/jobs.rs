@@ -10,12 +10,12 @@
 //! (leases, periods, the token floor) comes from the Redis clock inside the script; no clock
 //! agreement between servers is assumed.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use redis::Script;
 
+use crate::load_balancing::ServiceHandle;
 use crate::redis::link::LinkError;
-use crate::versions::state::SidecarState;
 
 static JOBS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("jobs.lua")));
 
@@ -102,19 +102,20 @@ fn job_keys(namespace: &str, job: &str) -> [String; 3] {
 
 /// Job operations of one sidecar.
 pub struct Jobs {
-    state: Arc<SidecarState>,
+    handle: ServiceHandle,
 }
 
 type LeaseReply = (u8, String, u64, u64);
 type ClaimReply = (u8, u64, u64, String, u64, u64, String);
 
 impl Jobs {
-    pub fn new(state: Arc<SidecarState>) -> Jobs {
-        Jobs { state }
+    pub fn new(handle: ServiceHandle) -> Jobs {
+        Jobs { handle }
     }
 
-    pub fn state(&self) -> &Arc<SidecarState> {
-        &self.state
+    /// This server's id (the default lease holder).
+    pub fn server_id(&self) -> &str {
+        &self.handle.server_id
     }
 
     async fn call<T: redis::FromRedisValue>(
@@ -124,28 +125,26 @@ impl Jobs {
         args: &[String],
     ) -> Result<T, LinkError> {
         let mut invocation = JOBS.prepare_invoke();
-        for key in job_keys(self.state.keyspace.namespace(), job) {
+        for key in job_keys(&self.handle.namespace, job) {
             invocation.key(key);
         }
         for arg in args {
             invocation.arg(arg);
         }
-        self.state
+        self.handle
             .link
-            .run(
-                name,
-                self.state.config.request_timeout(),
-                |mut conn| async move { invocation.invoke_async(&mut conn).await },
-            )
+            .run(name, self.handle.request_timeout, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
             .await
     }
 
     fn count(&self, op: &'static str, granted: bool) {
-        let metrics = &self.state.metrics;
+        let metrics = &self.handle.metrics.load_balancing;
         let family = if granted {
-            &metrics.load_balancing.job_grants
+            &metrics.job_grants
         } else {
-            &metrics.load_balancing.job_refusals
+            &metrics.job_refusals
         };
         family.get_or_create(&[("op", op)]).inc();
     }

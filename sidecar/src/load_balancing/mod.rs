@@ -7,3 +7,21 @@
 pub mod jobs;
 pub mod notifications;
 pub mod servers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::redis::link::RedisLink;
+
+/// What a load-balancing service needs of the sidecar, and nothing more: the verified Redis
+/// link, the namespace its keys live under, how long one call may wait for Redis, this
+/// server's id, and where to count.
+#[derive(Clone)]
+pub struct ServiceHandle {
+    pub link: RedisLink,
+    pub namespace: Arc<str>,
+    pub request_timeout: Duration,
+    pub server_id: Arc<str>,
+    pub metrics: Metrics,
+}

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::load_balancing::ServiceHandle;
 use crate::redis::link::LinkError;
-use crate::versions::state::SidecarState;
 
 /// A notification as carried on the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,27 +80,28 @@ impl Note {
 
 /// The notification hub of one sidecar.
 pub struct Notifications {
-    state: Arc<SidecarState>,
+    handle: ServiceHandle,
     channel: String,
     events: broadcast::Sender<NoteEvent>,
     live_tx: watch::Sender<bool>,
 }
 
 impl Notifications {
-    pub fn new(state: Arc<SidecarState>) -> Notifications {
-        let channel = format!("coh:{{{}:notify}}", state.keyspace.namespace());
+    pub fn new(handle: ServiceHandle) -> Notifications {
+        let channel = format!("coh:{{{}:notify}}", handle.namespace);
         let (events, _) = broadcast::channel(4096);
         let (live_tx, _) = watch::channel(false);
         Notifications {
-            state,
+            handle,
             channel,
             events,
             live_tx,
         }
     }
 
-    pub fn state(&self) -> &Arc<SidecarState> {
-        &self.state
+    /// Where the hub and its streams count.
+    pub fn metrics(&self) -> &crate::metrics::LoadBalancingMetrics {
+        &self.handle.metrics.load_balancing
     }
 
     /// Events for one Subscribe stream (subscribe before waiting for [`Self::live`]).
@@ -117,7 +118,7 @@ impl Notifications {
     pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<u64, LinkError> {
         let note = Note {
             topic: topic.to_string(),
-            publisher: self.state.config.settings.server_id.clone(),
+            publisher: self.handle.server_id.to_string(),
             published_at_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -126,11 +127,11 @@ impl Notifications {
         let frame = note.encode();
         let channel = &self.channel;
         let receivers: u64 = self
-            .state
+            .handle
             .link
             .run(
                 "notify_publish",
-                self.state.config.request_timeout(),
+                self.handle.request_timeout,
                 |mut conn| async move {
                     redis::cmd("PUBLISH")
                         .arg(channel)
@@ -140,7 +141,7 @@ impl Notifications {
                 },
             )
             .await?;
-        self.state
+        self.handle
             .metrics
             .load_balancing
             .notifications_published
@@ -156,9 +157,9 @@ impl Notifications {
             if *shutdown.borrow() {
                 return;
             }
-            if !self.state.link.is_connected() {
+            if !self.handle.link.is_connected() {
                 tokio::select! {
-                    _ = self.state.link.wait_connected(Duration::from_secs(1)) => {}
+                    _ = self.handle.link.wait_connected(Duration::from_secs(1)) => {}
                     _ = shutdown.changed() => return,
                 }
                 continue;
@@ -186,22 +187,18 @@ impl Notifications {
     ) -> Result<(), SessionError> {
         let channels = vec![self.channel.clone()];
         let plan = self
-            .state
+            .handle
             .link
-            .run(
-                "notify_plan",
-                self.state.config.request_timeout(),
-                |mut conn| {
-                    let channels = &channels;
-                    async move {
-                        self.state
-                            .link
-                            .target()
-                            .subscription_plan(&mut conn, channels)
-                            .await
-                    }
-                },
-            )
+            .run("notify_plan", self.handle.request_timeout, |mut conn| {
+                let channels = &channels;
+                async move {
+                    self.handle
+                        .link
+                        .target()
+                        .subscription_plan(&mut conn, channels)
+                        .await
+                }
+            })
             .await?;
         let Some((url, _)) = plan.into_iter().next() else {
             return Err(SessionError::Disconnected);
@@ -212,7 +209,7 @@ impl Notifications {
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)));
         let mut conn = self
-            .state
+            .handle
             .link
             .target()
             .client(&url)?
@@ -225,7 +222,7 @@ impl Notifications {
         *sessions += 1;
         self.live_tx.send_replace(true);
         if *sessions > 1 {
-            self.state
+            self.handle
                 .metrics
                 .redis_reconnects
                 .get_or_create(&[("connection", "notifications")])

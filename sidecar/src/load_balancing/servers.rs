@@ -9,7 +9,7 @@
 //! `leave` cannot remove another's registration or lease. A sidecar whose server_id is
 //! registered by another live process (a copy-pasted `server_id`, two pods on one host name)
 //! does not register, does not touch the lease, and refuses to serve: not ready
-//! (`registered` in [`SidecarState`]), an error log line, `coherence_server_id_conflict` 1,
+//! ([`Servers::is_registered`] false), an error log line, `coherence_server_id_conflict` 1,
 //! role `UNKNOWN`. It takes the id over once the other process has left or its heartbeat is
 //! older than `server_ttl_ms` — so a sidecar restarted after a crash waits that long. The role is either pinned by configuration (static mode, like the
 //! seed's `StaticServerAccessor`) or elected: the same call renews a leader lease (SET NX PX,
@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use redis::Script;
 use tokio::sync::{watch, Notify};
 
-use crate::process::config::Settings;
+use crate::invalid_setting::InvalidSetting;
+use crate::load_balancing::ServiceHandle;
 use crate::redis::link::LinkError;
-use crate::versions::state::SidecarState;
 
 static SERVERS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("servers.lua")));
 
@@ -81,6 +81,17 @@ pub enum RoleMode {
 }
 
 impl RoleMode {
+    /// The `role` setting that means this mode (the inverse of [`RoleMode::parse`]).
+    pub fn setting(self) -> &'static str {
+        match self {
+            RoleMode::Elected => "elected",
+            RoleMode::Static(Role::Single) => "single",
+            RoleMode::Static(Role::SchedulingPublisher) => "scheduling-publisher",
+            RoleMode::Static(Role::Subscriber) => "subscriber",
+            RoleMode::Static(Role::Unknown) => "unknown",
+        }
+    }
+
     /// Parses the `role` setting.
     pub fn parse(setting: &str) -> Result<RoleMode, String> {
         match setting {
@@ -95,34 +106,58 @@ impl RoleMode {
     }
 }
 
-/// Checks the settings of this module; the error names the setting.
-pub fn validate_settings(s: &Settings) -> Result<(), (&'static str, String)> {
-    RoleMode::parse(&s.role).map_err(|m| ("role", m))?;
-    if s.lease_ms < 10 {
-        return Err(("lease_ms", "must be at least 10".into()));
+/// The settings of the server registry and the role, checked once at start.
+#[derive(Debug, Clone)]
+pub struct ServersConfig {
+    pub mode: RoleMode,
+    /// The leader lease (elected role).
+    pub lease: Duration,
+    /// How often the server registers its heartbeat and renews the lease.
+    pub refresh: Duration,
+    /// A server whose last heartbeat is older drops out of the list.
+    pub ttl: Duration,
+}
+
+impl ServersConfig {
+    /// Parses `role` and checks the timings against each other; the error names the setting.
+    pub fn new(
+        role: &str,
+        lease_ms: u64,
+        server_refresh_ms: u64,
+        server_ttl_ms: u64,
+    ) -> Result<ServersConfig, InvalidSetting> {
+        let mode = RoleMode::parse(role).map_err(|m| InvalidSetting::new("role", m))?;
+        if lease_ms < 10 {
+            return Err(InvalidSetting::new("lease_ms", "must be at least 10"));
+        }
+        if server_refresh_ms == 0 || server_refresh_ms.saturating_mul(3) > lease_ms {
+            return Err(InvalidSetting::new(
+                "server_refresh_ms",
+                format!(
+                    "must be greater than 0 and at most a third of lease_ms ({lease_ms}), so that a late renewal does not lose the lease"
+                ),
+            ));
+        }
+        if server_ttl_ms <= server_refresh_ms.saturating_mul(2) {
+            return Err(InvalidSetting::new(
+                "server_ttl_ms",
+                format!(
+                    "must be more than twice server_refresh_ms ({server_refresh_ms}), or live servers would drop out between heartbeats"
+                ),
+            ));
+        }
+        Ok(ServersConfig {
+            mode,
+            lease: Duration::from_millis(lease_ms),
+            refresh: Duration::from_millis(server_refresh_ms),
+            ttl: Duration::from_millis(server_ttl_ms),
+        })
     }
-    if s.server_refresh_ms == 0 || s.server_refresh_ms.saturating_mul(3) > s.lease_ms {
-        return Err((
-            "server_refresh_ms",
-            format!(
-                "must be greater than 0 and at most a third of lease_ms ({}), so that a late renewal does not lose the lease",
-                s.lease_ms
-            ),
-        ));
-    }
-    if s.server_ttl_ms <= s.server_refresh_ms.saturating_mul(2) {
-        return Err((
-            "server_ttl_ms",
-            format!(
-                "must be more than twice server_refresh_ms ({}), or live servers would drop out between heartbeats",
-                s.server_refresh_ms
-            ),
-        ));
-    }
-    if s.max_payload_bytes == 0 || s.max_payload_bytes > 64 * 1024 * 1024 {
-        return Err(("max_payload_bytes", "must be between 1 and 67108864".into()));
-    }
-    Ok(())
+}
+
+/// Milliseconds, as the registry script takes them.
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// This server's role and what it is based on.
@@ -159,69 +194,68 @@ struct Observation {
 
 /// The registry and role of one sidecar.
 pub struct Servers {
-    state: Arc<SidecarState>,
-    mode: RoleMode,
+    handle: ServiceHandle,
+    config: ServersConfig,
     incarnation: String,
     address: String,
     observed: Mutex<Option<Observation>>,
     /// Another live process has registered our server_id (the last heartbeat said so).
     conflict: AtomicBool,
+    /// Our server_id is registered as ours (the last heartbeat found no other process with it).
+    registered: AtomicBool,
     changed: Notify,
     status_tx: watch::Sender<RoleStatus>,
 }
 
 impl Servers {
-    pub fn new(
-        state: Arc<SidecarState>,
-        grpc_listen: &crate::process::listen::ListenAddr,
-    ) -> Servers {
-        let settings = &state.config.settings;
-        // Validated at start; a bad value cannot reach here, but never panic on it.
-        let mode = RoleMode::parse(&settings.role).unwrap_or(RoleMode::Elected);
-        let address = if settings.advertise_address.is_empty() {
-            grpc_listen.to_string()
-        } else {
-            settings.advertise_address.clone()
-        };
+    /// The registry of the namespace `handle` works in, with this server at `address`.
+    pub fn new(handle: ServiceHandle, config: ServersConfig, address: String) -> Servers {
         let initial = RoleStatus {
             role: Role::Unknown,
-            mode,
+            mode: config.mode,
             leader_id: String::new(),
             live_servers: 0,
             reason: "not registered yet".into(),
         };
         let (status_tx, _) = watch::channel(initial);
         Servers {
-            state,
-            mode,
+            handle,
+            config,
             incarnation: crate::token::random_token(),
             address,
             observed: Mutex::new(None),
             conflict: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
             changed: Notify::new(),
             status_tx,
         }
     }
 
     pub fn server_id(&self) -> &str {
-        &self.state.config.settings.server_id
+        &self.handle.server_id
+    }
+
+    /// Whether this sidecar's server_id is registered as its own: no other live process has
+    /// it. Until then the sidecar is not ready.
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::SeqCst)
     }
 
     fn keys(&self, server_id: &str) -> [String; 3] {
         let prefix = self.info_prefix();
         [
-            format!("coh:{{{}:servers}}:live", self.state.keyspace.namespace()),
+            format!("coh:{{{}:servers}}:live", self.handle.namespace),
             format!("{prefix}{server_id}"),
-            format!("coh:{{{}:servers}}:leader", self.state.keyspace.namespace()),
+            format!("coh:{{{}:servers}}:leader", self.handle.namespace),
         ]
     }
 
     fn info_prefix(&self) -> String {
-        format!("coh:{{{}:servers}}:s:", self.state.keyspace.namespace())
+        format!("coh:{{{}:servers}}:s:", self.handle.namespace)
     }
 
     fn lease(&self) -> Duration {
-        Duration::from_millis(self.state.config.settings.lease_ms)
+        self.config.lease
     }
 
     fn observation(&self) -> Option<Observation> {
@@ -251,7 +285,7 @@ impl Servers {
         });
         let status = |role: Role, reason: String| RoleStatus {
             role,
-            mode: self.mode,
+            mode: self.config.mode,
             leader_id: leader_id.clone(),
             live_servers,
             reason,
@@ -265,16 +299,16 @@ impl Servers {
                 ),
             );
         }
-        if let RoleMode::Static(role) = self.mode {
+        if let RoleMode::Static(role) = self.config.mode {
             return status(
                 role,
                 format!(
                     "pinned by configuration (role = {})",
-                    self.state.config.settings.role
+                    self.config.mode.setting()
                 ),
             );
         }
-        if !self.state.link.is_connected() {
+        if !self.handle.link.is_connected() {
             return status(Role::Unknown, "redis is unreachable".into());
         }
         let Some(observed) = observed else {
@@ -311,7 +345,7 @@ impl Servers {
     }
 
     fn ttl(&self) -> Duration {
-        Duration::from_millis(self.state.config.settings.server_ttl_ms)
+        self.config.ttl
     }
 
     /// The current status, then every change.
@@ -322,7 +356,7 @@ impl Servers {
     /// Recomputes the status and tells watchers and metrics when it changed.
     fn publish(&self) {
         let now = self.status();
-        let metrics = &self.state.metrics.load_balancing;
+        let metrics = &self.handle.metrics.load_balancing;
         metrics.servers_live.set(i64::from(now.live_servers));
         // Decided under the watch's lock, so two publishers never count one change twice.
         let mut role_changed = false;
@@ -356,14 +390,14 @@ impl Servers {
             .key(info)
             .key(leader)
             .arg("list")
-            .arg(self.state.config.settings.server_ttl_ms)
+            .arg(ms(self.config.ttl))
             .arg(self.info_prefix());
         let reply: Vec<String> = self
-            .state
+            .handle
             .link
             .run(
                 "servers_list",
-                self.state.config.request_timeout(),
+                self.handle.request_timeout,
                 |mut conn| async move { invocation.invoke_async(&mut conn).await },
             )
             .await?;
@@ -386,7 +420,6 @@ impl Servers {
 
     /// One heartbeat: registers this server and renews (or tries to take) the leader lease.
     async fn tick(&self) -> Result<(), LinkError> {
-        let settings = &self.state.config.settings;
         let [live, info, leader] = self.keys(self.server_id());
         let mut invocation = SERVERS.prepare_invoke();
         invocation
@@ -399,15 +432,15 @@ impl Servers {
             .arg(env!("CARGO_PKG_VERSION"))
             .arg(self.status().role.label())
             .arg(&self.incarnation)
-            .arg(settings.server_ttl_ms)
-            .arg(settings.lease_ms)
-            .arg(u8::from(self.mode == RoleMode::Elected));
+            .arg(ms(self.config.ttl))
+            .arg(ms(self.config.lease))
+            .arg(u8::from(self.config.mode == RoleMode::Elected));
         // A reply later than the lease is useless: the claim it would make has already ended.
-        let timeout = self.state.config.request_timeout().min(self.lease() / 2);
+        let timeout = self.handle.request_timeout.min(self.lease() / 2);
         // Measured before the call is sent: the lease in Redis starts later than this.
         let sent_at = Instant::now();
         let (leading, leader_id, live_servers, conflict): (u8, String, u32, u8) = self
-            .state
+            .handle
             .link
             .run("servers_tick", timeout, |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
@@ -429,8 +462,8 @@ impl Servers {
     /// follow it.
     fn set_conflict(&self, conflict: bool) {
         let was = self.conflict.swap(conflict, Ordering::SeqCst);
-        self.state.registered.store(!conflict, Ordering::SeqCst);
-        self.state
+        self.registered.store(!conflict, Ordering::SeqCst);
+        self.handle
             .metrics
             .load_balancing
             .server_id_conflict
@@ -438,7 +471,7 @@ impl Servers {
         if conflict && !was {
             tracing::error!(
                 server_id = %self.server_id(),
-                namespace = %self.state.keyspace.namespace(),
+                namespace = %self.handle.namespace,
                 "another live process has registered this server_id in the namespace; refusing to serve (not ready) until it leaves or its heartbeat is older than server_ttl_ms: give every sidecar its own server_id"
             );
         } else if was && !conflict {
@@ -458,7 +491,7 @@ impl Servers {
             .arg(self.server_id())
             .arg(&self.incarnation);
         let left: Result<u8, _> = self
-            .state
+            .handle
             .link
             .run(
                 "servers_leave",
@@ -473,17 +506,17 @@ impl Servers {
 
     /// Heartbeats until `shutdown`, then leaves the registry.
     pub async fn run_heartbeats(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let refresh = Duration::from_millis(self.state.config.settings.server_refresh_ms);
+        let refresh = self.config.refresh;
         let mut tick = tokio::time::interval(refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let unregistered = !self.state.registered.load(Ordering::SeqCst)
-                && !self.conflict.load(Ordering::SeqCst);
-            if unregistered && !self.state.link.is_connected() {
+            let unregistered =
+                !self.registered.load(Ordering::SeqCst) && !self.conflict.load(Ordering::SeqCst);
+            if unregistered && !self.handle.link.is_connected() {
                 // Readiness waits for the first registration: make it as soon as Redis is
                 // reachable rather than at the next beat.
                 tokio::select! {
-                    _ = self.state.link.wait_connected(refresh) => {}
+                    _ = self.handle.link.wait_connected(refresh) => {}
                     _ = shutdown.changed() => {}
                 }
             } else {
@@ -545,15 +578,27 @@ mod tests {
             Ok(RoleMode::Static(Role::SchedulingPublisher))
         );
         assert!(RoleMode::parse("leader").is_err());
-        let mut s = crate::process::config::Config::defaults();
-        s.role = "boss".into();
-        assert_eq!(validate_settings(&s).unwrap_err().0, "role");
-        let mut s = crate::process::config::Config::defaults();
-        s.server_refresh_ms = s.lease_ms;
-        assert_eq!(validate_settings(&s).unwrap_err().0, "server_refresh_ms");
-        let mut s = crate::process::config::Config::defaults();
-        s.server_ttl_ms = s.server_refresh_ms;
-        assert_eq!(validate_settings(&s).unwrap_err().0, "server_ttl_ms");
-        assert!(validate_settings(&crate::process::config::Config::defaults()).is_ok());
+        // The defaults: elected, lease 10 s, refresh 1 s, ttl 5 s.
+        let config = |role: &str, lease_ms, refresh_ms, ttl_ms| {
+            ServersConfig::new(role, lease_ms, refresh_ms, ttl_ms)
+        };
+        assert_eq!(
+            config("boss", 10_000, 1_000, 5_000).unwrap_err().setting,
+            "role"
+        );
+        assert_eq!(
+            config("elected", 10_000, 10_000, 5_000)
+                .unwrap_err()
+                .setting,
+            "server_refresh_ms"
+        );
+        assert_eq!(
+            config("elected", 10_000, 1_000, 1_000).unwrap_err().setting,
+            "server_ttl_ms"
+        );
+        assert!(config("elected", 10_000, 1_000, 5_000).is_ok());
+        for setting in ["elected", "single", "scheduling-publisher", "subscriber"] {
+            assert_eq!(RoleMode::parse(setting).map(RoleMode::setting), Ok(setting));
+        }
     }
 }

@@ -16,18 +16,19 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::metrics::exposition;
-use crate::versions::state::SidecarState;
+use crate::process::readiness::Readiness;
 
-pub fn router(state: Arc<SidecarState>) -> Router {
+pub fn router(readiness: Arc<Readiness>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(readiness)
 }
 
-async fn metrics(State(state): State<Arc<SidecarState>>, headers: HeaderMap) -> impl IntoResponse {
-    state.metrics.ready.set(i64::from(state.is_ready()));
+async fn metrics(State(readiness): State<Arc<Readiness>>, headers: HeaderMap) -> impl IntoResponse {
+    let state = readiness.versions();
+    state.metrics.ready.set(i64::from(readiness.is_ready()));
     state.metrics.mirror_keys.set(state.mirror.len() as i64);
     let openmetrics = state.metrics.encode();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
@@ -48,17 +49,14 @@ async fn livez() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<Arc<SidecarState>>) -> (StatusCode, &'static str) {
-    if state.is_ready() {
+async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, &'static str) {
+    if readiness.is_ready() {
         (StatusCode::OK, "ready\n")
-    } else if state
-        .shutting_down
-        .load(std::sync::atomic::Ordering::SeqCst)
-    {
+    } else if readiness.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else if !state.link.is_connected() {
+    } else if !readiness.versions().link.is_connected() {
         (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n")
-    } else if !state.registered.load(std::sync::atomic::Ordering::SeqCst) {
+    } else if !readiness.is_registered() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "server_id not registered (in use by another live process?)\n",

@@ -16,11 +16,13 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::invalid_setting::InvalidSetting;
+use crate::load_balancing::servers::ServersConfig;
 pub use crate::process::listen::ListenAddr;
 use crate::redis::access::AccessSettings;
 use crate::redis::config::{RedisConfig, RedisSettings};
 use crate::redis::url::redact_url;
 use crate::secrets::Secret;
+use crate::versions::state::VersionsSettings;
 
 /// Exit code for a configuration the sidecar refuses (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -194,6 +196,8 @@ pub struct Config {
     pub settings: Settings,
     /// How to reach Redis: `redis_url` parsed, credentials and TLS roots resolved (files read).
     pub redis: RedisConfig,
+    /// The server registry's settings, `role` parsed.
+    pub servers: ServersConfig,
     /// The bearer token gRPC calls must carry (`auth_token_file`), if any.
     pub auth_token: Option<Secret>,
 }
@@ -289,8 +293,18 @@ impl Config {
                 return Err(invalid(name, "must be greater than 0".into()));
             }
         }
-        crate::load_balancing::servers::validate_settings(&settings)
-            .map_err(|(name, m)| invalid(name, m))?;
+        let servers = ServersConfig::new(
+            &settings.role,
+            settings.lease_ms,
+            settings.server_refresh_ms,
+            settings.server_ttl_ms,
+        )?;
+        if settings.max_payload_bytes == 0 || settings.max_payload_bytes > 64 * 1024 * 1024 {
+            return Err(invalid(
+                "max_payload_bytes",
+                "must be between 1 and 67108864".into(),
+            ));
+        }
         let auth_token = read_auth_token(settings.auth_token_file.as_deref())?;
         if !LOG_FORMATS.contains(&settings.log_format.as_str()) {
             return Err(invalid(
@@ -310,6 +324,7 @@ impl Config {
         Ok(Config {
             settings,
             redis,
+            servers,
             auth_token,
         })
     }
@@ -331,6 +346,22 @@ impl Config {
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.settings.drain_timeout_ms)
+    }
+
+    /// The settings of the cache-version tasks.
+    pub fn versions_settings(&self) -> VersionsSettings {
+        let s = &self.settings;
+        VersionsSettings {
+            server_id: s.server_id.clone(),
+            max_staleness: self.max_staleness(),
+            heartbeat_interval: self.heartbeat_interval(),
+            check_deadline: self.check_deadline(),
+            request_timeout: self.request_timeout(),
+            reconcile_interval: self.reconcile_interval(),
+            replay_log_len: s.replay_log_len,
+            version_ttl_ms: s.version_ttl_ms,
+            mirror_max_keys: s.mirror_max_keys,
+        }
     }
 
     /// Every secret this configuration holds (passwords from settings, files and the URL, the

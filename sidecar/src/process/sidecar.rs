@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +32,15 @@ use crate::grpc::validation::Limits;
 use crate::load_balancing::jobs::Jobs;
 use crate::load_balancing::notifications::Notifications;
 use crate::load_balancing::servers::Servers;
+use crate::load_balancing::ServiceHandle;
 use crate::metrics::Metrics;
 use crate::process::admin;
 use crate::process::config::Config;
 use crate::process::listen::{GrpcListener, ListenAddr};
-use crate::versions::state::SidecarState;
+use crate::process::readiness::Readiness;
+use crate::redis::keyspace::Keyspace;
+use crate::redis::link::RedisLink;
+use crate::versions::state::VersionsState;
 use crate::versions::Versions;
 use crate::versions::{fences, reconcile, subscription};
 
@@ -59,8 +62,6 @@ pub enum StartError {
         addr: ListenAddr,
         source: std::io::Error,
     },
-    #[error("invalid redis_url: {0}")]
-    Redis(#[from] redis::RedisError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
     #[error("refusing to start: {0}")]
@@ -78,8 +79,12 @@ pub struct Sidecar {
     /// Where gRPC listens, as bound: `host:port` or `unix:///path`.
     pub grpc_listen: ListenAddr,
     pub admin_addr: SocketAddr,
-    pub state: Arc<SidecarState>,
+    /// The state the cache-version tasks share: Redis link, keyspace, mirror, metrics, the
+    /// Watch hub.
+    pub state: Arc<VersionsState>,
     pub versions: Arc<Versions>,
+    readiness: Arc<Readiness>,
+    drain_timeout: Duration,
     shutdown_tx: watch::Sender<bool>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     /// The Unix socket file to remove at shutdown.
@@ -117,14 +122,40 @@ impl Sidecar {
             (true, _) => {}
         }
 
-        let config_auth_token = config.auth_token.clone();
-        let state = SidecarState::new(config, Metrics::new())?;
-        state.link.refuse_evicting_policy(PREFLIGHT_TIMEOUT).await?;
+        let metrics = Metrics::new();
+        let link = RedisLink::new(&config.redis, metrics.clone());
+        link.refuse_evicting_policy(PREFLIGHT_TIMEOUT).await?;
+        let keyspace = Keyspace::new(&settings.namespace, settings.shards)
+            .with_sharded_channels(config.redis.target.is_cluster());
+        let state = VersionsState::new(
+            config.versions_settings(),
+            keyspace,
+            link.clone(),
+            metrics.clone(),
+        );
         let versions = Arc::new(Versions::new(Arc::clone(&state)));
+        let handle = ServiceHandle {
+            link: link.clone(),
+            namespace: Arc::from(settings.namespace.as_str()),
+            request_timeout: config.request_timeout(),
+            server_id: Arc::from(settings.server_id.as_str()),
+            metrics: metrics.clone(),
+        };
+        let address = if settings.advertise_address.is_empty() {
+            grpc_listen.to_string()
+        } else {
+            settings.advertise_address.clone()
+        };
+        let servers = Arc::new(Servers::new(
+            handle.clone(),
+            config.servers.clone(),
+            address,
+        ));
+        let readiness = Arc::new(Readiness::new(Arc::clone(&state), Arc::clone(&servers)));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
         let mut tasks = vec![
-            tokio::spawn(state.link.clone().supervise(shutdown_rx.clone())),
+            tokio::spawn(link.supervise(shutdown_rx.clone())),
             tokio::spawn(subscription::run(Arc::clone(&state), shutdown_rx.clone())),
             tokio::spawn(fences::run(Arc::clone(&state), shutdown_rx.clone())),
             tokio::spawn(reconcile::run(
@@ -136,7 +167,7 @@ impl Sidecar {
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         tasks.push(tokio::spawn(report_health(
-            Arc::clone(&state),
+            Arc::clone(&readiness),
             health_reporter,
             shutdown_rx.clone(),
         )));
@@ -162,22 +193,22 @@ impl Sidecar {
             shutdown_rx.clone(),
         ))
         .max_decoding_message_size(limits.max_message_bytes());
-        let jobs = Arc::new(Jobs::new(Arc::clone(&state)));
+        let jobs = Arc::new(Jobs::new(handle.clone()));
         let jobs_service = JobsServer::new(JobsService::new(Arc::clone(&jobs), limits));
-        let servers = Arc::new(Servers::new(Arc::clone(&state), &grpc_listen));
         tasks.push(tokio::spawn(
             Arc::clone(&servers).run_heartbeats(shutdown_rx.clone()),
         ));
         tasks.push(tokio::spawn(
             Arc::clone(&servers).run_status(shutdown_rx.clone()),
         ));
-        let notifications = Arc::new(Notifications::new(Arc::clone(&state)));
+        let notifications = Arc::new(Notifications::new(handle));
         tasks.push(tokio::spawn(
             Arc::clone(&notifications).run(shutdown_rx.clone()),
         ));
         let notifications_service = NotificationsServer::new(NotificationsService::new(
             Arc::clone(&notifications),
             limits,
+            settings.max_payload_bytes,
             shutdown_rx.clone(),
         ))
         .max_decoding_message_size(NotificationsService::max_message_bytes(
@@ -191,10 +222,10 @@ impl Sidecar {
         let mut grpc_shutdown = shutdown_rx.clone();
         let router = tonic::transport::Server::builder()
             .layer(GrpcMetricsLayer::new(
-                state.metrics.clone(),
+                metrics.clone(),
                 KnownMethods::from_descriptor_sets(DESCRIPTOR_SETS),
             ))
-            .layer(AuthLayer::new(config_auth_token.as_ref()))
+            .layer(AuthLayer::new(config.auth_token.as_ref()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -230,7 +261,7 @@ impl Sidecar {
         });
 
         let mut admin_shutdown = shutdown_rx.clone();
-        let admin_router = admin::router(Arc::clone(&state));
+        let admin_router = admin::router(Arc::clone(&readiness));
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(admin_listener, admin_router)
                 .with_graceful_shutdown(async move {
@@ -249,6 +280,8 @@ impl Sidecar {
             admin_addr,
             state,
             versions,
+            readiness,
+            drain_timeout: config.drain_timeout(),
             shutdown_tx,
             grpc_task,
             grpc_socket,
@@ -256,24 +289,29 @@ impl Sidecar {
         })
     }
 
+    /// Ready to serve (see [`Readiness`]): what `/readyz` and health report.
+    pub fn is_ready(&self) -> bool {
+        self.readiness.is_ready()
+    }
+
     /// Waits until the sidecar is ready (or `timeout` passes); returns whether it is.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
-            if self.state.is_ready() {
+            if self.is_ready() {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.state.is_ready()
+        self.is_ready()
     }
 
     /// Graceful shutdown: readiness drops, streams end, in-flight calls drain (bounded).
     pub async fn shutdown(self) {
-        self.state.shutting_down.store(true, Ordering::SeqCst);
+        self.readiness.shut_down();
         self.state.metrics.ready.set(0);
         let _ = self.shutdown_tx.send(true);
-        let drain = self.state.config.drain_timeout();
+        let drain = self.drain_timeout;
         let mut grpc_task = self.grpc_task;
         if tokio::time::timeout(drain, &mut grpc_task).await.is_err() {
             tracing::warn!(?drain, "drain timed out; closing remaining calls");
@@ -318,16 +356,18 @@ fn local_addr(
     })
 }
 
-/// Mirrors readiness into `grpc.health.v1`: SERVING only while ready.
+/// Mirrors readiness into `grpc.health.v1` (SERVING only while ready) and the
+/// `coherence_ready` gauge.
 async fn report_health(
-    state: Arc<SidecarState>,
+    readiness: Arc<Readiness>,
     reporter: tonic_health::server::HealthReporter,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last = None;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
-        let ready = state.is_ready();
+        let ready = readiness.is_ready();
+        readiness.versions().metrics.ready.set(i64::from(ready));
         if last != Some(ready) {
             let status = if ready {
                 ServingStatus::Serving

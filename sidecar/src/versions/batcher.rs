@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::redis::link::LinkError;
 use crate::versions::shard_script::{self, ShardKeysToRead, VersionsMode};
-use crate::versions::state::SidecarState;
+use crate::versions::state::VersionsState;
 use crate::versions::version::{VersionAt, VersionStr};
 
 /// Most keys one batch takes, so that a burst cannot make one huge script call.
@@ -48,7 +48,7 @@ impl ReadVersion {
 
 /// The coalescing reader (or bumper) of one sidecar.
 pub struct Batcher {
-    state: Arc<SidecarState>,
+    state: Arc<VersionsState>,
     mode: VersionsMode,
     queue: Mutex<Queue>,
 }
@@ -65,7 +65,7 @@ struct Queue {
 impl Batcher {
     /// A batcher that gets (`VersionsMode::Get`), reads (`VersionsMode::Read`) or bumps
     /// (`VersionsMode::Bump`).
-    pub fn new(state: Arc<SidecarState>, mode: VersionsMode) -> Arc<Batcher> {
+    pub fn new(state: Arc<VersionsState>, mode: VersionsMode) -> Arc<Batcher> {
         Arc::new(Batcher {
             state,
             mode,
@@ -143,9 +143,9 @@ impl Batcher {
                 }
             }
         }
-        let timeout = state.config.request_timeout();
-        let log_len = state.config.settings.replay_log_len;
-        let ttl_ms = state.config.settings.version_ttl_ms;
+        let timeout = state.settings.request_timeout;
+        let log_len = state.settings.replay_log_len;
+        let ttl_ms = state.settings.version_ttl_ms;
         let mode = self.mode;
         let operation = match mode {
             VersionsMode::Get | VersionsMode::Read => "read",

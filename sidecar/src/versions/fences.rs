@@ -12,76 +12,30 @@
 //! deliveries per interval, not N × shards calls each delivered N times.
 //!
 //! Each round also sends a `Heartbeat` to Watch streams, so that clients can tell a quiet
-//! stream from a dead one, and refreshes the fence-age and mirror-size gauges.
+//! stream from a dead one, and refreshes the fence-age and mirror-size gauges. The fences in
+//! flight are the shared state's ([`crate::versions::state::Fences`]): the subscription takes
+//! them back.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::redis::keyspace::FenceGroup;
 use crate::redis::link::LinkError;
 use crate::versions::shard_script;
-use crate::versions::state::{SidecarState, WatchItem};
-
-/// Fences sent and not yet returned, by nonce.
-#[derive(Default)]
-pub struct Fences {
-    pending: Mutex<HashMap<String, (Vec<u32>, Instant)>>,
-    last_returned: Mutex<Option<Instant>>,
-    nudge: Notify,
-}
-
-impl Fences {
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u32>, Instant)>> {
-        match self.pending.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// Registers a fence of `shards` about to be sent; returns its nonce.
-    fn register(&self, shards: Vec<u32>, sent_at: Instant) -> String {
-        let nonce = crate::token::random_token();
-        self.pending().insert(nonce.clone(), (shards, sent_at));
-        nonce
-    }
-
-    /// The shards and send instant of our fence `nonce`, if it is still pending.
-    pub fn take(&self, nonce: &str) -> Option<(Vec<u32>, Instant)> {
-        let taken = self.pending().remove(nonce)?;
-        if let Ok(mut last) = self.last_returned.lock() {
-            *last = Some(Instant::now());
-        }
-        Some(taken)
-    }
-
-    /// When one of our fences last came back.
-    pub fn last_returned(&self) -> Option<Instant> {
-        self.last_returned.lock().ok().and_then(|g| *g)
-    }
-
-    /// Asks the heartbeat loop to fence every shard now (after a resubscribe).
-    pub fn fence_now(&self) {
-        self.nudge.notify_one();
-    }
-
-    fn forget_older_than(&self, limit: Instant) {
-        self.pending().retain(|_, (_, sent)| *sent >= limit);
-    }
-}
+use crate::versions::state::{VersionsState, WatchItem};
 
 /// Sends fences and watch heartbeats until `shutdown`.
-pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) {
-    let interval = state.config.heartbeat_interval();
+pub async fn run(state: Arc<VersionsState>, mut shutdown: watch::Receiver<bool>) {
+    let interval = state.settings.heartbeat_interval;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut all_fenced_at = state.started_at;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = state.fences.nudge.notified() => {}
+            _ = state.fences.nudged() => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {
@@ -106,7 +60,6 @@ pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) 
             .fence_age
             .set(now.saturating_duration_since(all_fenced_at).as_secs_f64());
         state.metrics.mirror_keys.set(state.mirror.len() as i64);
-        state.metrics.ready.set(i64::from(state.is_ready()));
         let sent_at_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -121,10 +74,8 @@ pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) 
 }
 
 /// One fence per group of shards, sent concurrently.
-async fn fence_round(state: Arc<SidecarState>) {
-    let groups = state
-        .keyspace
-        .fence_groups(&state.config.settings.server_id);
+async fn fence_round(state: Arc<VersionsState>) {
+    let groups = state.keyspace.fence_groups(&state.settings.server_id);
     let fences = groups.iter().map(|group| fence(&state, group));
     for result in futures::future::join_all(fences).await {
         if let Err(err) = result {
@@ -134,8 +85,8 @@ async fn fence_round(state: Arc<SidecarState>) {
 }
 
 /// Sends one fence for `group`, telling the script the newest state seen of each shard.
-async fn fence(state: &SidecarState, group: &FenceGroup) -> Result<(), LinkError> {
-    let timeout = state.config.max_staleness().max(Duration::from_millis(100));
+async fn fence(state: &VersionsState, group: &FenceGroup) -> Result<(), LinkError> {
+    let timeout = state.settings.max_staleness.max(Duration::from_millis(100));
     let keyspace = &state.keyspace;
     let nonce = &state.fences.register(group.shards.clone(), Instant::now());
     let seen: &Vec<shard_script::Seen> = &group

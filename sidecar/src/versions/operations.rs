@@ -18,7 +18,7 @@ use crate::redis::link::LinkError;
 use crate::versions::batcher::Batcher;
 use crate::versions::mirror::TokenCheck;
 use crate::versions::shard_script::VersionsMode;
-use crate::versions::state::SidecarState;
+use crate::versions::state::VersionsState;
 use crate::versions::version::{Version, VersionAt, VersionStr};
 
 /// Where a check was answered from (the metric label `source`, and `CheckResult.source`).
@@ -82,7 +82,7 @@ pub struct CheckOutcome {
 
 /// The cache-version operations of one sidecar.
 pub struct Versions {
-    state: Arc<SidecarState>,
+    state: Arc<VersionsState>,
     getter: Arc<Batcher>,
     reader: Arc<Batcher>,
     bumper: Arc<Batcher>,
@@ -90,7 +90,7 @@ pub struct Versions {
 }
 
 impl Versions {
-    pub fn new(state: Arc<SidecarState>) -> Versions {
+    pub fn new(state: Arc<VersionsState>) -> Versions {
         Versions {
             getter: Batcher::new(Arc::clone(&state), VersionsMode::Get),
             reader: Batcher::new(Arc::clone(&state), VersionsMode::Read),
@@ -100,7 +100,7 @@ impl Versions {
         }
     }
 
-    pub fn state(&self) -> &Arc<SidecarState> {
+    pub fn state(&self) -> &Arc<VersionsState> {
         &self.state
     }
 
@@ -189,7 +189,7 @@ impl Versions {
         }
         if !missing.is_empty() {
             let read_keys = missing.iter().map(|&i| entries[i].0.clone()).collect();
-            let deadline = self.state.config.check_deadline();
+            let deadline = self.state.settings.check_deadline;
             let read = tokio::time::timeout(deadline, self.reader.run(read_keys)).await;
             match read {
                 Ok(Ok(reads)) => {

@@ -10,16 +10,16 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::versions::batcher::Batcher;
-use crate::versions::state::{Invalidated, SidecarState, WatchItem};
+use crate::versions::state::{Invalidated, VersionsState, WatchItem};
 
 const CHUNK: usize = 1_000;
 
 pub async fn run(
-    state: Arc<SidecarState>,
+    state: Arc<VersionsState>,
     reader: Arc<Batcher>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(state.config.reconcile_interval());
+    let mut tick = tokio::time::interval(state.settings.reconcile_interval);
     tick.tick().await;
     loop {
         tokio::select! {
@@ -46,7 +46,7 @@ pub async fn run(
 /// only when no invalidation was in flight (see [`crate::versions::mirror::Mirror::correct`]); then the
 /// correction is announced to watchers as an invalidation at the shard's sequence, in order
 /// with every other announcement.
-pub async fn reconcile_once(state: &SidecarState, reader: &Arc<Batcher>) -> u64 {
+pub async fn reconcile_once(state: &VersionsState, reader: &Arc<Batcher>) -> u64 {
     let mut mismatches = 0;
     for shard in 0..state.keyspace.shard_count() {
         let keys = state.mirror.keys(shard);

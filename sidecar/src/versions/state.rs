@@ -1,19 +1,34 @@
-//! The state one sidecar's tasks share: configuration, Redis link, mirror, metrics and the
-//! event hub that feeds Watch streams.
+//! The state the cache-version tasks share: their settings, the Redis link and keyspace, the
+//! mirror, the fences in flight, and the hub that feeds Watch streams.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 use crate::metrics::Metrics;
-use crate::process::config::Config;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
-use crate::versions::fences::Fences;
+use crate::token::random_token;
 use crate::versions::mirror::Mirror;
 use crate::versions::version::VersionStr;
+
+/// The settings of the cache-version tasks (see the configuration reference for each).
+#[derive(Debug, Clone)]
+pub struct VersionsSettings {
+    /// Names this sidecar's own fence channels.
+    pub server_id: String,
+    pub max_staleness: Duration,
+    pub heartbeat_interval: Duration,
+    pub check_deadline: Duration,
+    pub request_timeout: Duration,
+    pub reconcile_interval: Duration,
+    pub replay_log_len: u64,
+    pub version_ttl_ms: u64,
+    pub mirror_max_keys: usize,
+}
 
 /// An event for Watch streams.
 #[derive(Debug, Clone)]
@@ -41,9 +56,61 @@ pub struct Invalidated {
     pub bumped_at_unix_ms: u64,
 }
 
-/// Everything the sidecar's tasks share.
-pub struct SidecarState {
-    pub config: Config,
+/// Heartbeat fences sent and not yet returned, by nonce (see [`crate::versions::fences`]).
+#[derive(Default)]
+pub struct Fences {
+    pending: Mutex<HashMap<String, (Vec<u32>, Instant)>>,
+    last_returned: Mutex<Option<Instant>>,
+    nudge: Notify,
+}
+
+impl Fences {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u32>, Instant)>> {
+        match self.pending.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Registers a fence of `shards` about to be sent; returns its nonce.
+    pub(super) fn register(&self, shards: Vec<u32>, sent_at: Instant) -> String {
+        let nonce = random_token();
+        self.pending().insert(nonce.clone(), (shards, sent_at));
+        nonce
+    }
+
+    /// The shards and send instant of our fence `nonce`, if it is still pending.
+    pub fn take(&self, nonce: &str) -> Option<(Vec<u32>, Instant)> {
+        let taken = self.pending().remove(nonce)?;
+        if let Ok(mut last) = self.last_returned.lock() {
+            *last = Some(Instant::now());
+        }
+        Some(taken)
+    }
+
+    /// When one of our fences last came back.
+    pub fn last_returned(&self) -> Option<Instant> {
+        self.last_returned.lock().ok().and_then(|g| *g)
+    }
+
+    /// Asks the heartbeat loop to fence every shard now (after a resubscribe).
+    pub fn fence_now(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Resolves when [`Fences::fence_now`] was called.
+    pub(super) async fn nudged(&self) {
+        self.nudge.notified().await
+    }
+
+    pub(super) fn forget_older_than(&self, limit: Instant) {
+        self.pending().retain(|_, (_, sent)| *sent >= limit);
+    }
+}
+
+/// Everything the cache-version tasks share.
+pub struct VersionsState {
+    pub settings: VersionsSettings,
     pub keyspace: Keyspace,
     pub link: RedisLink,
     pub mirror: Mirror,
@@ -51,22 +118,20 @@ pub struct SidecarState {
     pub fences: Fences,
     pub events: broadcast::Sender<WatchItem>,
     pub subscription_live: AtomicBool,
-    pub shutting_down: AtomicBool,
-    /// This sidecar registered its server_id as its own (no other live process has it).
-    pub registered: AtomicBool,
     pub started_at: Instant,
 }
 
-impl SidecarState {
-    pub fn new(config: Config, metrics: Metrics) -> redis::RedisResult<Arc<SidecarState>> {
-        let s = &config.settings;
-        let keyspace = Keyspace::new(&s.namespace, s.shards)
-            .with_sharded_channels(config.redis.target.is_cluster());
-        let link = RedisLink::new(&config.redis, metrics.clone());
+impl VersionsState {
+    pub fn new(
+        settings: VersionsSettings,
+        keyspace: Keyspace,
+        link: RedisLink,
+        metrics: Metrics,
+    ) -> Arc<VersionsState> {
         let (events, _) = broadcast::channel(65_536);
-        let mirror = Mirror::new(s.shards, config.max_staleness())
-            .with_max_keys(s.mirror_max_keys, metrics.mirror_evictions.clone());
-        Ok(Arc::new(SidecarState {
+        let mirror = Mirror::new(keyspace.shard_count(), settings.max_staleness)
+            .with_max_keys(settings.mirror_max_keys, metrics.mirror_evictions.clone());
+        Arc::new(VersionsState {
             mirror,
             keyspace,
             link,
@@ -74,19 +139,16 @@ impl SidecarState {
             fences: Fences::default(),
             events,
             subscription_live: AtomicBool::new(false),
-            shutting_down: AtomicBool::new(false),
-            registered: AtomicBool::new(false),
             started_at: Instant::now(),
-            config,
-        }))
+            settings,
+        })
     }
 
-    /// Ready to serve: Redis verified, subscription live, every shard synced, not draining,
-    /// server_id registered as ours.
-    pub fn is_ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::SeqCst)
-            && self.registered.load(Ordering::SeqCst)
-            && self.link.is_connected()
+    /// Whether versions can be vouched for: Redis verified, subscription live, every shard
+    /// synced. (The sidecar is ready when this holds, its server_id is its own and it is
+    /// not shutting down.)
+    pub fn is_synced(&self) -> bool {
+        self.link.is_connected()
             && self.subscription_live.load(Ordering::SeqCst)
             && self.mirror.all_synced()
     }

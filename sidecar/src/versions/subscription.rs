@@ -27,7 +27,7 @@ use crate::redis::link::LinkError;
 use crate::versions::messages::{ChannelMessage, FenceMessage, InvalidationMessage};
 use crate::versions::mirror::{Applied, FenceCheck};
 use crate::versions::shard_script;
-use crate::versions::state::{Invalidated, SidecarState, WatchItem};
+use crate::versions::state::{Invalidated, VersionsState, WatchItem};
 use crate::versions::version::VersionStr;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ enum SessionError {
 }
 
 /// Keeps the subscription alive until `shutdown`.
-pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(state: Arc<VersionsState>, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(50);
     let mut sessions = 0u64;
     loop {
@@ -82,7 +82,7 @@ pub async fn run(state: Arc<SidecarState>, mut shutdown: watch::Receiver<bool>) 
 }
 
 async fn session(
-    state: &Arc<SidecarState>,
+    state: &Arc<VersionsState>,
     shutdown: &mut watch::Receiver<bool>,
     sessions: &mut u64,
 ) -> Result<(), SessionError> {
@@ -95,7 +95,7 @@ async fn session(
     let mut channels = keyspace.channels();
     channels.extend(
         keyspace
-            .fence_groups(&state.config.settings.server_id)
+            .fence_groups(&state.settings.server_id)
             .into_iter()
             .map(|group| group.channel),
     );
@@ -103,7 +103,7 @@ async fn session(
         .link
         .run(
             "subscription_plan",
-            state.config.request_timeout(),
+            state.settings.request_timeout,
             |mut conn| {
                 let channels = &channels;
                 async move {
@@ -153,7 +153,7 @@ async fn session(
     state.fences.fence_now();
 
     let session_start = Instant::now();
-    let stall_limit = (state.config.max_staleness() * 4).max(Duration::from_secs(2));
+    let stall_limit = (state.settings.max_staleness * 4).max(Duration::from_secs(2));
     let mut stall_check = tokio::time::interval(stall_limit / 4);
     loop {
         tokio::select! {
@@ -176,7 +176,7 @@ async fn session(
     }
 }
 
-async fn handle_push(state: &Arc<SidecarState>, push: PushInfo) -> Result<(), SessionError> {
+async fn handle_push(state: &Arc<VersionsState>, push: PushInfo) -> Result<(), SessionError> {
     match push.kind {
         PushKind::Message | PushKind::SMessage => {}
         PushKind::Disconnection => return Err(SessionError::Disconnected),
@@ -213,7 +213,7 @@ fn bytes(value: Value) -> Option<Vec<u8>> {
 }
 
 async fn on_invalidation(
-    state: &Arc<SidecarState>,
+    state: &Arc<VersionsState>,
     shard: u32,
     msg: InvalidationMessage,
 ) -> Result<(), SessionError> {
@@ -258,7 +258,7 @@ async fn on_invalidation(
 /// answers meanwhile), so every such drop is announced with one `Resync`, sent before any
 /// shard of this fence is marked fresh and so before any heartbeat vouches past it (the watch
 /// contract, docs/design.md).
-async fn on_fence(state: &Arc<SidecarState>, msg: FenceMessage) -> Result<(), SessionError> {
+async fn on_fence(state: &Arc<VersionsState>, msg: FenceMessage) -> Result<(), SessionError> {
     let Some((shards, sent_at)) = state.fences.take(&msg.nonce) else {
         return Ok(());
     };
@@ -300,7 +300,7 @@ async fn on_fence(state: &Arc<SidecarState>, msg: FenceMessage) -> Result<(), Se
 /// Brings a shard from `from - 1` up to `to` from its replay log, or drops it when the log no
 /// longer holds those entries.
 async fn repair(
-    state: &Arc<SidecarState>,
+    state: &Arc<VersionsState>,
     shard: u32,
     epoch: &str,
     from: u64,
@@ -312,7 +312,7 @@ async fn repair(
             .link
             .run(
                 "read_log",
-                state.config.request_timeout(),
+                state.settings.request_timeout,
                 |mut conn| async move {
                     shard_script::read_log(&mut conn, keyspace, shard, from, to).await
                 },
@@ -356,7 +356,7 @@ async fn repair(
 }
 
 /// Counts an applied invalidation and hands it to watchers.
-fn announce(state: &SidecarState, invalidated: Invalidated) {
+fn announce(state: &VersionsState, invalidated: Invalidated) {
     state.metrics.invalidations_received.inc();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use coherence_client::{AuthToken, Client, Consistency};
-use coherence_sidecar::listen::ListenAddr;
+use coherence_sidecar::process::listen::ListenAddr;
 use coherence_testkit::RedisServer;
 use common::{coherencectl, start_sidecar_with, stderr, stdout};
 use tonic_health::pb::health_client::HealthClient;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use coherence_sidecar::server::SERVICE_NAME;
+use coherence_sidecar::process::sidecar::SERVICE_NAME;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::{eventually, RedisServer};
 use common::{grpc_url, http_get, start_sidecar, start_unready, WAIT};

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use coherence_client::{Client, Consistency, MirrorOptions, Version, WatchEvent};
-use coherence_sidecar::config::Settings;
+use coherence_sidecar::process::config::Settings;
 use coherence_testkit::{eventually, RedisServer};
 use common::{grpc_url, start_sidecar_with, WAIT};
 use futures::StreamExt;

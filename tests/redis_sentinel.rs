@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use coherence_client::Client;
-use coherence_sidecar::config::Settings;
+use coherence_sidecar::process::config::Settings;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::sentinel::SentinelOptions;
 use coherence_testkit::tls::TestCertificates;

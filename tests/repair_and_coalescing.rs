@@ -225,7 +225,7 @@ fn script_calls(fleet: &Fleet) -> u64 {
 
 /// Settings under which the sidecar makes no script call of its own while a test counts them:
 /// no heartbeat fence after the first, no reconciliation, no server-registry refresh.
-fn no_background_script_calls(s: &mut coherence_sidecar::config::Settings) {
+fn no_background_script_calls(s: &mut coherence_sidecar::process::config::Settings) {
     s.heartbeat_interval_ms = 600_000;
     s.max_staleness_ms = 1_200_000;
     s.reconcile_interval_ms = 600_000;
@@ -241,7 +241,7 @@ fn no_background_script_calls(s: &mut coherence_sidecar::config::Settings) {
 /// coalescing.
 async fn with_all_begun<T>(
     fleet: &Fleet,
-    batcher: &coherence_sidecar::batcher::Batcher,
+    batcher: &coherence_sidecar::versions::batcher::Batcher,
     n: u64,
     calls: impl std::future::Future<Output = T>,
 ) -> T {
@@ -427,7 +427,7 @@ async fn a_version_key_deleted_by_hand_means_everything_changed() {
         .is_current("member:7", &v2, Consistency::Strong)
         .await
         .unwrap());
-    let keyspace = coherence_sidecar::keyspace::Keyspace::new(
+    let keyspace = coherence_sidecar::redis::keyspace::Keyspace::new(
         &fleet.settings.namespace,
         fleet.settings.shards,
     );

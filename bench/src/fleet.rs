@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use coherence_sidecar::config::Config;
+use coherence_sidecar::process::config::Config;
 use coherence_sidecar::Sidecar;
 use tokio::runtime::Handle;
 

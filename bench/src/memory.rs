@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use coherence_client::{Client, Consistency, Version};
-use coherence_sidecar::keyspace::Keyspace;
-use coherence_sidecar::mirror::Mirror;
+use coherence_sidecar::redis::keyspace::Keyspace;
+use coherence_sidecar::versions::mirror::Mirror;
 
 use crate::driver::{closed_loop, paced};
 use crate::fleet::{own_rss_bytes, rss_bytes_of};

@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use coherence_client::{Client, Consistency, MirrorOptions};
-use coherence_sidecar::config::Config;
+use coherence_sidecar::process::config::Config;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::RedisServer;
 

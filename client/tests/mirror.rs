@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coherence_client::{Client, MirrorEvent, MirrorOptions};
-use coherence_sidecar::state::WatchItem;
+use coherence_sidecar::versions::state::WatchItem;
 use coherence_testkit::{eventually, RedisServer};
 use support::{start_sidecar, start_sidecar_on, url};
 

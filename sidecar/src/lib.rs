@@ -6,41 +6,28 @@
 //! Redis pub/sub — with the guarantees stated in docs/design.md (no false "current", bounded
 //! staleness, strong reads on request, fail closed, no lost invalidation unnoticed).
 //!
-//! Start one with [`server::Sidecar::start`]; the binary `coherence-sidecar` does exactly that
-//! from flags, environment and an optional TOML file ([`config`]).
+//! Start one with [`Sidecar::start`]; the binary `coherence-sidecar` does exactly that from
+//! flags, environment and an optional TOML file ([`process::config`]).
+//!
+//! ## Layout
+//!
+//! One folder per concept, listed top to bottom; a module uses only modules below it:
+//!
+//! - [`process`]: the running process — configuration, listeners, start and stop, the admin
+//!   HTTP listener;
+//! - [`grpc`]: the gRPC API, one module per service, and the layers around it;
+//! - [`versions`]: cache versions — Get, Check, Bump, the mirror and what keeps it fresh;
+//! - [`load_balancing`]: server roles, distributed jobs, the notifications backplane;
+//! - [`redis`]: reaching Redis — deployments, credentials, the verified connection, key names;
+//! - [`metrics`] and [`secrets`]: what every layer records, and what none may print.
 
-pub mod admin;
-pub mod batcher;
-pub mod config;
-pub mod exposition;
 pub mod grpc;
-pub mod grpc_auth;
-pub mod grpc_metrics;
-pub mod heartbeat;
-pub mod jobs;
-pub mod jobs_grpc;
-pub mod keyspace;
-pub mod kit_grpc;
-pub mod limits;
-pub mod listen;
-pub mod message;
+pub mod load_balancing;
 pub mod metrics;
-pub mod mirror;
-pub mod notifications;
-pub mod notifications_grpc;
-pub mod reconcile;
-pub mod redis_access;
-pub mod redis_link;
-pub mod redis_target;
-pub mod redis_url;
-pub mod scripts;
+pub mod process;
+pub mod redis;
 pub mod secrets;
-pub mod server;
-pub mod servers;
-pub mod servers_grpc;
-pub mod state;
-pub mod subscription;
 pub mod versions;
 
-pub use config::Config;
-pub use server::Sidecar;
+pub use process::config::Config;
+pub use process::sidecar::Sidecar;

@@ -7,7 +7,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use coherence_sidecar::config::{Config, ConfigOrAction, EXIT_CONFIG};
+use coherence_sidecar::process::config::{Config, ConfigOrAction, EXIT_CONFIG};
 use coherence_sidecar::secrets::Scrubber;
 use coherence_sidecar::Sidecar;
 

@@ -2,7 +2,7 @@
 //! way Kubernetes mounts a Secret, and kept out of every output.
 //!
 //! The first defence is structural: a secret is never formatted (URLs lose their credentials
-//! before anything parses them, see [`crate::redis_url`]; settings and credentials print
+//! before anything parses them, see [`crate::redis::url`]; settings and credentials print
 //! `***`). The binary adds a last one, for text we do not write ourselves — a dependency's
 //! log line, a panic message: [`Scrubber`] replaces every known secret in each log line and
 //! panic message with `***` before it reaches stderr. Secrets shorter than
@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::ConfigError;
+use crate::process::config::ConfigError;
 
 /// A secret value: `Debug` prints `***`.
 #[derive(Clone, PartialEq, Eq)]

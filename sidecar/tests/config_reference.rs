@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use coherence_sidecar::config::{reference_table, SETTINGS};
+use coherence_sidecar::process::config::{reference_table, SETTINGS};
 
 const START: &str = "<!-- config-reference:start -->\n";
 const END: &str = "<!-- config-reference:end -->";

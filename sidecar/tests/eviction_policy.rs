@@ -8,10 +8,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coherence_sidecar::config::{Config, Settings};
 use coherence_sidecar::metrics::{CheckSource, Metrics};
-use coherence_sidecar::redis_link::VerifyError;
-use coherence_sidecar::state::SidecarState;
+use coherence_sidecar::process::config::{Config, Settings};
+use coherence_sidecar::redis::link::VerifyError;
+use coherence_sidecar::versions::state::SidecarState;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::{eventually, RedisServer};
 

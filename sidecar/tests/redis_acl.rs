@@ -155,7 +155,7 @@ async fn sidecar_works_under_the_documented_acl_user_and_nothing_more() {
     })
     .await;
     assert!(from_mirror, "checks answered from the mirror");
-    // Job leases and periodic runs (lua/jobs.lua) under the same rule.
+    // Job leases and periodic runs (load_balancing/jobs.lua) under the same rule.
     let mut jobs = coherence_proto::v1::jobs_client::JobsClient::connect(format!(
         "http://{}",
         sidecar.grpc_addr

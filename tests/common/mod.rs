@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::time::Duration;
 
-use coherence_sidecar::config::{Config, Settings};
+use coherence_sidecar::process::config::{Config, Settings};
 use coherence_sidecar::Sidecar;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

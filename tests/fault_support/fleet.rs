@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coherence_client::{CheckSource, Client, Consistency, Version};
-use coherence_sidecar::config::{Config, Settings};
+use coherence_sidecar::process::config::{Config, Settings};
 use coherence_sidecar::Sidecar;
 use coherence_testkit::{RedisCluster, RedisProxy, RedisServer};
 
@@ -32,7 +32,8 @@ pub fn fault_settings(redis_url: &str, server_id: &str) -> Settings {
 
 /// `n` distinct keys that all fall into shard 0 (for bursts of one script call).
 pub fn keys_of_one_shard(settings: &Settings, n: usize) -> Vec<String> {
-    let keyspace = coherence_sidecar::keyspace::Keyspace::new(&settings.namespace, settings.shards);
+    let keyspace =
+        coherence_sidecar::redis::keyspace::Keyspace::new(&settings.namespace, settings.shards);
     (0..)
         .map(|i| format!("burst:{i}"))
         .filter(|k| keyspace.shard_of(k) == 0)
@@ -369,7 +370,9 @@ async fn start_sidecar(settings: Settings) -> Sidecar {
         let config = Config::validate(settings.clone()).expect("valid settings");
         match Sidecar::start(config).await {
             Ok(sidecar) => return sidecar,
-            Err(err @ coherence_sidecar::server::StartError::Bind { .. }) if attempts < 50 => {
+            Err(err @ coherence_sidecar::process::sidecar::StartError::Bind { .. })
+                if attempts < 50 =>
+            {
                 attempts += 1;
                 eprintln!("retrying a sidecar start: {err}");
                 tokio::time::sleep(Duration::from_millis(100)).await;

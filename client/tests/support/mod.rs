@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use coherence_sidecar::config::Config;
+use coherence_sidecar::process::config::Config;
 use coherence_sidecar::Sidecar;
 
 /// Starts a sidecar on `listen` (port 0 for any) against `redis_url` and waits until ready.

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use coherence_example_items::{AppConfig, Item, RunningApp};
-use coherence_sidecar::config::Config;
+use coherence_sidecar::process::config::Config;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::RedisServer;
 use tokio_postgres::NoTls;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use coherence_sidecar::config::{Config, Settings};
+use coherence_sidecar::process::config::{Config, Settings};
 use coherence_sidecar::Sidecar;
 use coherence_testkit::RedisServer;
 use tonic::transport::{Channel, Endpoint};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
-use coherence_sidecar::config::{Config, Settings};
+use coherence_sidecar::process::config::{Config, Settings};
 use coherence_sidecar::Sidecar;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

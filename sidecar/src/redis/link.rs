@@ -2,7 +2,7 @@
 //!
 //! Every new connection is checked before any command runs on it: Redis must not be able to
 //! evict keys that have no time to live (its `maxmemory-policy`; docs/design.md says why). (A restarted or failed-over Redis that went
-//! back in time is caught by `lua/shard.lua` itself, on every call, against the run id read
+//! back in time is caught by `versions/shard.lua` itself, on every call, against the run id read
 //! when the connection was opened.) Until a verified connection exists, [`RedisLink::run`]
 //! answers [`LinkError::Unavailable`] at once, which callers turn into a fail-closed answer.
 //! Reconnection happens in the background with exponential backoff; the library's own silent
@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use redis::{AsyncConnectionConfig, RedisResult};
 use tokio::sync::{watch, Notify};
 
-use crate::config::redact_url;
 use crate::metrics::Metrics;
-use crate::redis_target::{CommandConnection, RedisTarget};
+use crate::process::config::redact_url;
+use crate::redis::target::{CommandConnection, RedisTarget};
 
 /// Why a Redis operation did not produce an answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -64,7 +64,7 @@ struct Verified {
 }
 
 impl RedisLink {
-    /// A link to `target` (with credentials and TLS roots, see [`crate::redis_access`]);
+    /// A link to `target` (with credentials and TLS roots, see [`crate::redis::access`]);
     /// `url` is only shown in logs, password redacted.
     pub fn new(
         target: RedisTarget,

@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use tokio::sync::broadcast;
 
-use crate::config::Config;
-use crate::heartbeat::Fences;
-use crate::keyspace::Keyspace;
 use crate::metrics::Metrics;
-use crate::mirror::{Mirror, VersionStr};
-use crate::redis_link::RedisLink;
-use crate::redis_target::RedisTarget;
+use crate::process::config::Config;
+use crate::redis::keyspace::Keyspace;
+use crate::redis::link::RedisLink;
+use crate::redis::target::RedisTarget;
+use crate::versions::fences::Fences;
+use crate::versions::mirror::{Mirror, VersionStr};
 
 /// An event for Watch streams.
 #[derive(Debug, Clone)]

@@ -23,22 +23,23 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use crate::config::Config;
-use crate::grpc::CacheVersionsService;
-use crate::grpc_auth::AuthLayer;
-use crate::grpc_metrics::{GrpcMetricsLayer, KnownMethods};
-use crate::jobs::Jobs;
-use crate::jobs_grpc::JobsService;
-use crate::limits::Limits;
-use crate::listen::{GrpcListener, ListenAddr};
+use crate::grpc::auth::AuthLayer;
+use crate::grpc::cache_versions::CacheVersionsService;
+use crate::grpc::jobs::JobsService;
+use crate::grpc::metrics::{GrpcMetricsLayer, KnownMethods};
+use crate::grpc::notifications::NotificationsService;
+use crate::grpc::servers::ServersService;
+use crate::grpc::validation::Limits;
+use crate::load_balancing::jobs::Jobs;
+use crate::load_balancing::notifications::Notifications;
+use crate::load_balancing::servers::Servers;
 use crate::metrics::Metrics;
-use crate::notifications::Notifications;
-use crate::notifications_grpc::NotificationsService;
-use crate::servers::Servers;
-use crate::servers_grpc::ServersService;
-use crate::state::SidecarState;
+use crate::process::admin;
+use crate::process::config::Config;
+use crate::process::listen::{GrpcListener, ListenAddr};
+use crate::versions::state::SidecarState;
 use crate::versions::Versions;
-use crate::{admin, heartbeat, reconcile, subscription};
+use crate::versions::{fences, reconcile, subscription};
 
 /// The gRPC service name health is reported under (besides the overall "").
 pub const SERVICE_NAME: &str = "coherence.v1.CacheVersions";
@@ -63,7 +64,7 @@ pub enum StartError {
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
     #[error("refusing to start: {0}")]
-    RedisRefused(#[from] crate::redis_link::VerifyError),
+    RedisRefused(#[from] crate::redis::link::VerifyError),
 }
 
 /// How long start-up waits for Redis to answer its eviction-policy check.
@@ -125,7 +126,7 @@ impl Sidecar {
         let mut tasks = vec![
             tokio::spawn(state.link.clone().supervise(shutdown_rx.clone())),
             tokio::spawn(subscription::run(Arc::clone(&state), shutdown_rx.clone())),
-            tokio::spawn(heartbeat::run(Arc::clone(&state), shutdown_rx.clone())),
+            tokio::spawn(fences::run(Arc::clone(&state), shutdown_rx.clone())),
             tokio::spawn(reconcile::run(
                 Arc::clone(&state),
                 Arc::clone(versions.reader()),

@@ -5,7 +5,7 @@
 //! job. So every grant carries a **fencing token** that is larger than every token issued for
 //! that job before; the resource rejects writes carrying an older token (docs/jobs.md).
 //!
-//! Every step is one call of `lua/jobs.lua` on keys that share the job's hash tag
+//! Every step is one call of `load_balancing/jobs.lua` on keys that share the job's hash tag
 //! (`coh:{<namespace>:job:<job>}:…`), so it is atomic and runs unchanged on Redis Cluster. Time
 //! (leases, periods, the token floor) comes from the Redis clock inside the script; no clock
 //! agreement between servers is assumed.
@@ -14,10 +14,10 @@ use std::sync::{Arc, LazyLock};
 
 use redis::Script;
 
-use crate::redis_link::LinkError;
-use crate::state::SidecarState;
+use crate::redis::link::LinkError;
+use crate::versions::state::SidecarState;
 
-static JOBS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/jobs.lua")));
+static JOBS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("jobs.lua")));
 
 /// Longest lease, run lease or period accepted, in milliseconds (one day).
 pub const MAX_MS: u64 = 24 * 60 * 60 * 1000;
@@ -143,9 +143,9 @@ impl Jobs {
     fn count(&self, op: &'static str, granted: bool) {
         let metrics = &self.state.metrics;
         let family = if granted {
-            &metrics.kit.job_grants
+            &metrics.load_balancing.job_grants
         } else {
-            &metrics.kit.job_refusals
+            &metrics.load_balancing.job_refusals
         };
         family.get_or_create(&[("op", op)]).inc();
     }

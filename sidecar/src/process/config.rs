@@ -10,15 +10,15 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use crate::listen::ListenAddr;
+pub use crate::process::listen::ListenAddr;
 use crate::secrets::Secret;
 use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
 
-pub use crate::redis_access::RedisAccess;
-pub use crate::redis_url::redact_url;
+pub use crate::redis::access::RedisAccess;
+pub use crate::redis::url::redact_url;
 
 /// Exit code for a configuration the sidecar refuses (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -244,7 +244,7 @@ impl Config {
         let invalid =
             |setting: &'static str, message: String| ConfigError::Invalid { setting, message };
         let url = settings.redis_url.as_str();
-        if let Err(err) = crate::redis_target::RedisTarget::parse(url) {
+        if let Err(err) = crate::redis::target::RedisTarget::parse(url) {
             return Err(invalid(
                 "redis_url",
                 format!(
@@ -254,7 +254,7 @@ impl Config {
             ));
         }
         let redis_access = RedisAccess::from_settings(&settings)?;
-        crate::keyspace::validate_namespace(&settings.namespace)
+        crate::redis::keyspace::validate_namespace(&settings.namespace)
             .map_err(|m| invalid("namespace", m))?;
         if settings.server_id.is_empty() || settings.server_id.contains('|') {
             return Err(invalid(
@@ -286,7 +286,8 @@ impl Config {
                 return Err(invalid(name, "must be greater than 0".into()));
             }
         }
-        crate::servers::validate_settings(&settings).map_err(|(name, m)| invalid(name, m))?;
+        crate::load_balancing::servers::validate_settings(&settings)
+            .map_err(|(name, m)| invalid(name, m))?;
         let auth_token = read_auth_token(&settings.auth_token_file)?;
         if !LOG_FORMATS.contains(&settings.log_format.as_str()) {
             return Err(invalid(
@@ -334,7 +335,7 @@ impl Config {
     /// ([`crate::secrets::Scrubber`]).
     pub fn secrets(&self) -> Vec<String> {
         let mut secrets = self.redis_access.secrets();
-        secrets.extend(crate::redis_url::url_secrets(&self.settings.redis_url));
+        secrets.extend(crate::redis::url::url_secrets(&self.settings.redis_url));
         secrets.extend(self.auth_token.iter().map(|t| t.expose().to_string()));
         secrets
     }

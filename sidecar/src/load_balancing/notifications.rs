@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::redis_link::LinkError;
-use crate::state::SidecarState;
+use crate::redis::link::LinkError;
+use crate::versions::state::SidecarState;
 
 /// A notification as carried on the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,11 @@ impl Notifications {
                 },
             )
             .await?;
-        self.state.metrics.kit.notifications_published.inc();
+        self.state
+            .metrics
+            .load_balancing
+            .notifications_published
+            .inc();
         Ok(receivers)
     }
 

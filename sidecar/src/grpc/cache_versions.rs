@@ -9,11 +9,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::limits::Limits;
+use crate::grpc::validation::Limits;
 use crate::metrics::CheckSource;
-use crate::mirror::VersionAt;
-use crate::redis_link::LinkError;
-use crate::state::WatchItem;
+use crate::redis::link::LinkError;
+use crate::versions::mirror::VersionAt;
+use crate::versions::state::WatchItem;
 use crate::versions::Versions;
 
 /// The gRPC face of one sidecar's [`Versions`].
@@ -33,7 +33,7 @@ impl CacheVersionsService {
     }
 }
 
-/// gRPC metrics are recorded for every call by [`crate::grpc_metrics`], not here.
+/// gRPC metrics are recorded for every call by [`crate::grpc::metrics`], not here.
 fn finish<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {
     result.map(Response::new)
 }

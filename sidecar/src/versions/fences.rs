@@ -1,6 +1,6 @@
 //! Heartbeat fences: how the sidecar proves its mirror fresh with its own clock only.
 //!
-//! Every `heartbeat_interval` the sidecar runs the fence of `lua/shard.lua` once per group of
+//! Every `heartbeat_interval` the sidecar runs the fence of `versions/shard.lua` once per group of
 //! shards that share a Redis node (one call for all shards on a standalone Redis), which
 //! publishes one heartbeat carrying every fenced shard's epoch and sequence on this sidecar's
 //! own fence channel. The send instant is remembered (monotonic clock). When the heartbeat comes
@@ -20,10 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Notify};
 
-use crate::keyspace::FenceGroup;
-use crate::redis_link::LinkError;
-use crate::scripts;
-use crate::state::{SidecarState, WatchItem};
+use crate::redis::keyspace::FenceGroup;
+use crate::redis::link::LinkError;
+use crate::versions::shard_script;
+use crate::versions::state::{SidecarState, WatchItem};
 
 /// Fences sent and not yet returned, by nonce.
 #[derive(Default)]
@@ -43,7 +43,7 @@ impl Fences {
 
     /// Registers a fence of `shards` about to be sent; returns its nonce.
     fn register(&self, shards: Vec<u32>, sent_at: Instant) -> String {
-        let nonce = scripts::random_token();
+        let nonce = shard_script::random_token();
         self.pending().insert(nonce.clone(), (shards, sent_at));
         nonce
     }
@@ -138,7 +138,7 @@ async fn fence(state: &SidecarState, group: &FenceGroup) -> Result<(), LinkError
     let timeout = state.config.max_staleness().max(Duration::from_millis(100));
     let keyspace = &state.keyspace;
     let nonce = &state.fences.register(group.shards.clone(), Instant::now());
-    let seen: &Vec<scripts::Seen> = &group
+    let seen: &Vec<shard_script::Seen> = &group
         .shards
         .iter()
         .map(|&shard| state.mirror.newest_seen(shard))
@@ -146,7 +146,7 @@ async fn fence(state: &SidecarState, group: &FenceGroup) -> Result<(), LinkError
     state
         .link
         .run("fence", timeout, |mut conn| async move {
-            scripts::fence(
+            shard_script::fence(
                 &mut conn,
                 keyspace,
                 &group.shards,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::batcher::Batcher;
-use crate::state::{Invalidated, SidecarState, WatchItem};
+use crate::versions::batcher::Batcher;
+use crate::versions::state::{Invalidated, SidecarState, WatchItem};
 
 const CHUNK: usize = 1_000;
 
@@ -43,7 +43,7 @@ pub async fn run(
 ///
 /// Reads go through the read batcher, which writes nothing to Redis (a key without a version
 /// — expired or deleted — is dropped from the mirror by the read itself). A difference counts
-/// only when no invalidation was in flight (see [`crate::mirror::Mirror::correct`]); then the
+/// only when no invalidation was in flight (see [`crate::versions::mirror::Mirror::correct`]); then the
 /// correction is announced to watchers as an invalidation at the shard's sequence, in order
 /// with every other announcement.
 pub async fn reconcile_once(state: &SidecarState, reader: &Arc<Batcher>) -> u64 {

@@ -6,9 +6,8 @@ use coherence_proto::v1 as pb;
 use coherence_proto::v1::jobs_server::Jobs as JobsApi;
 use tonic::{Request, Response, Status};
 
-use crate::jobs::{JobError, Jobs, MAX_MS};
-use crate::kit_grpc::{check_ms, check_name};
-use crate::limits::Limits;
+use crate::grpc::validation::{check_ms, Limits};
+use crate::load_balancing::jobs::{JobError, Jobs, MAX_MS};
 
 /// The gRPC face of one sidecar's [`Jobs`].
 pub struct JobsService {
@@ -45,7 +44,7 @@ impl JobsApi for JobsService {
     ) -> Result<Response<pb::TryAcquireResponse>, Status> {
         let req = request.into_inner();
         async {
-            check_name(&self.limits, "job", &req.job)?;
+            self.limits.check_name("job", &req.job)?;
             check_ms("ttl_ms", req.ttl_ms, MAX_MS, false)?;
             let holder = self.holder(&req.holder)?;
             let lease = self
@@ -70,7 +69,7 @@ impl JobsApi for JobsService {
     ) -> Result<Response<pb::RenewResponse>, Status> {
         let req = request.into_inner();
         async {
-            check_name(&self.limits, "job", &req.job)?;
+            self.limits.check_name("job", &req.job)?;
             check_ms("ttl_ms", req.ttl_ms, MAX_MS, false)?;
             let lease = self
                 .jobs
@@ -91,7 +90,7 @@ impl JobsApi for JobsService {
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let req = request.into_inner();
         async {
-            check_name(&self.limits, "job", &req.job)?;
+            self.limits.check_name("job", &req.job)?;
             self.jobs
                 .release(&req.job, req.fencing_token)
                 .await
@@ -108,7 +107,7 @@ impl JobsApi for JobsService {
     ) -> Result<Response<pb::ClaimRunResponse>, Status> {
         let req = request.into_inner();
         async {
-            check_name(&self.limits, "job", &req.job)?;
+            self.limits.check_name("job", &req.job)?;
             check_ms("period_ms", req.period_ms, MAX_MS, false)?;
             check_ms("lease_ms", req.lease_ms, MAX_MS, true)?;
             let holder = self.holder(&req.holder)?;

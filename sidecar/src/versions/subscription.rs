@@ -23,11 +23,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
-use crate::message::{ChannelMessage, FenceMessage, InvalidationMessage};
-use crate::mirror::{Applied, FenceCheck, VersionStr};
-use crate::redis_link::LinkError;
-use crate::scripts;
-use crate::state::{Invalidated, SidecarState, WatchItem};
+use crate::redis::link::LinkError;
+use crate::versions::messages::{ChannelMessage, FenceMessage, InvalidationMessage};
+use crate::versions::mirror::{Applied, FenceCheck, VersionStr};
+use crate::versions::shard_script;
+use crate::versions::state::{Invalidated, SidecarState, WatchItem};
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
@@ -306,14 +306,17 @@ async fn repair(
     to: u64,
 ) -> Result<(), SessionError> {
     let keyspace = &state.keyspace;
-    let entries = state
-        .link
-        .run(
-            "read_log",
-            state.config.request_timeout(),
-            |mut conn| async move { scripts::read_log(&mut conn, keyspace, shard, from, to).await },
-        )
-        .await?;
+    let entries =
+        state
+            .link
+            .run(
+                "read_log",
+                state.config.request_timeout(),
+                |mut conn| async move {
+                    shard_script::read_log(&mut conn, keyspace, shard, from, to).await
+                },
+            )
+            .await?;
     let prefix = format!("{epoch}.");
     let complete = entries.len() as u64 == to + 1 - from
         && entries.iter().all(|e| e.version.starts_with(&prefix));

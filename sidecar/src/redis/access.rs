@@ -13,8 +13,8 @@ use std::path::Path;
 
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisResult};
 
-use crate::config::{ConfigError, Settings};
-use crate::redis_url::Credentials;
+use crate::process::config::{ConfigError, Settings};
+use crate::redis::url::Credentials;
 use crate::secrets::read_secret_file;
 
 /// Resolved credentials and TLS roots (files already read).
@@ -121,7 +121,7 @@ impl RedisAccess {
         };
         // Catch what redis-rs would refuse at connect time (bad URL, bad CA) now, as a
         // configuration error. The URL's credentials never reach these messages.
-        crate::redis_target::RedisTarget::parse(&s.redis_url)
+        crate::redis::target::RedisTarget::parse(&s.redis_url)
             .and_then(|target| target.with_access(access.clone()).check())
             .map_err(|err| {
                 invalid(
@@ -202,7 +202,7 @@ pub fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::process::config::Config;
 
     fn settings() -> Settings {
         Config::defaults()

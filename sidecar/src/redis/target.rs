@@ -15,10 +15,10 @@
 //!   an SUNSUBSCRIBE from the server after a slot moved) ends the whole subscription session,
 //!   which is rebuilt from a fresh `CLUSTER KEYSLOT`/`CLUSTER SLOTS` view and repaired.
 //!
-//! The URL's credentials are cut off before it is parsed ([`crate::redis_url`]): every URL
+//! The URL's credentials are cut off before it is parsed ([`crate::redis::url`]): every URL
 //! this module builds, connects to or quotes in an error is credential-free.
 //!
-//! Whatever the deployment, `lua/shard.lua` notices when a shard is served by a different Redis
+//! Whatever the deployment, `versions/shard.lua` notices when a shard is served by a different Redis
 //! process than before (failover to a replica that missed writes) and retires every earlier
 //! version, so a failover never makes a superseded version current again.
 
@@ -33,8 +33,8 @@ use redis::{
     RedisResult, Value,
 };
 
-use crate::redis_access::RedisAccess;
-use crate::redis_url::{split_credentials, Credentials};
+use crate::redis::access::RedisAccess;
+use crate::redis::url::{split_credentials, Credentials};
 
 /// The deployment named by `redis_url`, with the credentials to reach its nodes.
 #[derive(Debug, Clone)]

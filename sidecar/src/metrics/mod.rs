@@ -2,7 +2,10 @@
 //!
 //! Every metric the sidecar exports is declared here, with Prometheus naming (`coherence_`
 //! prefix, `_total` counters, `_seconds` histograms) and never a cache key as a label, so that
-//! cardinality stays fixed however many keys an application uses.
+//! cardinality stays fixed however many keys an application uses. [`exposition`] renders them
+//! in the two text formats `/metrics` speaks.
+
+pub mod exposition;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,7 +85,7 @@ pub struct Metrics {
     pub redis_errors: Family<Labels1, Counter>,
     pub watch_streams: Gauge,
     pub ready: Gauge,
-    pub kit: KitMetrics,
+    pub load_balancing: LoadBalancingMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -125,7 +128,7 @@ impl Metrics {
             redis_errors: Family::default(),
             watch_streams: Gauge::default(),
             ready: Gauge::default(),
-            kit: KitMetrics::default(),
+            load_balancing: LoadBalancingMetrics::default(),
         };
         let r = &mut registry;
         r.register(
@@ -241,7 +244,7 @@ impl Metrics {
         for op in ["read", "bump", "fence", "read_log"] {
             let _ = m.redis_errors.get_or_create(&[("op", op)]);
         }
-        m.kit.register(r);
+        m.load_balancing.register(r);
         Metrics {
             registry: Arc::new(registry),
             ..m
@@ -281,9 +284,9 @@ impl Metrics {
     }
 }
 
-/// Metrics of the load-balancing kit: roles, jobs and notifications.
+/// Metrics of the load-balancing services: roles, jobs and notifications.
 #[derive(Clone, Default)]
-pub struct KitMetrics {
+pub struct LoadBalancingMetrics {
     pub role_changes: Counter,
     pub role: Family<Labels1, Gauge>,
     pub servers_live: Gauge,
@@ -295,7 +298,7 @@ pub struct KitMetrics {
     pub notifications_missed: Family<Labels1, Counter>,
 }
 
-impl KitMetrics {
+impl LoadBalancingMetrics {
     fn register(&self, r: &mut Registry) {
         r.register(
             "role_changes",

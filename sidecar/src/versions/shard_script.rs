@@ -3,7 +3,7 @@
 //! Every change to a shard (new version, sequence, replay-log entry, publish) happens inside one
 //! script call, on keys that share the shard's hash tag (design guarantee 6); on a standalone
 //! Redis one call may cover several shards, on a cluster it covers one (one slot). The scripts live in
-//! `lua/shard.lua`, which also retires every earlier version whenever the shard is served by a
+//! `versions/shard.lua`, which also retires every earlier version whenever the shard is served by a
 //! different Redis process than last time (restart, restore, failover; the process's run id
 //! comes from [`CommandConnection::run_id`]); `Script::invoke_async`
 //! sends EVALSHA and reloads the script when a restarted Redis lost it.
@@ -13,10 +13,10 @@ use std::sync::LazyLock;
 use redis::streams::StreamRangeReply;
 use redis::{RedisResult, Script};
 
-use crate::keyspace::Keyspace;
-use crate::redis_target::CommandConnection;
+use crate::redis::keyspace::Keyspace;
+use crate::redis::target::CommandConnection;
 
-static SHARD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/shard.lua")));
+static SHARD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("shard.lua")));
 
 /// A shard's epoch and sequence as of one script call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub fn random_token() -> String {
 
 /// The newest epoch and sequence a sidecar has seen for a shard, passed to every script call:
 /// a lower sequence in that epoch means Redis's data went back in time, and the script starts a
-/// new epoch (see `lua/shard.lua`).
+/// new epoch (see `versions/shard.lua`).
 pub type Seen = Option<(String, u64)>;
 
 /// The keys of one shard to read (or bump) in a [`versions`] call, with the newest state of
@@ -65,7 +65,7 @@ pub struct ShardKeysToRead<'a> {
     pub seen: Seen,
 }
 
-/// What every call of the shard script is told first (see `lua/shard.lua`).
+/// What every call of the shard script is told first (see `versions/shard.lua`).
 struct Header {
     mode: &'static str,
     replay_log_len: u64,

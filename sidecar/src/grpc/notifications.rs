@@ -10,9 +10,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::kit_grpc::check_name;
-use crate::limits::Limits;
-use crate::notifications::{NoteEvent, Notifications};
+use crate::grpc::validation::Limits;
+use crate::load_balancing::notifications::{NoteEvent, Notifications};
 
 /// The gRPC face of one sidecar's [`Notifications`].
 pub struct NotificationsService {
@@ -50,7 +49,7 @@ impl NotificationsApi for NotificationsService {
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         let req = request.into_inner();
-        check_name(&self.limits, "topic", &req.topic)?;
+        self.limits.check_name("topic", &req.topic)?;
         if req.payload.len() > self.max_payload_bytes {
             return Err(Status::invalid_argument(format!(
                 "payload: {} bytes, more than max_payload_bytes ({})",
@@ -78,7 +77,7 @@ impl NotificationsApi for NotificationsService {
         }
         self.limits.check_count("topics", req.topics.len())?;
         for (i, topic) in req.topics.iter().enumerate() {
-            check_name(&self.limits, &format!("topics[{i}]"), topic)?;
+            self.limits.check_name(&format!("topics[{i}]"), topic)?;
         }
         // Listen first, then wait for the subscription: nothing after `subscribed` is missed
         // silently.
@@ -110,7 +109,7 @@ async fn forward(
     mut shutdown: watch::Receiver<bool>,
 ) {
     use pb::notification_event::Event;
-    let metrics = hub.state().metrics.kit.clone();
+    let metrics = hub.state().metrics.load_balancing.clone();
     let went_live = async { live.wait_for(|up| *up).await.is_ok() };
     tokio::select! {
         up = went_live => if !up { return },

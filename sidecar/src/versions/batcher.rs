@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::mirror::{VersionAt, VersionStr};
-use crate::redis_link::LinkError;
-use crate::scripts::{self, ShardKeysToRead, VersionsMode};
-use crate::state::SidecarState;
+use crate::redis::link::LinkError;
+use crate::versions::mirror::{VersionAt, VersionStr};
+use crate::versions::shard_script::{self, ShardKeysToRead, VersionsMode};
+use crate::versions::state::SidecarState;
 
 /// Most keys one batch takes, so that a burst cannot make one huge script call.
 const MAX_BATCH_KEYS: usize = 10_000;
@@ -169,7 +169,7 @@ impl Batcher {
             let result = state
                 .link
                 .run(operation, timeout, |mut conn| async move {
-                    scripts::versions(&mut conn, keyspace, mode, shards, log_len, ttl_ms).await
+                    shard_script::versions(&mut conn, keyspace, mode, shards, log_len, ttl_ms).await
                 })
                 .await;
             (shards, result)

@@ -15,8 +15,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::exposition;
-use crate::state::SidecarState;
+use crate::metrics::exposition;
+use crate::versions::state::SidecarState;
 
 pub fn router(state: Arc<SidecarState>) -> Router {
     Router::new()

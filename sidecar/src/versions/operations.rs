@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::batcher::Batcher;
 use crate::metrics::CheckSource;
-use crate::mirror::{TokenCheck, VersionAt, VersionStr};
-use crate::redis_link::LinkError;
-use crate::scripts::VersionsMode;
-use crate::state::SidecarState;
+use crate::redis::link::LinkError;
+use crate::versions::batcher::Batcher;
+use crate::versions::mirror::{TokenCheck, VersionAt, VersionStr};
+use crate::versions::shard_script::VersionsMode;
+use crate::versions::state::SidecarState;
 
 /// The answer to one checked entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

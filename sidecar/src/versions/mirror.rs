@@ -111,7 +111,7 @@ struct ShardMirror {
     entries: HashMap<Box<str>, Entry>,
     /// The newest `(epoch, sequence)` Redis has shown us for the shard, from any source (the
     /// stream, reads, own bumps). If Redis later shows a lower sequence in that epoch, its data
-    /// went back in time; the scripts are told, and start a new epoch (see `lua/shard.lua`).
+    /// went back in time; the scripts are told, and start a new epoch (see `versions/shard.lua`).
     seen: Option<(String, u64)>,
 }
 

@@ -1,6 +1,6 @@
 //! The messages sidecars receive on their subscription.
 //!
-//! They are produced by `lua/shard.lua` and parsed here. Text, `|`-separated, with the cache
+//! They are produced by `versions/shard.lua` and parsed here. Text, `|`-separated, with the cache
 //! key last so that it may contain any character:
 //!
 //! - invalidation, on a shard's channel: `i|<epoch>|<seq>|<bumped_at_unix_ms>|<version>|<key>`

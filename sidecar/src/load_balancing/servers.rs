@@ -1,6 +1,6 @@
 //! Servers and roles: the registry of live servers, and which one is the scheduling publisher.
 //!
-//! Every sidecar registers its server in Redis (`lua/servers.lua`, keys under the hash tag
+//! Every sidecar registers its server in Redis (`load_balancing/servers.lua`, keys under the hash tag
 //! `{<namespace>:servers}`) every `server_refresh_ms`; a server whose heartbeat is older than
 //! `server_ttl_ms` drops out.
 //!
@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 use redis::Script;
 use tokio::sync::{watch, Notify};
 
-use crate::config::Settings;
-use crate::redis_link::LinkError;
-use crate::state::SidecarState;
+use crate::process::config::Settings;
+use crate::redis::link::LinkError;
+use crate::versions::state::SidecarState;
 
-static SERVERS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/servers.lua")));
+static SERVERS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("servers.lua")));
 
 /// The seed's server roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,7 +171,10 @@ pub struct Servers {
 }
 
 impl Servers {
-    pub fn new(state: Arc<SidecarState>, grpc_listen: &crate::listen::ListenAddr) -> Servers {
+    pub fn new(
+        state: Arc<SidecarState>,
+        grpc_listen: &crate::process::listen::ListenAddr,
+    ) -> Servers {
         let settings = &state.config.settings;
         // Validated at start; a bad value cannot reach here, but never panic on it.
         let mode = RoleMode::parse(&settings.role).unwrap_or(RoleMode::Elected);
@@ -191,7 +194,7 @@ impl Servers {
         Servers {
             state,
             mode,
-            incarnation: crate::scripts::random_token(),
+            incarnation: crate::versions::shard_script::random_token(),
             address,
             observed: Mutex::new(None),
             conflict: AtomicBool::new(false),
@@ -319,7 +322,7 @@ impl Servers {
     /// Recomputes the status and tells watchers and metrics when it changed.
     fn publish(&self) {
         let now = self.status();
-        let metrics = &self.state.metrics.kit;
+        let metrics = &self.state.metrics.load_balancing;
         metrics.servers_live.set(i64::from(now.live_servers));
         // Decided under the watch's lock, so two publishers never count one change twice.
         let mut role_changed = false;
@@ -429,7 +432,7 @@ impl Servers {
         self.state.registered.store(!conflict, Ordering::SeqCst);
         self.state
             .metrics
-            .kit
+            .load_balancing
             .server_id_conflict
             .set(i64::from(conflict));
         if conflict && !was {
@@ -542,15 +545,15 @@ mod tests {
             Ok(RoleMode::Static(Role::SchedulingPublisher))
         );
         assert!(RoleMode::parse("leader").is_err());
-        let mut s = crate::config::Config::defaults();
+        let mut s = crate::process::config::Config::defaults();
         s.role = "boss".into();
         assert_eq!(validate_settings(&s).unwrap_err().0, "role");
-        let mut s = crate::config::Config::defaults();
+        let mut s = crate::process::config::Config::defaults();
         s.server_refresh_ms = s.lease_ms;
         assert_eq!(validate_settings(&s).unwrap_err().0, "server_refresh_ms");
-        let mut s = crate::config::Config::defaults();
+        let mut s = crate::process::config::Config::defaults();
         s.server_ttl_ms = s.server_refresh_ms;
         assert_eq!(validate_settings(&s).unwrap_err().0, "server_ttl_ms");
-        assert!(validate_settings(&crate::config::Config::defaults()).is_ok());
+        assert!(validate_settings(&crate::process::config::Config::defaults()).is_ok());
     }
 }

@@ -1,5 +1,6 @@
-//! Input limits: what a request may contain, and the `INVALID_ARGUMENT` that names the field
-//! and index of the first thing wrong with it.
+//! Request validation for every gRPC service: what a request may contain, and the
+//! `INVALID_ARGUMENT` that names the field (and index) of the first thing wrong with it. Keys,
+//! prefixes, job and topic names, and durations are checked here and nowhere else.
 
 use tonic::Status;
 
@@ -49,6 +50,18 @@ impl Limits {
         Ok(())
     }
 
+    /// Checks a job or topic name: non-empty, at most `max_key_bytes`, and no '{' or '}' (the
+    /// name becomes part of a Redis hash tag).
+    pub fn check_name(&self, field: &str, name: &str) -> Result<(), Status> {
+        self.check_key(field, name, false)?;
+        if name.contains(['{', '}']) {
+            return Err(Status::invalid_argument(format!(
+                "{field}: must not contain '{{' or '}}'"
+            )));
+        }
+        Ok(())
+    }
+
     /// The largest request message these limits allow, for tonic's decoder.
     pub fn max_message_bytes(&self) -> usize {
         let per_key = self.max_key_bytes + 256;
@@ -57,6 +70,21 @@ impl Limits {
             .saturating_add(64 * 1024)
             .max(4 * 1024 * 1024)
     }
+}
+
+/// Checks a duration field in milliseconds: 1..=`max`, or 0 when `zero_ok`.
+pub fn check_ms(field: &str, value: u64, max: u64, zero_ok: bool) -> Result<(), Status> {
+    if value == 0 && !zero_ok {
+        return Err(Status::invalid_argument(format!(
+            "{field}: must be greater than 0"
+        )));
+    }
+    if value > max {
+        return Err(Status::invalid_argument(format!(
+            "{field}: {value} ms is more than the maximum ({max} ms)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::servers::{Role, RoleMode, RoleStatus, Servers};
+use crate::load_balancing::servers::{Role, RoleMode, RoleStatus, Servers};
 
 /// The gRPC face of one sidecar's [`Servers`].
 pub struct ServersService {

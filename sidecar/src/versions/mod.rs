@@ -1,0 +1,20 @@
+//! Cache versions, the core of coherence: Get, Check and Bump ([`Versions`]), the in-memory
+//! mirror that answers most checks ([`mirror`]), and the tasks that keep it provably fresh —
+//! the subscription that applies invalidations in order and repairs gaps ([`subscription`]),
+//! the heartbeat fences that bound its staleness ([`fences`]) and periodic reconciliation
+//! ([`reconcile`]).
+//!
+//! A shard's state in Redis is read and written only by `shard.lua`, through
+//! [`shard_script`]; reads and bumps are coalesced by [`batcher`].
+
+pub mod batcher;
+pub mod fences;
+pub mod messages;
+pub mod mirror;
+pub mod operations;
+pub mod reconcile;
+pub mod shard_script;
+pub mod state;
+pub mod subscription;
+
+pub use operations::{CheckOutcome, Versions};

@@ -28,7 +28,10 @@ use coherence_client::{Client, Version, WatchEvent};
 use coherence_sidecar::config::Settings;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::{eventually, Flow, FreezingProxy, Link, RedisProxy, RedisServer};
-use common::{grpc_url, start_sidecar, start_sidecar_with, start_unready, WAIT};
+use common::{
+    allow_subscribe, grpc_url, start_sidecar, start_sidecar_with, start_unready,
+    user_without_subscribe, WAIT,
+};
 use conformance_support::{Driver, Mirror, Setup, Subject};
 use futures::StreamExt;
 
@@ -177,26 +180,6 @@ fn has_version_key(redis: &RedisServer, key: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // A sidecar not yet subscribed when the stream opens (rules 2 and 3).
 
-/// A Redis user that may do everything the sidecar needs except subscribe.
-fn user_without_subscribe(redis: &RedisServer) -> String {
-    let _: String = redis
-        .cmd(&[
-            "ACL",
-            "SETUSER",
-            "early",
-            "on",
-            ">early-password",
-            "~*",
-            "&*",
-            "+@all",
-            "-subscribe",
-            "-ssubscribe",
-            "-psubscribe",
-        ])
-        .expect("ACL SETUSER");
-    format!("redis://early:early-password@127.0.0.1:{}", redis.port())
-}
-
 async fn not_yet_subscribed(subject: Subject, driver: Arc<Driver>) -> Outcome {
     const KEY: &str = "early";
     let redis = RedisServer::start();
@@ -228,9 +211,7 @@ async fn not_yet_subscribed(subject: Subject, driver: Arc<Driver>) -> Outcome {
         .await
         .expect("bump elsewhere");
     let bumped_at = Instant::now();
-    let _: String = redis
-        .cmd(&["ACL", "SETUSER", "early", "+subscribe", "+ssubscribe"])
-        .expect("ACL SETUSER +subscribe");
+    allow_subscribe(&redis);
     assert!(early.wait_ready(WAIT).await, "the sidecar never got ready");
     assert!(
         mirror.wait_trusted(WAIT).await,

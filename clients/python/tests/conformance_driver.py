@@ -22,7 +22,6 @@ import json
 import logging
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -40,6 +39,7 @@ from coherence_client import (  # noqa: E402
     Version,
 )
 from mirror_variants import mirror_class  # noqa: E402
+from support import race_own_writes  # noqa: E402
 
 mirrors: dict[str, MirroredClient] = {}
 connected: dict[str, int] = {}
@@ -91,52 +91,15 @@ def stats(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def own_writes(r: dict[str, Any]) -> dict[str, Any]:
-    """Guarantee 7 under concurrency (the Python twin of client/tests/mirror.rs
-    own_bumps_stay_visible_under_concurrent_checks_and_late_invalidations): while this process
-    bumps `key` over and over through the mirror, checker threads (half of them filling the
-    mirror with strong checks that race the bumps) check the version each own bump replaced.
-    Once an own bump has returned, that version must never again be answered current."""
-    mirror, key = mirrors[r["mirror"]], r["key"]
-    own = [mirror.get_one(key)]
-    lock = threading.Lock()
-    done = threading.Event()
-    tallies: list[tuple[int, list[str]]] = []
-
-    def checker(strong: bool) -> None:
-        checks, violations = 0, []
-        while not done.is_set():
-            with lock:
-                latest = own[-1]
-                superseded = own[-2] if len(own) > 1 else None
-            if strong:
-                mirror.is_current(key, latest, Consistency.STRONG)
-            if superseded is not None:
-                checks += 1
-                if mirror.is_current(key, superseded):
-                    violations.append(superseded.token)
-            time.sleep(0)  # a local answer never waits: let the bumps run
-        with lock:
-            tallies.append((checks, violations))
-
-    kinds = r.get("checkers", [True, True, False, False])
-    threads = [threading.Thread(target=checker, args=(strong,)) for strong in kinds]
-    for thread in threads:
-        thread.start()
-    try:
-        for _ in range(r.get("bumps", 300)):
-            [bumped] = mirror.bump([key])
-            with lock:
-                own.append(bumped)
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join()
-    violations = [v for _, vs in tallies for v in vs]
+    """The concurrent own-writes race (`support.race_own_writes`); another server's bumps are
+    the Rust test's business."""
+    mirror = mirrors[r["mirror"]]
+    seen = race_own_writes(mirror, r["key"], r.get("bumps", 300))
     return {
-        "bumps": len(own) - 1,
-        "checks": sum(c for c, _ in tallies),
-        "violations": len(violations),
-        "example": violations[0] if violations else None,
+        "bumps": seen.bumps,
+        "checks": seen.checks,
+        "violations": len(seen.violations),
+        "example": seen.violations[0] if seen.violations else None,
         "stats": asdict(mirror.stats()),
     }
 

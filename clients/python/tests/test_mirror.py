@@ -5,7 +5,6 @@ rule exists for are driven by the conformance suite, tests/conformance.rs, throu
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -18,7 +17,7 @@ from coherence_client import (
     MirrorEvent,
     MirrorOptions,
 )
-from support import eventually
+from support import eventually, race_own_writes
 
 
 @pytest.fixture
@@ -100,37 +99,15 @@ def test_the_cache_on_a_mirror_serves_hits_from_local_memory(mirrored, b, key):
 
 def test_concurrent_checks_and_own_bumps_never_revive_an_own_version(mirrored, b, key):
     """Guarantee 7 under concurrency, briefly (the conformance suite runs it longer, with a
-    stranger's bumps racing too)."""
+    stranger's bumps racing in another thread)."""
     k = key("race")
-    own = [mirrored.get_one(k)]
-    lock, done = threading.Lock(), threading.Event()
-    violations: list[str] = []
+    def stranger(i: int) -> None:
+        if i % 3 == 0:
+            b.bump([k])
 
-    def checker(strong: bool) -> None:
-        while not done.is_set():
-            with lock:
-                latest, old = own[-1], own[-2] if len(own) > 1 else None
-            if strong:
-                mirrored.is_current(k, latest, Consistency.STRONG)
-            if old is not None and mirrored.is_current(k, old):
-                violations.append(old.token)
-            time.sleep(0)
-
-    threads = [threading.Thread(target=checker, args=(s,)) for s in (True, False)]
-    for thread in threads:
-        thread.start()
-    try:
-        for i in range(100):
-            if i % 3 == 0:
-                b.bump([k])
-            [bumped] = mirrored.bump([k])
-            with lock:
-                own.append(bumped)
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join()
-    assert violations == []
+    seen = race_own_writes(mirrored, k, 100, between=stranger)
+    assert seen.checks > 0
+    assert seen.violations == []
 
 
 def test_fails_closed_while_redis_is_paused_and_recovers(fault, key):

@@ -32,10 +32,36 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
-/// A free loopback TCP port (the OS picks it).
+/// Ports [`free_port`] hands out: below the kernel's ephemeral range (32768 and up on Linux),
+/// which outgoing connections take their local ports from — a port the OS picked with bind(0)
+/// and released could be taken by any test's next outgoing connection before the process it was
+/// meant for binds it. The range above it, up to 29999, is left for cluster bus ports (port +
+/// 10000).
+const PORTS: std::ops::Range<u32> = 10_000..20_000;
+
+/// A free loopback TCP port for a server a test is about to start. Each process walks the
+/// range from its own starting point (so concurrently running test binaries rarely try the same
+/// ports), and a port is returned only if it could be bound just now.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let span = PORTS.end - PORTS.start;
+    // Fixed per process, so that one process never hands out the same port twice in a row.
+    let start = *START.get_or_init(|| {
+        std::process::id().wrapping_mul(7_919)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+    });
+    for _ in 0..span {
+        let offset = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = (PORTS.start + offset) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}");
 }
 
 impl RedisServer {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coherence_client::{Client, Version, WatchEvent};
-use coherence_sidecar::config::Settings;
+use coherence_sidecar::process::config::Settings;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::{eventually, Flow, FreezingProxy, Link, RedisProxy, RedisServer};
 use common::{

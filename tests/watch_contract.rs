@@ -15,36 +15,13 @@ use std::time::{Duration, Instant};
 
 use coherence_client::{Client, MirrorOptions, Version, WatchEvent};
 use coherence_testkit::RedisServer;
-use common::{grpc_url, start_sidecar, start_sidecar_with, start_unready, WAIT};
+use common::{
+    allow_subscribe, grpc_url, start_sidecar, start_sidecar_with, start_unready,
+    user_without_subscribe, WAIT,
+};
 use futures::StreamExt;
 
 const KEY: &str = "content";
-
-/// A Redis user that may do everything the sidecar needs except subscribe.
-fn user_without_subscribe(redis: &RedisServer) -> String {
-    let _: String = redis
-        .cmd(&[
-            "ACL",
-            "SETUSER",
-            "early",
-            "on",
-            ">early-password",
-            "~*",
-            "&*",
-            "+@all",
-            "-subscribe",
-            "-ssubscribe",
-            "-psubscribe",
-        ])
-        .expect("ACL SETUSER");
-    format!("redis://early:early-password@127.0.0.1:{}", redis.port())
-}
-
-fn allow_subscribe(redis: &RedisServer) {
-    let _: String = redis
-        .cmd(&["ACL", "SETUSER", "early", "+subscribe", "+ssubscribe"])
-        .expect("ACL SETUSER +subscribe");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_opened_before_its_sidecar_is_ready_hears_of_bumps_it_could_not_see() {

@@ -491,7 +491,13 @@ pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, Error> {
         return Err(invalid("a sidecar address has no path"));
     }
     Endpoint::from_shared(uri)
-        .map(|e| e.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true))
+        // HTTP/2 pings: a connection that stops answering is replaced (rule 5 of docs/client-protocol.md).
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(2))
+        })
         .map_err(|e| Error::InvalidAddress {
             address: addr.to_string(),
             source: std::sync::Arc::new(e),

@@ -4,15 +4,18 @@
 //! that Redis for real. [`RedisServer`] starts one in its own temporary directory on a free
 //! loopback port (never 6379), waits until it answers, and stops it on drop. Nothing here
 //! touches a Redis the test did not start. [`RedisProxy`] sits between one client and such a
-//! Redis to delay, stall or drop what that client receives.
+//! Redis to delay, stall or drop what that client receives; [`FreezingProxy`] sits in front of
+//! any server (a sidecar's gRPC port) to make open connections go silent without closing.
 
 pub mod cluster;
+pub mod freeze;
 pub mod proxy;
 pub mod resp;
 pub mod sentinel;
 pub mod tls;
 
 pub use cluster::RedisCluster;
+pub use freeze::{FreezeStats, FreezingProxy};
 pub use proxy::{Flow, Link, ProxyStats, RedisProxy};
 pub use sentinel::RedisSentinels;
 

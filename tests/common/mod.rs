@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use coherence_sidecar::process::config::{Config, Settings};
 use coherence_sidecar::Sidecar;
+use coherence_testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Generous bound for anything the tests await: the box is small and shared.
@@ -49,6 +50,34 @@ pub async fn start_unready(
     Sidecar::start(Config::validate(settings).expect("valid test settings"))
         .await
         .expect("sidecar starts")
+}
+
+/// A Redis user that may do everything the sidecar needs except subscribe: a sidecar started
+/// with it answers `Get` and serves `Watch` but cannot subscribe (the watch contract's "not yet
+/// subscribed"), until [`allow_subscribe`].
+pub fn user_without_subscribe(redis: &RedisServer) -> String {
+    let _: String = redis
+        .cmd(&[
+            "ACL",
+            "SETUSER",
+            "early",
+            "on",
+            ">early-password",
+            "~*",
+            "&*",
+            "+@all",
+            "-subscribe",
+            "-ssubscribe",
+            "-psubscribe",
+        ])
+        .expect("ACL SETUSER");
+    format!("redis://early:early-password@127.0.0.1:{}", redis.port())
+}
+
+pub fn allow_subscribe(redis: &RedisServer) {
+    let _: String = redis
+        .cmd(&["ACL", "SETUSER", "early", "+subscribe", "+ssubscribe"])
+        .expect("ACL SETUSER +subscribe");
 }
 
 /// `http://<grpc address>` of a sidecar, for clients.

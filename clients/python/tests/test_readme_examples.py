@@ -20,7 +20,7 @@ def run(code: str, address: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_readme_has_the_examples():
-    assert len(EXAMPLES) == 2
+    assert len(EXAMPLES) == 3
 
 
 def test_the_five_line_app_runs(sidecar_a):
@@ -35,6 +35,20 @@ def test_the_jobs_example_runs(sidecar_a):
     done = run(EXAMPLES[1], sidecar_a)
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"writing the report under fencing token \d+\n", done.stdout), done.stdout
+
+
+def test_the_mirror_example_runs_and_answers_locally(sidecar_a):
+    done = run(EXAMPLES[2], sidecar_a)
+    assert done.returncode == 0, done.stderr
+    kettle = "{'id': 7, 'name': 'kettle'}"
+    assert done.stdout.splitlines() == ["trusted: True", kettle, kettle, "answered locally: True"]
+
+
+def test_without_a_sidecar_the_mirror_example_answers_from_the_database_only():
+    done = run(EXAMPLES[2], "127.0.0.1:1")
+    assert done.returncode == 0, done.stderr
+    kettle = "{'id': 7, 'name': 'kettle'}"
+    assert done.stdout.splitlines() == ["trusted: False", kettle, kettle, "answered locally: False"]
 
 
 def test_without_a_sidecar_the_app_still_answers_but_caches_nothing():

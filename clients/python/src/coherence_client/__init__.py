@@ -3,11 +3,11 @@ servers, each with its own in-process cache.
 
 - `Client`: typed calls to the sidecar beside this server (CacheVersions, and through
   `jobs()`, `servers()`, `notifications()` the rest of the kit), each with a deadline.
-- `CoherentCache`: stamp before load, single flight per key, fail closed, bump after write.
+- `MirroredClient` (`client.with_mirror()`): an in-process mirror fed by `Watch` that answers
+  most checks in this process's memory, by the rules of docs/client-protocol.md.
+- `CoherentCache`: stamp before load, single flight per key, fail closed, bump after write, on a
+  `Client` or a `MirroredClient`.
 - `Jobs`: leases with fencing tokens, recurring runs, `keep_alive`.
-
-There is no in-process mirror yet: every check is a call to the sidecar (see
-`cache.VersionSource` for where one plugs in).
 """
 
 from .cache import BumpReport, CacheStats, CoherentCache, VersionSource
@@ -24,10 +24,11 @@ from .errors import (
     Unavailable,
 )
 from .jobs import Granted, Held, Jobs, Lease, RunGranted, RunRefused
+from .mirror import MirroredClient, MirrorEvent, MirrorOptions, MirrorStats
 from .keep_alive import LeaseExpired, LeaseKeeper, LeaseLoss, LeaseRefused
 from .notifications import Message, Missed, Notifications, Subscribed
 from .servers import Role, RoleMode, RoleStatus, ServerInfo, ServerList, Servers
-from .versions import CheckResult, CheckSource, Consistency, Freshness, Version
+from .versions import CheckResult, CheckSource, Consistency, Freshness, Position, Version
 from .watch import Heartbeat, Invalidated, Resync
 
 __all__ = [
@@ -58,8 +59,13 @@ __all__ = [
     "LeaseRefused",
     "Malformed",
     "Message",
+    "MirrorEvent",
+    "MirrorOptions",
+    "MirrorStats",
+    "MirroredClient",
     "Missed",
     "Notifications",
+    "Position",
     "Resync",
     "Role",
     "RoleMode",

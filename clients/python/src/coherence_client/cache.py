@@ -6,9 +6,9 @@ invalidation does not stampede the database), never cache what no version vouche
 closed), and bump after writing with a bounded retry.
 
 Extension point: the cache asks a `VersionSource` for versions. `Client` is one (every check
-is a call to the sidecar, tens to hundreds of microseconds). An in-process mirror that follows
-docs/client-protocol.md (answering most checks from local memory) will be another, with the
-same three methods; the cache will not change.
+is a call to the sidecar, tens to hundreds of microseconds); `MirroredClient`, the in-process
+mirror that follows docs/client-protocol.md, is another (most checks answered from local
+memory in well under a microsecond).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ V = TypeVar("V")
 
 
 class VersionSource(Protocol):
-    """What the cache needs from the sidecar; `Client` implements it, and so will the mirror."""
+    """What the cache needs from the sidecar; `Client` and `MirroredClient` implement it."""
 
     def get_one(self, key: str, consistency: Consistency = Consistency.BOUNDED) -> Version:
         """The current version of `key`; raises `CoherenceError` when none can be read."""

@@ -8,7 +8,7 @@ its calls.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import grpc
@@ -21,7 +21,10 @@ from .errors import CoherenceError, ConnectError, InvalidAddress, Malformed
 from .jobs import Jobs
 from .notifications import Notifications
 from .servers import Servers
-from .versions import CheckResult, CheckSource, Consistency, Freshness, Version
+from .versions import CheckResult, CheckSource, Consistency, Freshness, Position, Version
+
+if TYPE_CHECKING:
+    from .mirror import MirroredClient, MirrorOptions
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +69,29 @@ class Client:
     >>> stamp = client.get_one("content")           # doctest: +SKIP
     """
 
-    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        options: Sequence[tuple[str, Any]] = (),
+    ):
+        """`options` are grpcio channel arguments (`("grpc.keepalive_time_ms", 10000)`, …)."""
         self._target = Target(address, timeout)
-        self._channel = grpc.insecure_channel(parse_address(address))
+        self._channel = grpc.insecure_channel(parse_address(address), options=list(options))
         self._stub = pb_grpc.CacheVersionsStub(self._channel)
 
     @classmethod
-    def connect(cls, address: str, *, timeout: float = DEFAULT_TIMEOUT) -> "Client":
+    def connect(
+        cls,
+        address: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> "Client":
         """A client whose channel is connected: `ConnectError` naming the address when the
         sidecar does not accept a connection within `timeout`."""
-        client = cls(address, timeout=timeout)
+        client = cls(address, timeout=timeout, options=options)
         try:
             grpc.channel_ready_future(client._channel).result(timeout=timeout)
         except grpc.FutureTimeoutError as error:
@@ -108,6 +124,13 @@ class Client:
     def __repr__(self) -> str:
         return f"Client(address={self.address!r}, timeout={self.timeout!r})"
 
+    def with_mirror(self, options: "MirrorOptions | None" = None) -> "MirroredClient":
+        """This client with an in-process mirror (starts its Watch thread): most bounded
+        checks answered in this process's memory (docs/client-protocol.md)."""
+        from .mirror import MirroredClient
+
+        return MirroredClient(self, options)
+
     # The rest of the kit, on the same channel.
 
     def jobs(self, holder: str = "") -> Jobs:
@@ -127,12 +150,18 @@ class Client:
 
     def get(self, keys: Sequence[str], consistency: Consistency = Consistency.BOUNDED) -> list[Version]:
         """Current versions of `keys`, in order. A key never bumped still has one."""
+        return [version for version, _ in self.get_positioned(keys, consistency)]
+
+    def get_positioned(
+        self, keys: Sequence[str], consistency: Consistency = Consistency.BOUNDED
+    ) -> list[tuple[Version, Position | None]]:
+        """`get`, with the position each version is known current as of (for a mirror)."""
         answer = self._target.unary(
             self._stub.Get, pb.GetRequest(keys=list(keys), consistency=consistency.value)
         )
         if len(answer.versions) != len(keys):
             raise Malformed("Get answered a different number of versions", address=self.address)
-        return [Version(v.token) for v in answer.versions]
+        return [(Version(v.token), Position.of(v)) for v in answer.versions]
 
     def get_one(self, key: str, consistency: Consistency = Consistency.BOUNDED) -> Version:
         """The current version of one key: read it *before* loading what it guards."""
@@ -159,6 +188,7 @@ class Client:
                 version=Version(r.version.token) if r.HasField("version") else None,
                 source=CheckSource.from_proto(r.source),
                 no_version=r.no_version,
+                as_of=Position.of(r.version) if r.HasField("version") else None,
             )
             for r in answer.results
         ]
@@ -185,10 +215,14 @@ class Client:
     def bump(self, keys: Sequence[str]) -> list[Version]:
         """Moves `keys` to new versions (call after your write committed); returns them in
         order."""
+        return [version for version, _ in self.bump_positioned(keys)]
+
+    def bump_positioned(self, keys: Sequence[str]) -> list[tuple[Version, Position | None]]:
+        """`bump`, with the position each new version is known current as of (for a mirror)."""
         answer = self._target.unary(self._stub.Bump, pb.BumpRequest(keys=list(keys)))
         if len(answer.versions) != len(keys):
             raise Malformed("Bump answered a different number of versions", address=self.address)
-        return [Version(v.token) for v in answer.versions]
+        return [(Version(v.token), Position.of(v)) for v in answer.versions]
 
     def watch(self, prefixes: Sequence[str] = ()) -> Stream[watch_events.WatchEvent]:
         """Invalidations of keys under `prefixes` (every key when empty), with resyncs and

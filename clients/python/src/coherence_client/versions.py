@@ -1,7 +1,7 @@
 """The values of the cache-version API: versions, consistency, check answers, freshness.
 
-Kept apart from the client so that the cache helper (and the in-process mirror to come) can use
-them without depending on how calls are made.
+Kept apart from the client so that the cache helper and the in-process mirror can use them
+without depending on how calls are made.
 """
 
 from __future__ import annotations
@@ -21,6 +21,23 @@ class Version:
 
     def __str__(self) -> str:
         return self.token
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where in its shard's history a version is known to be its key's current one, as the
+    sidecar reports with every version it answers or announces (`Version.epoch`,
+    `Version.as_of_sequence` on the wire). Within one epoch a higher sequence is newer
+    knowledge; positions of different epochs are not ordered. A mirror orders what it learns
+    about a key by it (docs/client-protocol.md, rule 8)."""
+
+    epoch: str
+    sequence: int
+
+    @classmethod
+    def of(cls, version: pb.Version) -> "Position | None":
+        """The position of a version on the wire; None from sidecars that do not send one."""
+        return cls(version.epoch, version.as_of_sequence) if version.epoch else None
 
 
 class Consistency(enum.Enum):
@@ -62,6 +79,8 @@ class CheckResult:
     no_version: bool = False
     """Redis holds no current version for the key (never issued, or expired): no token is
     current. A check never creates one; `get` does."""
+    as_of: Position | None = None
+    """Where `version` is known current (None without a version, or from an older sidecar)."""
 
 
 class Freshness(enum.Enum):

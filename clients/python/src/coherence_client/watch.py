@@ -2,7 +2,7 @@
 
 These are the raw facts the sidecar sends. Building an in-process mirror on them takes the
 rules of docs/client-protocol.md (when a stream counts as connected, what to drop on reconnect,
-how far a heartbeat vouches); this package does not ship one yet.
+how far a heartbeat vouches); `mirror.MirroredClient` follows them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from ._generated import coherence_pb2 as pb
-from .versions import Version
+from .versions import Position, Version
 
 NO_FENCE = 2**64 - 1
 """`fence_age_ms` when the sidecar cannot vouch for its mirror."""
@@ -29,6 +29,16 @@ class Invalidated:
     shard: int
     bumped_at_unix_ms: int
     """Wall-clock time of the bump on the Redis server (for display; 0 on corrections)."""
+    epoch: str = ""
+    """The shard's epoch ("" from sidecars that do not send it)."""
+
+    @property
+    def position(self) -> Position | None:
+        """Where `version` is known current: (epoch, sequence); None from an older sidecar.
+        Reconciliation's corrections reuse the shard's current sequence, so this is an order,
+        not an identity: never de-duplicate invalidations by it (docs/client-protocol.md,
+        rule 6)."""
+        return Position(self.epoch, self.sequence) if self.epoch else None
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ def from_proto(message: pb.WatchEvent) -> WatchEvent | None:
             sequence=inv.sequence,
             shard=inv.shard,
             bumped_at_unix_ms=inv.bumped_at_unix_ms,
+            epoch=inv.version.epoch,
         )
     if kind == "resync":
         return Resync(reason=message.resync.reason)

@@ -204,7 +204,7 @@ async fn not_yet_subscribed(subject: Subject, driver: Arc<Driver>) -> Outcome {
         }
     }
     let stamped = stamped.expect("stamped");
-    assert!(!early.state.is_ready(), "the sidecar became ready too soon");
+    assert!(!early.is_ready(), "the sidecar became ready too soon");
     client_of(&other)
         .await
         .bump(&[KEY])

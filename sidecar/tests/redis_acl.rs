@@ -9,6 +9,7 @@ mod ops;
 use std::time::Duration;
 
 use coherence_proto::v1 as pb;
+use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
 use coherence_testkit::RedisServer;
 
 const USER: &str = "coherence-app";
@@ -64,6 +65,34 @@ fn apply_rule(redis: &RedisServer, rule: &[String]) {
     }
 }
 
+/// Whether, within 10 s, a check of `version` of "content" with `consistency` is answered
+/// current from the sidecar's mirror.
+async fn answers_from_mirror(
+    client: &CacheVersionsClient<tonic::transport::Channel>,
+    version: &[pb::Version],
+    consistency: pb::Consistency,
+) -> bool {
+    coherence_testkit::eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let version = version.first().cloned();
+        async move {
+            let reply = client
+                .check(pb::CheckRequest {
+                    entries: vec![pb::KeyVersion {
+                        key: "content".into(),
+                        version,
+                    }],
+                    consistency: consistency as i32,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            reply.results[0].current && reply.results[0].source == pb::CheckSource::Mirror as i32
+        }
+    })
+    .await
+}
+
 fn acl_log(redis: &RedisServer) -> Vec<String> {
     let entries: Vec<redis::Value> = redis.cmd(&["ACL", "LOG"]).unwrap();
     entries.iter().map(|e| format!("{e:?}")).collect()
@@ -88,6 +117,8 @@ async fn sidecar_works_under_the_documented_acl_user_and_nothing_more() {
     s.namespace = "app".into();
     s.redis_username = USER.into();
     s.redis_password_file = Some(password_file);
+    // Read leases too: grants, acknowledgements, lease tables and their release at shutdown.
+    s.read_lease_ms = 1_000;
     let sidecar = ops::start(s).await;
     assert!(
         sidecar.wait_ready(Duration::from_secs(20)).await,
@@ -135,25 +166,7 @@ async fn sidecar_works_under_the_documented_acl_user_and_nothing_more() {
         );
     }
     // The mirror follows the subscription (SUBSCRIBE on the namespace's channels is allowed).
-    let from_mirror = coherence_testkit::eventually(Duration::from_secs(10), || {
-        let mut client = client.clone();
-        let new = new.clone();
-        async move {
-            let reply = client
-                .check(pb::CheckRequest {
-                    entries: vec![pb::KeyVersion {
-                        key: "content".into(),
-                        version: new.first().cloned(),
-                    }],
-                    consistency: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            reply.results[0].current && reply.results[0].source == pb::CheckSource::Mirror as i32
-        }
-    })
-    .await;
+    let from_mirror = answers_from_mirror(&client, &new, pb::Consistency::Unspecified).await;
     assert!(from_mirror, "checks answered from the mirror");
     // Job leases and periodic runs (load_balancing/jobs.lua) under the same rule.
     let mut jobs = coherence_proto::v1::jobs_client::JobsClient::connect(format!(
@@ -196,6 +209,11 @@ async fn sidecar_works_under_the_documented_acl_user_and_nothing_more() {
         .unwrap()
         .into_inner();
     assert!(run.granted, "{run:?}");
+    let strong_from_mirror = answers_from_mirror(&client, &new, pb::Consistency::Strong).await;
+    assert!(
+        strong_from_mirror,
+        "strong checks answered under a read lease"
+    );
     let denials = acl_log(&redis);
     assert!(
         denials.is_empty(),
@@ -279,4 +297,15 @@ async fn sidecar_works_under_the_documented_acl_user_and_nothing_more() {
         .to_string();
     assert!(err.contains("can't access"), "{err}");
     sidecar.shutdown().await;
+    // Shutting down released the read lease (HDEL under the rule).
+    let tables: Vec<String> = redis.cmd(&["KEYS", "coh:{app:*}:leases"]).unwrap();
+    assert!(!tables.is_empty(), "the sidecar took read leases");
+    for table in tables {
+        let fields: Vec<String> = redis.cmd(&["HKEYS", &table]).unwrap();
+        // "!q", the quarantine a new epoch starts with, is not a holder.
+        assert!(
+            fields.iter().all(|f| f == "!q"),
+            "{table} still holds {fields:?}"
+        );
+    }
 }

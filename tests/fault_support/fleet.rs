@@ -494,15 +494,5 @@ pub fn record_gets(
 
 /// The sum of a metric's samples (every label set) on one sidecar, from its Prometheus text.
 pub fn metric_of(sidecar: &Sidecar, name: &str) -> f64 {
-    sidecar
-        .state
-        .metrics
-        .encode()
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    coherence_testkit::metric_sum(&sidecar.state.metrics.encode(), name)
 }

@@ -48,6 +48,11 @@ pub struct Metrics {
     pub redis_errors: Family<Labels1, Counter>,
     pub watch_streams: Gauge,
     pub ready: Gauge,
+    pub read_leases_held: Gauge,
+    /// Strong checks and gets by `source`: mirror (under a read lease) or redis.
+    pub strong_answers: Family<Labels1, Counter>,
+    pub bump_ack_wait: Histogram,
+    pub bumps_waited_for_expiry: Counter,
     pub load_balancing: LoadBalancingMetrics,
 }
 
@@ -80,6 +85,11 @@ impl Metrics {
             redis_errors: Family::default(),
             watch_streams: Gauge::default(),
             ready: Gauge::default(),
+            read_leases_held: Gauge::default(),
+            strong_answers: Family::default(),
+            // 100 µs .. ~13 s: an acknowledgement takes a round trip, an expiry a lease period.
+            bump_ack_wait: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            bumps_waited_for_expiry: Counter::default(),
             load_balancing: LoadBalancingMetrics::default(),
         };
         let r = &mut registry;
@@ -179,6 +189,29 @@ impl Metrics {
             "1 when the sidecar is ready to serve",
             m.ready.clone(),
         );
+        r.register(
+            "read_leases_held",
+            "Shards on which this sidecar holds a valid read lease (read_lease_ms)",
+            m.read_leases_held.clone(),
+        );
+        r.register(
+            "strong_answers",
+            "Strong checks and gets answered, by source: mirror (under a read lease) or redis",
+            m.strong_answers.clone(),
+        );
+        r.register(
+            "bump_ack_wait_seconds",
+            "How long bumps (and gets that issued a version) waited for read-lease holders to acknowledge or expire, for calls that had holders to wait for",
+            m.bump_ack_wait.clone(),
+        );
+        r.register(
+            "bumps_waited_for_expiry",
+            "Bump calls that waited for a read lease to run out (a holder that did not acknowledge, or the quarantine after a new epoch)",
+            m.bumps_waited_for_expiry.clone(),
+        );
+        for source in ["mirror", "redis"] {
+            let _ = m.strong_answers.get_or_create(&[("source", source)]);
+        }
         // Series that alerts compare must exist before the first event (a Redis that was
         // never reachable is "down", not "no data").
         for connection in ["command", "subscription"] {

@@ -22,6 +22,7 @@ use crate::redis::access::AccessSettings;
 use crate::redis::config::{RedisConfig, RedisSettings};
 use crate::redis::url::redact_url;
 use crate::secrets::Secret;
+use crate::versions::leases::{LeaseSettings, MAX_READ_LEASE_MS};
 use crate::versions::state::VersionsSettings;
 
 /// Exit code for a configuration the sidecar refuses (BSD `EX_USAGE`).
@@ -145,6 +146,10 @@ settings! {
         "A key's version leaves Redis this long after its last Get or Bump that reached Redis (0: never). A key read again afterwards gets a version never issued before. See docs/design.md.";
     reconcile_interval_ms: u64 = 30_000, "30000", "COHERENCE_RECONCILE_INTERVAL_MS",
         "How often every mirrored version is compared with Redis.";
+    read_lease_ms: u64 = 0, "0 (off)", "COHERENCE_READ_LEASE_MS",
+        "Read leases: while this sidecar holds one (renewed every third of it), strong checks and gets are answered from its mirror, and every bump waits until each holder acknowledged it or its lease ran out (at most this long). 0 = off; 100 to 10000. Use the same value on every sidecar of a namespace; see docs/design.md, Read leases.";
+    read_lease_margin_ms: u64 = 20, "20", "COHERENCE_READ_LEASE_MARGIN_MS",
+        "Clock-drift margin of read leases: holders stop this much earlier, bumpers wait this much longer (beyond a 0.1 % rate error already allowed for). At most a quarter of read_lease_ms.";
     allow_evicting_policy: bool = false, "false", "COHERENCE_ALLOW_EVICTING_POLICY",
         "Serve even when Redis's maxmemory-policy can evict keys that have no time to live (allkeys-*): shard state and job run records (see docs/design.md).";
     drain_timeout_ms: u64 = 5_000, "5000", "COHERENCE_DRAIN_TIMEOUT_MS",
@@ -312,6 +317,7 @@ impl Config {
                 format!("{:?} is not one of text, json", settings.log_format),
             ));
         }
+        validate_read_lease(&settings)?;
         if settings.max_staleness_ms <= settings.heartbeat_interval_ms {
             return Err(invalid(
                 "max_staleness_ms",
@@ -361,6 +367,10 @@ impl Config {
             replay_log_len: s.replay_log_len,
             version_ttl_ms: s.version_ttl_ms,
             mirror_max_keys: s.mirror_max_keys,
+            leases: LeaseSettings {
+                period: Duration::from_millis(s.read_lease_ms),
+                margin: Duration::from_millis(s.read_lease_margin_ms),
+            },
         }
     }
 
@@ -377,6 +387,24 @@ impl Config {
     pub fn render(&self) -> String {
         render_settings(&self.settings)
     }
+}
+
+/// `read_lease_ms`: 0 or 100..=10000; `read_lease_margin_ms`: at most a quarter of it.
+fn validate_read_lease(settings: &Settings) -> Result<(), ConfigError> {
+    let (period, margin) = (settings.read_lease_ms, settings.read_lease_margin_ms);
+    if period != 0 && !(100..=MAX_READ_LEASE_MS).contains(&period) {
+        return Err(ConfigError::Invalid(InvalidSetting::new(
+            "read_lease_ms",
+            format!("must be 0 (off) or between 100 and {MAX_READ_LEASE_MS}"),
+        )));
+    }
+    if period != 0 && margin * 4 > period {
+        return Err(ConfigError::Invalid(InvalidSetting::new(
+            "read_lease_margin_ms",
+            format!("must be at most a quarter of read_lease_ms ({period})"),
+        )));
+    }
+    Ok(())
 }
 
 /// Settings whose values are never shown: `--print-config` and `Debug` print `***` when set.
@@ -550,6 +578,10 @@ mod tests {
         assert!(err.to_string().contains("--listen"), "{err}");
         let err = parse(&["--redis-url", "http://x"]).unwrap_err();
         assert!(err.to_string().contains("redis_url"), "{err}");
+        let err = parse(&["--read-lease-ms", "50"]).unwrap_err();
+        assert!(err.to_string().contains("read_lease_ms"), "{err}");
+        let err = parse(&["--read-lease-ms", "200", "--read-lease-margin-ms", "60"]).unwrap_err();
+        assert!(err.to_string().contains("read_lease_margin_ms"), "{err}");
         let err = parse(&["--max-staleness-ms", "50"]).unwrap_err();
         assert!(err.to_string().contains("max_staleness_ms"), "{err}");
     }

@@ -40,6 +40,7 @@ use crate::process::listen::{GrpcListener, ListenAddr};
 use crate::process::readiness::Readiness;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
+use crate::versions::leases::holder;
 use crate::versions::state::VersionsState;
 use crate::versions::Versions;
 use crate::versions::{fences, reconcile, subscription};
@@ -158,6 +159,7 @@ impl Sidecar {
             tokio::spawn(link.supervise(shutdown_rx.clone())),
             tokio::spawn(subscription::run(Arc::clone(&state), shutdown_rx.clone())),
             tokio::spawn(fences::run(Arc::clone(&state), shutdown_rx.clone())),
+            tokio::spawn(holder::run(Arc::clone(&state), shutdown_rx.clone())),
             tokio::spawn(reconcile::run(
                 Arc::clone(&state),
                 Arc::clone(versions.reader()),

@@ -33,8 +33,10 @@ pub struct ShardKeys {
     pub log: String,
     /// The Redis run id the shard's epoch was last verified against (restart detection).
     pub incarnation: String,
-    /// Pub/sub channel of the shard's invalidations.
+    /// Pub/sub channel of the shard's invalidations (and of lease holders' acknowledgements).
     pub channel: String,
+    /// Hash of the shard's read-lease holders and quarantines (see `versions/leases`).
+    pub leases: String,
 }
 
 impl Keyspace {
@@ -91,6 +93,7 @@ impl Keyspace {
             log: format!("{p}:log"),
             incarnation: format!("{p}:inc"),
             channel: format!("{p}:inv"),
+            leases: format!("{p}:leases"),
         }
     }
 
@@ -181,7 +184,13 @@ mod tests {
         let s = ks.shard_of("content");
         let keys = ks.shard_keys(s);
         let tag = format!("{{app:{s}}}");
-        for name in [&keys.epoch, &keys.seq, &keys.log, &keys.channel] {
+        for name in [
+            &keys.epoch,
+            &keys.seq,
+            &keys.log,
+            &keys.channel,
+            &keys.leases,
+        ] {
             assert!(name.contains(&tag), "{name}");
         }
         assert!(ks.version_key(s, "content").contains(&tag));

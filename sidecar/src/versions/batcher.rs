@@ -11,10 +11,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use crate::redis::link::LinkError;
+use crate::versions::leases::bumper::{wait_for_holders, IssuedIn};
 use crate::versions::shard_script::{self, ShardKeysToRead, VersionsMode};
 use crate::versions::state::VersionsState;
 use crate::versions::version::{VersionAt, VersionStr};
@@ -146,6 +148,7 @@ impl Batcher {
         let timeout = state.settings.request_timeout;
         let log_len = state.settings.replay_log_len;
         let ttl_ms = state.settings.version_ttl_ms;
+        let lease_ms = state.settings.leases.period.as_millis() as u64;
         let mode = self.mode;
         let operation = match mode {
             VersionsMode::Get | VersionsMode::Read => "read",
@@ -169,16 +172,30 @@ impl Batcher {
             let result = state
                 .link
                 .run(operation, timeout, |mut conn| async move {
-                    shard_script::versions(&mut conn, keyspace, mode, shards, log_len, ttl_ms).await
+                    shard_script::versions(
+                        &mut conn, keyspace, mode, shards, log_len, ttl_ms, lease_ms,
+                    )
+                    .await
                 })
                 .await;
             (shards, result)
         });
         let mut found: HashMap<&str, Result<ReadVersion, LinkError>> = HashMap::new();
-        for (shards, result) in futures::future::join_all(results).await {
+        let mut issued = Vec::new();
+        let answered = futures::future::join_all(results).await;
+        let received = Instant::now();
+        for (shards, result) in answered {
             match result {
                 Ok(answers) => {
                     for (read, answer) in shards.iter().zip(answers) {
+                        if !answer.leases.is_empty() {
+                            issued.push(IssuedIn {
+                                shard: read.shard,
+                                epoch: answer.state.epoch.clone(),
+                                seq: answer.state.seq,
+                                table: answer.leases,
+                            });
+                        }
                         let epoch = Arc::<str>::from(answer.state.epoch);
                         let seq = answer.state.seq;
                         for (&key, version) in read.keys.iter().zip(answer.versions) {
@@ -206,18 +223,36 @@ impl Batcher {
                 }
             }
         }
-        for (keys, reply) in key_lists.iter().zip(replies) {
-            let answer = keys
-                .iter()
-                .map(|k| {
-                    found
-                        .get(k.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| Err(LinkError::Unavailable("key not read".into())))
-                })
-                .collect();
-            // The caller may have given up (deadline); nothing to do then.
-            let _ = reply.send(answer);
+        let answers: Vec<_> = key_lists
+            .iter()
+            .map(|keys| {
+                keys.iter()
+                    .map(|k| {
+                        found
+                            .get(k.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| Err(LinkError::Unavailable("key not read".into())))
+                    })
+                    .collect()
+            })
+            .collect();
+        let send = move || {
+            for (answer, reply) in answers.into_iter().zip(replies) {
+                // The caller may have given up (deadline); nothing to do then.
+                let _ = reply.send(answer);
+            }
+        };
+        if issued.is_empty() {
+            send();
+        } else {
+            // Versions were issued where leases are held: the callers return only once every
+            // holder acknowledged or ran out (docs/design.md, "Read leases"); the next batch
+            // need not wait for that.
+            let state = Arc::clone(&self.state);
+            tokio::spawn(async move {
+                wait_for_holders(state, issued, received).await;
+                send();
+            });
         }
     }
 }

@@ -89,6 +89,7 @@ async fn fence(state: &VersionsState, group: &FenceGroup) -> Result<(), LinkErro
     let timeout = state.settings.max_staleness.max(Duration::from_millis(100));
     let keyspace = &state.keyspace;
     let nonce = &state.fences.register(group.shards.clone(), Instant::now());
+    let lease_ms = state.settings.leases.period.as_millis() as u64;
     let seen: &Vec<shard_script::Seen> = &group
         .shards
         .iter()
@@ -104,6 +105,7 @@ async fn fence(state: &VersionsState, group: &FenceGroup) -> Result<(), LinkErro
                 &group.channel,
                 nonce,
                 seen,
+                lease_ms,
             )
             .await
         })

@@ -6,12 +6,22 @@
 //! - invalidation, on a shard's channel: `i|<epoch>|<seq>|<bumped_at_unix_ms>|<version>|<key>`
 //! - heartbeat fence, on its sender's own fence channel: `f|<nonce>|<epoch>|<seq>|…`, one
 //!   epoch and sequence per fenced shard, in the order the sender named them
+//! - read-lease acknowledgement, on a shard's channel: `a|<epoch>|<seq>|<holder>`, the holder
+//!   has applied the shard up to `seq` of `epoch` (sidecars of earlier releases ignore it)
 
 /// One message received on a shard channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelMessage {
     Invalidation(InvalidationMessage),
     Fence(FenceMessage),
+    Ack(AckMessage),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckMessage {
+    pub epoch: String,
+    pub seq: u64,
+    pub holder: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +71,13 @@ impl ChannelMessage {
                 }
                 Some(ChannelMessage::Fence(FenceMessage { nonce, shards }))
             }
+            "a" => {
+                let mut parts = rest.splitn(3, '|');
+                let epoch = parts.next()?.to_string();
+                let seq = parts.next()?.parse().ok()?;
+                let holder = parts.next()?.to_string();
+                Some(ChannelMessage::Ack(AckMessage { epoch, seq, holder }))
+            }
             _ => None,
         }
     }
@@ -99,6 +116,15 @@ mod tests {
         assert_eq!(ChannelMessage::parse(b"f|n1|e1|x"), None);
         assert_eq!(ChannelMessage::parse(b"i|e1|notanumber|1|v|k"), None);
         assert_eq!(ChannelMessage::parse(b"x|y"), None);
+        assert_eq!(
+            ChannelMessage::parse(b"a|e1|9|srv|inst").unwrap(),
+            ChannelMessage::Ack(AckMessage {
+                epoch: "e1".into(),
+                seq: 9,
+                holder: "srv|inst".into(),
+            })
+        );
+        assert_eq!(ChannelMessage::parse(b"a|e1|x|srv|inst"), None);
         assert_eq!(ChannelMessage::parse(&[0xff, 0xfe]), None);
     }
 }

@@ -210,8 +210,20 @@ impl Mirror {
     /// The key's version if the shard may answer now (synced, fence fresh, key known), known
     /// current as of the shard's applied sequence (or the entry's own, if learnt ahead of it).
     pub fn lookup(&self, shard: u32, key: &str, now: Instant) -> Option<VersionAt> {
+        self.lookup_if(shard, key, now, |_, _| true)
+    }
+
+    /// [`Mirror::lookup`], only if `gate(epoch, applied_seq)` also holds for the shard (a
+    /// read lease's condition, see `versions/leases/holder.rs`), decided under the shard's lock.
+    pub fn lookup_if(
+        &self,
+        shard: u32,
+        key: &str,
+        now: Instant,
+        gate: impl Fn(&str, u64) -> bool,
+    ) -> Option<VersionAt> {
         let m = self.read(shard);
-        if !self.trusted(&m, now) {
+        if !self.trusted(&m, now) || !gate(m.epoch(), m.applied_seq) {
             return None;
         }
         let entry = m.entries.get(key)?;
@@ -232,8 +244,21 @@ impl Mirror {
         token: &str,
         now: Instant,
     ) -> Option<TokenCheck> {
+        self.check_token_if(shard, key, token, now, |_, _| true)
+    }
+
+    /// [`Mirror::check_token`], only if `gate(epoch, applied_seq)` also holds for the shard
+    /// (see [`Mirror::lookup_if`]).
+    pub fn check_token_if(
+        &self,
+        shard: u32,
+        key: &str,
+        token: &str,
+        now: Instant,
+        gate: impl Fn(&str, u64) -> bool,
+    ) -> Option<TokenCheck> {
         let m = self.read(shard);
-        if !self.trusted(&m, now) {
+        if !self.trusted(&m, now) || !gate(m.epoch(), m.applied_seq) {
             return None;
         }
         let entry = m.entries.get(key)?;

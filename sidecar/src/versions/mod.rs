@@ -2,13 +2,15 @@
 //! mirror that answers most checks ([`mirror`]), and the tasks that keep it provably fresh —
 //! the subscription that applies invalidations in order and repairs gaps ([`subscription`]),
 //! the heartbeat fences that bound its staleness ([`fences`]) and periodic reconciliation
-//! ([`reconcile`]).
+//! ([`reconcile`]) — and the read leases that let strong checks be answered from the mirror
+//! ([`leases`]).
 //!
 //! A shard's state in Redis is read and written only by `shard.lua`, through
 //! [`shard_script`]; reads and bumps are coalesced by [`batcher`].
 
 pub mod batcher;
 pub mod fences;
+pub mod leases;
 pub mod messages;
 pub mod mirror;
 pub mod operations;

@@ -1,7 +1,7 @@
 //! Get, Check and Bump: the cache-version operations, independent of gRPC.
 //!
-//! Checks are answered from the mirror when its shard is proven fresh (bounded staleness), and
-//! otherwise from a coalesced Redis read that writes nothing (a key without a version is simply
+//! Checks are answered from the mirror when its shard is proven fresh (bounded staleness) —
+//! strong ones only under a read lease (`versions/leases`) — and otherwise from a coalesced Redis read that writes nothing (a key without a version is simply
 //! not current); when neither can vouch for a version within the
 //! deadline the answer is "not current" (fail closed, guarantee 4). A bump's new versions go
 //! into the mirror before the call returns, so this sidecar sees its own writes at once
@@ -13,7 +13,7 @@ use std::time::Instant;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use crate::metrics::Labels2;
+use crate::metrics::{Labels1, Labels2};
 use crate::redis::link::LinkError;
 use crate::versions::batcher::Batcher;
 use crate::versions::mirror::TokenCheck;
@@ -68,6 +68,30 @@ impl CheckCounters {
     }
 }
 
+/// The series of `coherence_strong_answers_total`, resolved once (see [`CheckCounters`]).
+struct StrongCounters {
+    mirror: Counter,
+    redis: Counter,
+}
+
+impl StrongCounters {
+    fn new(strong: &Family<Labels1, Counter>) -> StrongCounters {
+        StrongCounters {
+            mirror: strong.get_or_create(&[("source", "mirror")]).clone(),
+            redis: strong.get_or_create(&[("source", "redis")]).clone(),
+        }
+    }
+
+    /// Counts one strong answer: from the mirror under a read lease, or not.
+    fn count(&self, local: bool) {
+        if local {
+            self.mirror.inc();
+        } else {
+            self.redis.inc();
+        }
+    }
+}
+
 /// The answer to one checked entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOutcome {
@@ -87,6 +111,7 @@ pub struct Versions {
     reader: Arc<Batcher>,
     bumper: Arc<Batcher>,
     check_counters: CheckCounters,
+    strong_counters: StrongCounters,
 }
 
 impl Versions {
@@ -96,6 +121,7 @@ impl Versions {
             reader: Batcher::new(Arc::clone(&state), VersionsMode::Read),
             bumper: Batcher::new(Arc::clone(&state), VersionsMode::Bump),
             check_counters: CheckCounters::new(&state.metrics.checks),
+            strong_counters: StrongCounters::new(&state.metrics.strong_answers),
             state,
         }
     }
@@ -124,13 +150,18 @@ impl Versions {
         let mut out: Vec<Option<VersionAt>> = vec![None; keys.len()];
         let mut missing = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            let hit = if strong {
-                None
-            } else {
-                self.state
+            let shard = self.state.keyspace.shard_of(key);
+            let hit = match (strong, &self.state.leases.holder) {
+                (false, _) => self.state.mirror.lookup(shard, key, now),
+                (true, None) => None,
+                (true, Some(holder)) => self
+                    .state
                     .mirror
-                    .lookup(self.state.keyspace.shard_of(key), key, now)
+                    .lookup_if(shard, key, now, |e, s| holder.allows(shard, now, e, s)),
             };
+            if strong {
+                self.strong_counters.count(hit.is_some());
+            }
             match hit {
                 Some(known) => out[i] = Some(known),
                 None => missing.push(i),
@@ -156,12 +187,17 @@ impl Versions {
         let mut out: Vec<Option<CheckOutcome>> = vec![None; entries.len()];
         let mut missing = Vec::new();
         for (i, (key, token)) in entries.iter().enumerate() {
-            let hit = if strong {
-                None
-            } else {
-                self.state
-                    .mirror
-                    .check_token(self.state.keyspace.shard_of(key), key, token, now)
+            let shard = self.state.keyspace.shard_of(key);
+            let hit = match (strong, &self.state.leases.holder) {
+                (false, _) => self.state.mirror.check_token(shard, key, token, now),
+                (true, None) => None,
+                (true, Some(holder)) => {
+                    self.state
+                        .mirror
+                        .check_token_if(shard, key, token, now, |e, s| {
+                            holder.allows(shard, now, e, s)
+                        })
+                }
             };
             match hit {
                 Some(TokenCheck::Current { epoch, as_of }) => {
@@ -185,6 +221,10 @@ impl Versions {
                     })
                 }
                 _ => missing.push(i),
+            }
+            if strong {
+                self.strong_counters
+                    .count(missing.last().is_none_or(|&m| m != i));
             }
         }
         if !missing.is_empty() {

@@ -3,22 +3,39 @@
 -- Redis, one on a cluster, where a script reaches one slot). Arguments are read in order by
 -- `next_key` and `next_arg`; scripts.rs writes them in the same order.
 --
--- ARGV, first: mode        "get", "bump", "read" or "fence"
+-- ARGV, first: mode        "get", "bump", "read", "fence", "lease", "ack" or "prune"
 --                publish     PUBLISH, or SPUBLISH on a cluster
 --                log_len     replay log length (approximate cap of each shard's stream)
 --                ttl_ms      version-key time to live in ms, refreshed by get and bump (0: none)
 --                run_id      the serving process's run id, or "" (read here then)
+--                lease_ms    the caller's read_lease_ms (0: off), for the quarantine
 --                shards      number of shard blocks that follow
 --      "fence":  fence_channel (the caller's own), nonce
+--      "lease":  holder, grant ("<counter>|<lease_ms>", or "" to release)
+--      "ack":    holder
 -- then per shard:
---   KEYS: epoch, seq, log, incarnation, then ("get"/"bump"/"read") n version keys
+--   KEYS: epoch, seq, log, incarnation, leases, then ("get"/"bump"/"read") n version keys
 --   ARGV: candidate epoch (a fresh random one, used if the shard must start a new epoch),
 --         seen epoch and seen seq (the newest the caller has seen; "" and 0 when none),
 --         "get"/"bump"/"read": channel, n, n cache keys, then ("get"/"bump") n unique nonces
+--         "lease": the holder's applied epoch and sequence of the shard
+--         "ack": channel, the holder's applied epoch and sequence of the shard
+--         "prune": field, value (removed if it still holds value), replacement ("": none)
 -- Returns: "get"/"bump"/"read": per shard { epoch, shard sequence after the call, version 1,
---          ..., version n }, concatenated; "read" answers "" for a key without a current
+--          ..., version n } and, "get"/"bump" only, { m, field 1, value 1, ..., field m,
+--          value m }: the shard's lease table when the call issued a version there (else m = 0);
+--          concatenated; "read" answers "" for a key without a current
 --          version, and "" as the epoch of a shard whose epoch must rotate first (then every
---          version is ""); "fence": nothing (the states come back with the fence).
+--          version is ""); "lease": per shard { epoch, sequence } ("" and 0 where refused:
+--          the holder is quarantined, see below); "fence", "ack", "prune": nothing.
+--
+-- Read leases (docs/design.md, "Read leases"). The hash `leases` of a shard maps a holder
+-- ("<server_id>|<instance>") to its latest grant "<counter>|<lease_ms>", a value never
+-- written twice; no Redis clock is involved: holders and bumpers time leases with their own
+-- clocks. Two kinds of field are not holders: "!q" (the quarantine after the table may have
+-- been lost, "<candidate epoch>|<lease_ms>") and "q|<epoch>|<seq>|<lease_ms>" written over a
+-- holder that a bumper gave up waiting for at <seq>: that holder is refused a new grant until
+-- it has applied <seq> of <epoch>.
 --
 -- Incarnation. A Redis that restarted may hold an older snapshot, and a promoted replica may
 -- have missed the last writes: counters and versions that went backwards, so that a superseded
@@ -57,6 +74,7 @@ local publish = next_arg()
 local log_len = next_arg()
 local ttl_ms = tonumber(next_arg())
 local run_id = next_arg()
+local lease_ms = tonumber(next_arg())
 local shards = tonumber(next_arg())
 if run_id == '' then
   run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
@@ -70,6 +88,7 @@ local function next_shard()
   shard.seq_key = next_key()
   shard.log_key = next_key()
   shard.inc_key = next_key()
+  shard.leases_key = next_key()
   shard.candidate = next_arg()
   shard.seen_epoch = next_arg()
   shard.seen_seq = tonumber(next_arg())
@@ -103,7 +122,27 @@ local function settled_state(shard)
   end
   redis.call('SET', shard.epoch_key, shard.candidate)
   redis.call('SET', shard.inc_key, run_id)
+  -- The lease table may have been lost with the data, or may hold grants a holder still uses
+  -- under the old epoch: every bump of the new epoch waits out the longest lease known.
+  local quarantine = lease_ms
+  local fields = redis.call('HGETALL', shard.leases_key)
+  for i = 2, #fields, 2 do
+    quarantine = math.max(quarantine, tonumber(string.match(fields[i], '|(%d+)$')) or 0)
+  end
+  if quarantine > 0 then
+    redis.call('HSET', shard.leases_key, '!q', shard.candidate .. '|' .. quarantine)
+  end
   return shard.candidate, seq
+end
+
+-- Whether a holder that applied `seq` of `epoch` may be granted the shard now: not while a
+-- bumper gave up waiting for its acknowledgement of a later bump ("q|<epoch>|<seq>|...").
+local function may_grant(field_value, epoch, seq)
+  if not field_value or string.sub(field_value, 1, 2) ~= 'q|' then
+    return true
+  end
+  local q_epoch, q_seq = string.match(field_value, '^q|([^|]*)|(%d+)|')
+  return q_epoch == epoch and seq >= tonumber(q_seq)
 end
 
 if mode == 'fence' then
@@ -125,6 +164,52 @@ local function version_of(version_key, epoch)
     return version
   end
   return false
+end
+
+if mode == 'lease' then
+  local holder, grant = next_arg(), next_arg()
+  local out = {}
+  for _ = 1, shards do
+    local shard = next_shard()
+    local applied_epoch, applied_seq = next_arg(), tonumber(next_arg())
+    local epoch, seq = settled_state(shard)
+    if grant == '' then
+      redis.call('HDEL', shard.leases_key, holder)
+      epoch, seq = '', 0
+    elseif may_grant(redis.call('HGET', shard.leases_key, holder), applied_epoch, applied_seq) then
+      redis.call('HSET', shard.leases_key, holder, grant)
+    else
+      epoch, seq = '', 0
+    end
+    out[#out + 1] = epoch
+    out[#out + 1] = tostring(seq)
+  end
+  return out
+end
+
+if mode == 'ack' then
+  local holder = next_arg()
+  for _ = 1, shards do
+    next_shard()
+    local channel, epoch, seq = next_arg(), next_arg(), next_arg()
+    redis.call(publish, channel, 'a|' .. epoch .. '|' .. seq .. '|' .. holder)
+  end
+  return nil
+end
+
+if mode == 'prune' then
+  for _ = 1, shards do
+    local shard = next_shard()
+    local field, value, replacement = next_arg(), next_arg(), next_arg()
+    if redis.call('HGET', shard.leases_key, field) == value then
+      if replacement == '' then
+        redis.call('HDEL', shard.leases_key, field)
+      else
+        redis.call('HSET', shard.leases_key, field, replacement)
+      end
+    end
+  end
+  return nil
 end
 
 local now = redis.call('TIME')
@@ -155,6 +240,7 @@ for _ = 1, shards do
     end
   else
     local epoch, seq = settled_state(shard)
+    local seq_before = seq
     out[#out + 1] = epoch
     local seq_at = #out + 1
     out[seq_at] = ''
@@ -189,6 +275,14 @@ for _ = 1, shards do
     end
     redis.call('SET', shard.seq_key, seq)
     out[seq_at] = tostring(seq)
+    local fields = {}
+    if seq > seq_before then
+      fields = redis.call('HGETALL', shard.leases_key)
+    end
+    out[#out + 1] = tostring(#fields / 2)
+    for i = 1, #fields do
+      out[#out + 1] = fields[i]
+    end
   end
 end
 return out

@@ -66,7 +66,21 @@ struct Header {
     mode: &'static str,
     replay_log_len: u64,
     version_ttl_ms: u64,
+    read_lease_ms: u64,
     shards: usize,
+}
+
+impl Header {
+    /// The header of a mode that issues no version (log length and TTL unused).
+    fn without_versions(mode: &'static str, shards: usize, read_lease_ms: u64) -> Header {
+        Header {
+            mode,
+            replay_log_len: 0,
+            version_ttl_ms: 0,
+            read_lease_ms,
+            shards,
+        }
+    }
 }
 
 /// Starts an invocation of the shard script with its header arguments, in script order.
@@ -81,6 +95,7 @@ fn invocation(
         .arg(header.replay_log_len)
         .arg(header.version_ttl_ms)
         .arg(conn.run_id().unwrap_or_default())
+        .arg(header.read_lease_ms)
         .arg(header.shards);
     inv
 }
@@ -96,7 +111,8 @@ fn shard_block(
     inv.key(sk.epoch)
         .key(sk.seq)
         .key(sk.log)
-        .key(sk.incarnation);
+        .key(sk.incarnation)
+        .key(sk.leases);
     let (seen_epoch, seen_seq) = seen
         .as_ref()
         .map_or(("", 0), |(epoch, seq)| (epoch.as_str(), *seq));
@@ -111,6 +127,9 @@ fn shard_block(
 pub struct ShardVersions {
     pub state: ShardState,
     pub versions: Vec<Option<String>>,
+    /// The shard's lease table `(field, value)` as of the call, when it issued a version there
+    /// (Get and Bump only): the holders the caller must wait for (see `versions/leases`).
+    pub leases: Vec<(String, String)>,
 }
 
 /// Reads (or bumps) the keys of `shards` — shards on one Redis node — in one script call;
@@ -122,11 +141,13 @@ pub async fn versions(
     shards: &[ShardKeysToRead<'_>],
     replay_log_len: u64,
     version_ttl_ms: u64,
+    read_lease_ms: u64,
 ) -> RedisResult<Vec<ShardVersions>> {
     let header = Header {
         mode: mode.name(),
         replay_log_len,
         version_ttl_ms,
+        read_lease_ms,
         shards: shards.len(),
     };
     let mut inv = invocation(conn, keyspace, header);
@@ -144,12 +165,6 @@ pub async fn versions(
         }
     }
     let reply: Vec<String> = inv.invoke_async(conn).await?;
-    let expected: usize = shards.iter().map(|r| r.keys.len() + 2).sum();
-    if reply.len() != expected {
-        return Err(malformed(
-            "versions script returned the wrong number of values",
-        ));
-    }
     let mut reply = reply.into_iter();
     let mut out = Vec::with_capacity(shards.len());
     for read in shards {
@@ -164,13 +179,33 @@ pub async fn versions(
             .take(read.keys.len())
             .map(|v| Some(v).filter(|v| !v.is_empty()))
             .collect::<Vec<_>>();
+        if versions.len() != read.keys.len() {
+            return Err(malformed("versions script returned too few versions"));
+        }
         if mode != VersionsMode::Read && versions.iter().any(Option::is_none) {
             return Err(malformed("versions script issued an empty version"));
+        }
+        let mut leases = Vec::new();
+        if mode != VersionsMode::Read {
+            let count: usize = reply
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| malformed("versions script returned no lease table"))?;
+            for _ in 0..count {
+                let (Some(field), Some(value)) = (reply.next(), reply.next()) else {
+                    return Err(malformed("versions script returned a short lease table"));
+                };
+                leases.push((field, value));
+            }
         }
         out.push(ShardVersions {
             state: ShardState { epoch, seq },
             versions,
+            leases,
         });
+    }
+    if reply.next().is_some() {
+        return Err(malformed("versions script returned too many values"));
     }
     Ok(out)
 }
@@ -185,18 +220,102 @@ pub async fn fence(
     channel: &str,
     nonce: &str,
     seen: &[Seen],
+    read_lease_ms: u64,
 ) -> RedisResult<()> {
-    let header = Header {
-        mode: "fence",
-        replay_log_len: 0,
-        version_ttl_ms: 0,
-        shards: shards.len(),
-    };
+    let header = Header::without_versions("fence", shards.len(), read_lease_ms);
     let mut inv = invocation(conn, keyspace, header);
     inv.arg(channel).arg(nonce);
     for (i, &shard) in shards.iter().enumerate() {
         shard_block(&mut inv, keyspace, shard, seen.get(i).unwrap_or(&None));
     }
+    let _: redis::Value = inv.invoke_async(conn).await?;
+    Ok(())
+}
+
+/// A lease holder's position in one shard: the epoch and sequence its mirror has applied.
+#[derive(Debug, Clone)]
+pub struct HolderPosition {
+    pub shard: u32,
+    pub seen: Seen,
+    /// What the holder's mirror has applied (`("", 0)` when it is not synced).
+    pub applied: (String, u64),
+}
+
+/// Grants (or, with an empty `grant`, releases) `holder`'s read lease on `shards` (all on one
+/// Redis node): the grant "<counter>|<read_lease_ms>" is written into each shard's lease
+/// table, unless a bumper quarantined the holder there and its applied position is still
+/// behind the bump it missed. Returns each shard's state at the grant, `None` where refused.
+pub async fn lease(
+    conn: &mut CommandConnection,
+    keyspace: &Keyspace,
+    holder: &str,
+    grant: &str,
+    shards: &[HolderPosition],
+    read_lease_ms: u64,
+) -> RedisResult<Vec<Option<ShardState>>> {
+    let header = Header::without_versions("lease", shards.len(), read_lease_ms);
+    let mut inv = invocation(conn, keyspace, header);
+    inv.arg(holder).arg(grant);
+    for position in shards {
+        shard_block(&mut inv, keyspace, position.shard, &position.seen);
+        inv.arg(&position.applied.0).arg(position.applied.1);
+    }
+    let reply: Vec<String> = inv.invoke_async(conn).await?;
+    if reply.len() != shards.len() * 2 {
+        return Err(malformed(
+            "lease script returned the wrong number of values",
+        ));
+    }
+    reply
+        .chunks(2)
+        .map(|pair| {
+            let seq = pair[1]
+                .parse()
+                .map_err(|_| malformed("lease script returned a bad sequence"))?;
+            Ok(Some(ShardState {
+                epoch: pair[0].clone(),
+                seq,
+            })
+            .filter(|s| !s.epoch.is_empty()))
+        })
+        .collect()
+}
+
+/// Publishes `holder`'s acknowledgement of its applied position of each shard (all on one
+/// Redis node) on the shard's channel: `a|<epoch>|<seq>|<holder>`.
+pub async fn ack(
+    conn: &mut CommandConnection,
+    keyspace: &Keyspace,
+    holder: &str,
+    shards: &[(u32, String, u64)],
+) -> RedisResult<()> {
+    let header = Header::without_versions("ack", shards.len(), 0);
+    let mut inv = invocation(conn, keyspace, header);
+    inv.arg(holder);
+    for (shard, epoch, seq) in shards {
+        shard_block(&mut inv, keyspace, *shard, &None);
+        inv.arg(keyspace.shard_keys(*shard).channel)
+            .arg(epoch)
+            .arg(*seq);
+    }
+    let _: redis::Value = inv.invoke_async(conn).await?;
+    Ok(())
+}
+
+/// Replaces the lease-table field `field` of `shard` with `replacement` (removes it when
+/// empty), if it still holds `value`: a bumper's pruning of a lease it waited out.
+pub async fn prune(
+    conn: &mut CommandConnection,
+    keyspace: &Keyspace,
+    shard: u32,
+    field: &str,
+    value: &str,
+    replacement: &str,
+) -> RedisResult<()> {
+    let header = Header::without_versions("prune", 1, 0);
+    let mut inv = invocation(conn, keyspace, header);
+    shard_block(&mut inv, keyspace, shard, &None);
+    inv.arg(field).arg(value).arg(replacement);
     let _: redis::Value = inv.invoke_async(conn).await?;
     Ok(())
 }

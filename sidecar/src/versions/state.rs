@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
 use crate::token::random_token;
+use crate::versions::leases::{LeaseSettings, Leases};
 use crate::versions::mirror::Mirror;
 use crate::versions::version::VersionStr;
 
@@ -28,6 +29,8 @@ pub struct VersionsSettings {
     pub replay_log_len: u64,
     pub version_ttl_ms: u64,
     pub mirror_max_keys: usize,
+    /// Read leases (`read_lease_ms`, `read_lease_margin_ms`).
+    pub leases: LeaseSettings,
 }
 
 /// An event for Watch streams.
@@ -116,6 +119,7 @@ pub struct VersionsState {
     pub mirror: Mirror,
     pub metrics: Metrics,
     pub fences: Fences,
+    pub leases: Leases,
     pub events: broadcast::Sender<WatchItem>,
     pub subscription_live: AtomicBool,
     pub started_at: Instant,
@@ -131,12 +135,14 @@ impl VersionsState {
         let (events, _) = broadcast::channel(65_536);
         let mirror = Mirror::new(keyspace.shard_count(), settings.max_staleness)
             .with_max_keys(settings.mirror_max_keys, metrics.mirror_evictions.clone());
+        let leases = Leases::new(&settings.server_id, keyspace.shard_count(), settings.leases);
         Arc::new(VersionsState {
             mirror,
             keyspace,
             link,
             metrics,
             fences: Fences::default(),
+            leases,
             events,
             subscription_live: AtomicBool::new(false),
             started_at: Instant::now(),

@@ -201,6 +201,10 @@ async fn handle_push(state: &Arc<VersionsState>, push: PushInfo) -> Result<(), S
         }
         // Only we subscribe to our fence channels; the nonce proves the fence is ours.
         (Some(ChannelMessage::Fence(msg)), None) => on_fence(state, msg).await,
+        (Some(ChannelMessage::Ack(msg)), Some(shard)) => {
+            state.leases.bumper.on_ack(shard, msg);
+            Ok(())
+        }
         _ => {
             tracing::debug!(?shard, "ignoring a message that is not ours");
             Ok(())
@@ -233,6 +237,7 @@ async fn on_invalidation(
         Applied::EpochChanged => state.resync_watchers("epoch_changed"),
         _ => return Ok(()),
     }
+    acknowledge(state, shard);
     announce(
         state,
         Invalidated {
@@ -271,8 +276,10 @@ async fn on_fence(state: &Arc<VersionsState>, msg: FenceMessage) -> Result<(), S
         return Ok(());
     }
     let mut dropped: Option<&'static str> = None;
+    let mut moved = Vec::new();
     for (&shard, (epoch, seq)) in shards.iter().zip(&msg.shards) {
-        let synced_before = state.mirror.position(shard).is_some();
+        let before = state.mirror.position(shard);
+        let synced_before = before.is_some();
         let drop_reason = match state.mirror.compare(shard, epoch, *seq) {
             FenceCheck::Fresh => None,
             _ if !synced_before => Some("first_sync"),
@@ -287,6 +294,9 @@ async fn on_fence(state: &Arc<VersionsState>, msg: FenceMessage) -> Result<(), S
             state.mirror.reset(shard, epoch, *seq);
             dropped = dropped.or(Some(reason));
         }
+        if state.mirror.position(shard) != before {
+            moved.push(shard);
+        }
     }
     if let Some(reason) = dropped {
         state.resync_watchers(reason);
@@ -294,7 +304,17 @@ async fn on_fence(state: &Arc<VersionsState>, msg: FenceMessage) -> Result<(), S
     for shard in shards {
         state.mirror.mark_fresh(shard, sent_at);
     }
+    for shard in moved {
+        acknowledge(state, shard);
+    }
     Ok(())
+}
+
+/// Has a read-lease holder acknowledge what the shard has applied (no-op without leases).
+fn acknowledge(state: &VersionsState, shard: u32) {
+    if let Some(holder) = &state.leases.holder {
+        holder.moved(shard);
+    }
 }
 
 /// Brings a shard from `from - 1` up to `to` from its replay log, or drops it when the log no

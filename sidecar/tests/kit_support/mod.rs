@@ -36,6 +36,12 @@ pub async fn start(settings: Settings) -> Sidecar {
     sidecar
 }
 
+/// The sum of a metric's samples on an in-process sidecar (`name` without labels; 0 when
+/// absent).
+pub fn metric(sidecar: &Sidecar, name: &str) -> f64 {
+    coherence_testkit::metric_sum(&sidecar.state.metrics.encode(), name)
+}
+
 /// A gRPC channel to a sidecar's API.
 pub async fn channel(sidecar: &Sidecar) -> Channel {
     Endpoint::from_shared(format!("http://{}", sidecar.grpc_addr))
@@ -95,6 +101,25 @@ impl SidecarProcess {
         }
     }
 
+    /// SIGSTOP: the process stays, its connections stay open, it does nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`SidecarProcess::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let _ = std::process::Command::new("kill")
+                .arg(sig)
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -106,6 +131,7 @@ impl SidecarProcess {
 
 impl Drop for SidecarProcess {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
     }
 }

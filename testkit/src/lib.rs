@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod freeze;
+pub mod fuzz;
 pub mod proxy;
 pub mod resp;
 pub mod sentinel;

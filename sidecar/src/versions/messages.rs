@@ -146,6 +146,7 @@ mod tests {
                 }
                 out
             }
+            ChannelMessage::Ack(m) => format!("a|{}|{}|{}", m.epoch, m.seq, m.holder),
         }
     }
 
@@ -156,6 +157,7 @@ mod tests {
             ChannelMessage::Fence(m) => {
                 m.nonce.len() + m.shards.iter().map(|(e, _)| e.len()).sum::<usize>()
             }
+            ChannelMessage::Ack(m) => m.epoch.len() + m.holder.len(),
         }
     }
 
@@ -165,6 +167,7 @@ mod tests {
         let piece = prop_oneof![
             Just("i".to_string()),
             Just("f".to_string()),
+            Just("a".to_string()),
             "[0-9]{1,21}",
             "[+-]?[0-9a-f.]{0,20}",
             "\\PC{0,8}",
@@ -191,6 +194,9 @@ mod tests {
                 proptest::collection::vec((field, any::<u64>()), 0..8)
             )
                 .prop_map(|(nonce, shards)| ChannelMessage::Fence(FenceMessage { nonce, shards })),
+            (field, any::<u64>(), "\\PC{0,32}").prop_map(|(epoch, seq, holder)| {
+                ChannelMessage::Ack(AckMessage { epoch, seq, holder })
+            }),
         ]
     }
 

@@ -28,6 +28,7 @@ mod fault_support;
 use std::time::{Duration, Instant};
 
 use coherence_client::Version;
+use coherence_sidecar::process::config::Settings;
 use coherence_sidecar::Sidecar;
 use coherence_testkit::{Flow, Link};
 use fault_support::history::Report;
@@ -64,6 +65,10 @@ enum Fault {
     /// Through the proxy of sidecar [`PROXIED`]: this flow on one kind of its connections, for
     /// this long.
     Proxy(Link, Flow, Duration),
+    /// Through the proxy of sidecar [`PROXIED`]: both its links (subscription and commands)
+    /// stalled for this long — to Redis and its peers it is stopped, while it goes on answering
+    /// its own clients (a paused read-lease holder, at its most dangerous).
+    FreezeLinks(Duration),
     /// Through the proxy of sidecar [`PROXIED`]: its invalidation pushes dropped for this long.
     DropInvalidations(Duration),
     /// Through the proxy of sidecar [`PROXIED`]: its subscription stalled until the sidecar has
@@ -87,6 +92,7 @@ impl Fault {
         matches!(
             self,
             Fault::Proxy(..)
+                | Fault::FreezeLinks(_)
                 | Fault::DropInvalidations(_)
                 | Fault::StallSubscriptionUntilDeclaredDead
         )
@@ -180,12 +186,17 @@ struct Outcome {
 
 /// Runs the workload, injects `fault`, waits for recovery, runs on, and judges the history.
 async fn run(name: &str, fault: Fault) -> Outcome {
+    run_with(name, fault, |_| {}).await
+}
+
+/// [`run`], with the fleet's settings adjusted by `tune`.
+async fn run_with(name: &str, fault: Fault, tune: impl Fn(&mut Settings)) -> Outcome {
     let mut fleet = if fault.on_cluster() {
-        Fleet::start_cluster(3, 1, 3, |_| {}).await
+        Fleet::start_cluster(3, 1, 3, tune).await
     } else if fault.proxied() {
-        Fleet::start_proxied(3, &[PROXIED], |_| {}).await
+        Fleet::start_proxied(3, &[PROXIED], tune).await
     } else {
-        Fleet::start(3, |_| {}).await
+        Fleet::start(3, tune).await
     };
     let history = std::sync::Arc::clone(&fleet.history);
     history.begin_phase("before");
@@ -312,6 +323,14 @@ async fn inject(fleet: &mut Fleet, fault: &Fault) -> Option<Lost> {
                 declared_dead,
                 "the stalled subscription was not declared dead within 10 s"
             );
+        }
+        Fault::FreezeLinks(how_long) => {
+            let proxy = fleet.proxy(PROXIED);
+            proxy.set_flow(Link::Subscription, Flow::Stall);
+            proxy.set_flow(Link::Command, Flow::Stall);
+            tokio::time::sleep(*how_long).await;
+            proxy.set_flow(Link::Command, Flow::Pass);
+            proxy.set_flow(Link::Subscription, Flow::Pass);
         }
         Fault::DropInvalidations(how_long) => {
             fleet.proxy(PROXIED).drop_invalidations(true);
@@ -625,5 +644,58 @@ async fn cluster_slot_migration_mid_workload() {
         "every sidecar noticed the moved slot and re-subscribed: {:?}",
         o.effect
     );
+    o.fleet.shutdown().await;
+}
+
+/// Read leases on every sidecar (issue 18), short so that a holder that stops acknowledging
+/// delays bumps briefly: strong checks through every sidecar are then answered from mirrors.
+fn leased(s: &mut Settings) {
+    s.read_lease_ms = 500;
+}
+
+/// Strong answers from mirrors (under a lease) across the fleet, and bump calls that waited for
+/// a lease to run out.
+fn lease_figures(fleet: &Fleet) -> (f64, f64) {
+    let sum = |name: &str| -> f64 {
+        fleet
+            .sidecars
+            .iter()
+            .map(|s| fault_support::metric_of(s, name))
+            .sum()
+    };
+    let local = sum("coherence_strong_answers_total{source=\"mirror\"}");
+    (local, sum("coherence_bumps_waited_for_expiry_total"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_leases_with_a_holder_frozen() {
+    // Sidecar 2 holds leases and keeps answering its clients while nothing it sends or receives
+    // moves: bumps elsewhere must outwait its lease, and its strong answers must stop being
+    // local when its lease runs out by its own clock — zero strong answers may miss a
+    // completed bump (checked with everything else by the history checker).
+    let o = run_with(
+        "leases-holder-frozen-2s",
+        Fault::FreezeLinks(Duration::from_secs(2)),
+        leased,
+    )
+    .await;
+    let (local, waited) = lease_figures(&o.fleet);
+    println!("LEASES holder-frozen: strong answers from mirrors {local}, bumps that waited for an expiry {waited}");
+    assert!(local > 0.0, "no strong check was answered under a lease");
+    assert!(
+        waited >= 1.0,
+        "no bump waited for the frozen holder's lease"
+    );
+    o.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_leases_with_redis_restarted_empty() {
+    // The lease tables are lost with the data: the new epoch's bumps wait out the quarantine.
+    let o = run_with("leases-restart-empty", Fault::RestartEmpty, leased).await;
+    let (local, waited) = lease_figures(&o.fleet);
+    println!("LEASES restart-empty: strong answers from mirrors {local}, bumps that waited for an expiry {waited}");
+    assert!(local > 0.0, "no strong check was answered under a lease");
+    assert!(waited >= 1.0, "no bump waited out the quarantine");
     o.fleet.shutdown().await;
 }

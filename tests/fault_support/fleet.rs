@@ -210,6 +210,7 @@ impl Fleet {
             max_staleness: Duration::from_millis(self.settings.max_staleness_ms),
             check_deadline: Duration::from_millis(self.settings.check_deadline_ms),
             check_slack: Duration::from_millis(1_000),
+            strong_by_completed_bumps: self.settings.read_lease_ms > 0,
         }
     }
 

@@ -234,6 +234,18 @@ impl History {
         )
     }
 
+    /// The index of completed bumps alone: a token is superseded when a completed bump began
+    /// after it was seen, or when a completed bump returned a newer version of the key.
+    fn completed_index(r: &Recorded) -> Index {
+        Index::new(
+            completed(&r.bumps).map(|b| (b.key.as_str(), b.start, b.end)),
+            completed(&r.bumps).filter_map(|b| {
+                let version = b.outcome.as_ref().ok()?.as_deref()?;
+                Some((b.key.as_str(), version, b.end))
+            }),
+        )
+    }
+
     /// Every token seen so far that is known to be superseded, with its key.
     pub fn superseded_tokens(&self) -> Vec<(String, String)> {
         let r = self.lock();
@@ -250,6 +262,7 @@ impl History {
         let r = self.lock();
         let mut judge = Judge {
             global: History::global_index(&r),
+            completed: History::completed_index(&r),
             own: own_indexes(&r.bumps),
             seen: &r.seen,
             limits,
@@ -326,6 +339,8 @@ fn source_label(source: Option<CheckSource>) -> &'static str {
 
 struct Judge<'a> {
     global: Index,
+    /// Supersession by completed bumps alone (see [`Limits::strong_by_completed_bumps`]).
+    completed: Index,
     own: HashMap<Via, Index>,
     seen: &'a HashMap<String, (String, Instant)>,
     limits: &'a Limits,
@@ -443,7 +458,12 @@ impl Judge<'_> {
     fn claim(&mut self, read: &ReadRecord, token: &str, what: &str) {
         let kind = if read.strong { "strong" } else { "bounded" };
         let seen = self.seen(token);
-        let superseded = self.global.superseded_at(&read.key, token, seen);
+        let index = if read.strong && self.limits.strong_by_completed_bumps {
+            &self.completed
+        } else {
+            &self.global
+        };
+        let superseded = index.superseded_at(&read.key, token, seen);
         if let Some(stale_by) = superseded.and_then(|at| read.start.checked_duration_since(at)) {
             if let Some(allowance) = self.stale(read.via, read.strong, stale_by) {
                 self.report.violations.push(format!(

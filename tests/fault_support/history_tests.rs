@@ -10,6 +10,7 @@ fn limits() -> Limits {
         max_staleness: Duration::from_millis(100),
         check_deadline: Duration::from_millis(250),
         check_slack: Duration::from_millis(500),
+        strong_by_completed_bumps: false,
     }
 }
 
@@ -341,4 +342,27 @@ fn cache_reads_are_judged_against_the_source_of_truth() {
     assert_eq!(report.violations.len(), 3, "{:#?}", report.violations);
     assert!(report.violations[2].contains("own write"));
     assert_eq!(report.stale_within_bound, 2);
+}
+
+#[test]
+fn with_leases_strong_reads_are_judged_by_completed_bumps_only() {
+    // A bump issuing e.2.b is still waiting for a lease holder's acknowledgement at 30 (it
+    // completes at 50); a read through s1 has already returned e.2.b at 20. A strong read
+    // through the holder s0 at 30 still calling e.1.a current misses no completed bump, but a
+    // strong read at 60 does.
+    let c = Clock::new();
+    let h = History::default();
+    h.record_bump(bump(&c, 0, 1, &[S0], "e.1.a"));
+    h.record_bump(bump(&c, 10, 50, &[S1], "e.2.b"));
+    h.record_read(get(&c, 19, S1, true, "e.2.b"));
+    h.record_read(check(&c, 30, S0, true, "e.1.a", true));
+    let strict = h.analyse(&limits()).violations;
+    assert_eq!(strict.len(), 1, "without leases: {strict:?}");
+    let leased = Limits {
+        strong_by_completed_bumps: true,
+        ..limits()
+    };
+    assert!(h.analyse(&leased).violations.is_empty());
+    h.record_read(check(&c, 60, S0, true, "e.1.a", true));
+    assert_eq!(h.analyse(&leased).violations.len(), 1);
 }

@@ -15,6 +15,12 @@ pub struct Limits {
     /// Allowance for a noisy machine on top of the check deadline. Generous on purpose: the
     /// point is "never hangs", not latency.
     pub check_slack: Duration,
+    /// Judge strong reads by *completed* bumps only (guarantee 3 as worded): with read leases
+    /// a holder may answer the previous version while a bump is still waiting for its
+    /// acknowledgement, though another read has already returned the new one (see
+    /// docs/design.md, "Read leases"); without leases any version some operation returned
+    /// supersedes the older ones for strong reads too.
+    pub strong_by_completed_bumps: bool,
 }
 
 /// The least a phase must contain for its verdict to mean anything.

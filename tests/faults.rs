@@ -198,6 +198,7 @@ async fn run_with(name: &str, fault: Fault, tune: impl Fn(&mut Settings)) -> Out
     } else {
         Fleet::start(3, tune).await
     };
+    fleet.settle_lease_quarantines().await;
     let history = std::sync::Arc::clone(&fleet.history);
     history.begin_phase("before");
     let workload = Workload::start(&fleet, KEYS).await;

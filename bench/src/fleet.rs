@@ -29,6 +29,16 @@ impl Fleet {
 
     /// Grows the fleet to `n` sidecars, each ready (subscribed and fenced) before this returns.
     pub async fn grow_to(&mut self, n: usize) -> anyhow::Result<()> {
+        self.grow_with(n, |_| {}).await
+    }
+
+    /// [`Fleet::grow_to`], each new sidecar's settings adjusted by `tune` (its Redis URL may
+    /// be changed, to go through a proxy).
+    pub async fn grow_with(
+        &mut self,
+        n: usize,
+        tune: impl Fn(&mut coherence_sidecar::process::config::Settings),
+    ) -> anyhow::Result<()> {
         while self.sidecars.len() < n {
             let mut settings = Config::defaults();
             settings.redis_url = self.redis_url.clone();
@@ -36,6 +46,7 @@ impl Fleet {
             settings.server_id = format!("{}-{}", self.namespace, self.sidecars.len());
             settings.listen = "127.0.0.1:0".parse()?;
             settings.admin_listen = "127.0.0.1:0".parse()?;
+            tune(&mut settings);
             let config = Config::validate(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
             let sidecar = self
                 .server

@@ -12,6 +12,7 @@ mod checks;
 mod driver;
 mod fleet;
 mod floor;
+mod leases;
 mod memory;
 mod pg;
 mod plan;
@@ -169,6 +170,16 @@ async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Repo
         )
         .await;
         lone.shutdown().await;
+    }
+    if plan.runs("leases") {
+        leases::run(
+            plan,
+            server.clone(),
+            &redis.url(),
+            redis.port(),
+            &mut report,
+        )
+        .await;
     }
     if plan.runs("memory") {
         memory::run(

@@ -259,6 +259,38 @@ impl Fleet {
         None
     }
 
+    /// With read leases, every shard of a new namespace starts with a quarantine that its first
+    /// bumps wait out (docs/design.md, "Read leases"): one bump per shard through every
+    /// sidecar, before the workload, so that the phase before the fault is not spent waiting.
+    pub async fn settle_lease_quarantines(&self) {
+        if self.settings.read_lease_ms == 0 {
+            return;
+        }
+        let keyspace = coherence_sidecar::redis::keyspace::Keyspace::new(
+            &self.settings.namespace,
+            self.settings.shards,
+        );
+        let mut keys: Vec<String> = Vec::new();
+        for i in 0.. {
+            if keys.len() == self.settings.shards as usize {
+                break;
+            }
+            let key = format!("settle:{i}");
+            if !keys
+                .iter()
+                .any(|k| keyspace.shard_of(k) == keyspace.shard_of(&key))
+            {
+                keys.push(key);
+            }
+        }
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        for i in 0..self.clients.len() {
+            self.bump(i, &names)
+                .await
+                .expect("bump one key of every shard");
+        }
+    }
+
     /// Bumps `keys` through sidecar `i`, recorded.
     pub async fn bump(
         &self,

@@ -6,13 +6,16 @@
 //! subscription) or until the holder's grant has run out by this sidecar's reckoning: first
 //! sight of that grant value plus `period · (1 + ρ) + margin`, by its own monotonic clock.
 //! A grant value is never written twice, so a value seen before was granted before it was
-//! first seen. A holder waited out is replaced in the table by a marker (`q|<epoch>|<seq>|…`)
+//! first seen — in any shard: one grant call writes one value into every shard it covers, so
+//! a sighting in one shard dates the grant in all of them, and a frozen holder delays bumps
+//! of all its shards by one lease period together, not one period per shard. A holder waited out is replaced in the table by a marker (`q|<epoch>|<seq>|…`)
 //! that refuses it a new grant until it has applied the bump it missed, so that it delays
 //! bumps at most once; the quarantine after a new epoch (`!q`) is waited out and removed.
 //!
-//! Bounds: first sightings and acknowledgements are kept per shard for at most
-//! [`MAX_HOLDERS_PER_SHARD`] fields each (beyond, the map is cleared: waits become longer,
-//! never shorter); every wait ends at its holder's deadline, at most `10 s · (1 + ρ) + margin`.
+//! Bounds: acknowledgements are kept per shard for at most [`MAX_HOLDERS_PER_SHARD`] holders,
+//! first sightings for at most [`MAX_SIGHTINGS`] grant values (beyond, the map is cleared:
+//! waits become longer, never shorter); every wait ends at its holder's deadline, at most
+//! `10 s · (1 + ρ) + margin`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,8 +28,11 @@ use crate::versions::messages::AckMessage;
 use crate::versions::shard_script;
 use crate::versions::state::VersionsState;
 
-/// Most lease-table fields remembered per shard.
+/// Most holders whose acknowledgements are remembered per shard.
 pub const MAX_HOLDERS_PER_SHARD: usize = 4_096;
+
+/// Most `(field, value)` first sightings remembered.
+pub const MAX_SIGHTINGS: usize = 65_536;
 
 /// A shard whose lease table a versions call answered, with the state the call left it in.
 #[derive(Debug, Clone)]
@@ -42,7 +48,8 @@ pub struct Bumper {
     settings: LeaseSettings,
     /// This sidecar's own holder id (never waited for: its mirror learnt the versions first).
     own: Option<String>,
-    first_seen: Vec<Mutex<HashMap<String, (String, Instant)>>>,
+    /// When each `(field, value)` of any shard's table was first seen.
+    first_seen: Mutex<HashMap<(String, String), Instant>>,
     acks: Vec<Mutex<HashMap<String, (String, u64)>>>,
     acked: Notify,
 }
@@ -67,7 +74,7 @@ impl Bumper {
         Bumper {
             settings,
             own,
-            first_seen: (0..shards).map(|_| Mutex::default()).collect(),
+            first_seen: Mutex::default(),
             acks: (0..shards).map(|_| Mutex::default()).collect(),
             acked: Notify::new(),
         }
@@ -99,24 +106,21 @@ impl Bumper {
         })
     }
 
-    /// The leases of `table` to wait for, each with its deadline; records first sightings
-    /// (at `received`, when the table arrived) and forgets fields no longer in the table.
-    fn plan(&self, shard: u32, table: &[(String, String)], received: Instant) -> Vec<Wait> {
-        let Some(seen) = self.first_seen.get(shard as usize) else {
-            return Vec::new();
-        };
-        let mut seen = lock(seen);
-        let mut kept = HashMap::with_capacity(table.len().min(MAX_HOLDERS_PER_SHARD));
+    /// The leases of `table` to wait for, each with its deadline; records first sightings (at
+    /// `received`, when the table arrived).
+    fn plan(&self, table: &[(String, String)], received: Instant) -> Vec<Wait> {
+        let mut seen = lock(&self.first_seen);
+        if seen.len() + table.len() > MAX_SIGHTINGS {
+            seen.clear();
+        }
         let mut waits = Vec::new();
         for (field, value) in table.iter().take(MAX_HOLDERS_PER_SHARD) {
             if self.own.as_deref() == Some(field.as_str()) {
                 continue;
             }
-            let first = match seen.get(field) {
-                Some((v, at)) if v == value => *at,
-                _ => received,
-            };
-            kept.insert(field.clone(), (value.clone(), first));
+            let first = *seen
+                .entry((field.clone(), value.clone()))
+                .or_insert(received);
             let kind = entry_kind(field, value);
             let bound = self.settings.bumper_bound(period_of(value));
             // A marker is not waited for; it is removed once it has stood two bounds.
@@ -133,7 +137,6 @@ impl Bumper {
                 deadline,
             });
         }
-        *seen = kept;
         waits
     }
 
@@ -169,7 +172,7 @@ pub async fn wait_for_holders(state: Arc<VersionsState>, issued: Vec<IssuedIn>, 
     let mut waited_out = Vec::new();
     let mut waits = Vec::new();
     for shard in &issued {
-        for lease in bumper.plan(shard.shard, &shard.table, received) {
+        for lease in bumper.plan(&shard.table, received) {
             waits.push((shard, lease));
         }
     }
@@ -271,15 +274,15 @@ mod tests {
             ("h|1".to_string(), "1|1000".to_string()),
             ("me|1".to_string(), "1|1000".to_string()),
         ];
-        let first = b.plan(0, &table, t0);
+        let first = b.plan(&table, t0);
         assert_eq!(first.len(), 1, "never waits for itself");
         let bound = Duration::from_millis(1_021);
         assert_eq!(first[0].deadline, t0 + bound);
-        let later = b.plan(0, &table, t0 + Duration::from_millis(500));
+        let later = b.plan(&table, t0 + Duration::from_millis(500));
         assert_eq!(later[0].deadline, t0 + bound, "same grant: same deadline");
         let renewed = vec![("h|1".to_string(), "2|1000".to_string())];
         let t1 = t0 + Duration::from_millis(600);
-        assert_eq!(b.plan(0, &renewed, t1)[0].deadline, t1 + bound);
+        assert_eq!(b.plan(&renewed, t1)[0].deadline, t1 + bound);
     }
 
     #[tokio::test]
@@ -287,7 +290,7 @@ mod tests {
         let b = Arc::new(bumper());
         let t0 = Instant::now();
         let table = vec![("h|1".to_string(), "1|1000".to_string())];
-        let lease = b.plan(1, &table, t0).remove(0);
+        let lease = b.plan(&table, t0).remove(0);
         let waiter = {
             let b = Arc::clone(&b);
             tokio::spawn(async move { b.wait_one(1, "e", 5, &lease).await })

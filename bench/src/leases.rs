@@ -149,7 +149,10 @@ async fn measure_all(
     }
 
     // One holder frozen: bumps one after another for three lease periods.
-    let bumper = client(&leased, 1).await?;
+    // A bump may wait a lease period here: beyond the client's default timeout.
+    let bumper = client(&leased, 1)
+        .await?
+        .with_timeout(Duration::from_millis(5 * LEASE_MS));
     proxy.set_flow(Link::Subscription, Flow::Stall);
     proxy.set_flow(Link::Command, Flow::Stall);
     let frozen_at = Instant::now();

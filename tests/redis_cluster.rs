@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use coherence_client::Client;
+use coherence_client::{CheckSource, Client, Consistency};
 use coherence_sidecar::Sidecar;
 use coherence_testkit::cluster::key_slot;
 use coherence_testkit::tls::TestCertificates;
@@ -18,12 +18,22 @@ use common::topology::{assert_never_current, seen_everywhere};
 use common::{grpc_url, start_sidecar_with, WAIT};
 
 async fn fleet(cluster: &RedisCluster, n: usize) -> (Vec<Sidecar>, Vec<Client>) {
+    fleet_with(cluster, n, 0).await
+}
+
+/// [`fleet`], with `read_lease_ms` set on every sidecar.
+async fn fleet_with(
+    cluster: &RedisCluster,
+    n: usize,
+    read_lease_ms: u64,
+) -> (Vec<Sidecar>, Vec<Client>) {
     let mut sidecars = Vec::new();
     let mut clients = Vec::new();
     for i in 0..n {
         let sidecar = start_sidecar_with(&cluster.url(), &format!("s{i}"), |s| {
             s.namespace = "cl".into();
             s.shards = 8;
+            s.read_lease_ms = read_lease_ms;
         })
         .await;
         clients.push(
@@ -86,6 +96,48 @@ async fn bumps_on_every_shard_reach_every_sidecar_over_sharded_channels() {
     assert_eq!(
         redis::from_redis_value::<i64>(classic[1].clone()).unwrap(),
         0
+    );
+    for s in sidecars {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_leases_on_a_cluster_answer_strong_locally_and_bumps_wait_for_the_holder() {
+    // One grant, acknowledgement and prune script call per shard (one slot each), on the
+    // shard's master, with sharded pub/sub carrying the acknowledgements.
+    let cluster = RedisCluster::start(3, 0);
+    let (sidecars, clients) = fleet_with(&cluster, 2, 1_000).await;
+    for key in key_per_shard(&sidecars[0]) {
+        let old = clients[0].get_one(&key).await.unwrap();
+        let local = coherence_testkit::eventually(WAIT, || async {
+            let r = clients[0]
+                .check(&[(key.as_str(), &old)], Consistency::Strong)
+                .await
+                .unwrap()
+                .remove(0);
+            r.current && r.source == CheckSource::Mirror
+        })
+        .await;
+        assert!(local, "{key}: never answered strong from the mirror");
+        let new = clients[1].bump(&[&key]).await.unwrap().remove(0);
+        let r = clients[0]
+            .check(&[(key.as_str(), &old)], Consistency::Strong)
+            .await
+            .unwrap()
+            .remove(0);
+        assert!(!r.current, "{key}: a completed bump missed: {r:?}");
+        assert_eq!(r.version.as_ref(), Some(&new), "{key}: {r:?}");
+    }
+    // Every bump ended on the holder's acknowledgement, none on its expiry.
+    let metrics = sidecars[1].state.metrics.encode();
+    assert_eq!(
+        coherence_testkit::metric_sum(&metrics, "coherence_bumps_waited_for_expiry_total"),
+        0.0
+    );
+    assert_eq!(
+        coherence_testkit::metric_sum(&metrics, "coherence_bump_ack_wait_seconds_count"),
+        8.0
     );
     for s in sidecars {
         s.shutdown().await;

@@ -28,8 +28,7 @@ mod fault_support;
 use std::time::{Duration, Instant};
 
 use coherence_client::Version;
-use coherence_sidecar::Sidecar;
-use coherence_testkit::{Flow, Link};
+use coherence_testkit::{Flow, Link, TestSidecar};
 use fault_support::history::Report;
 use fault_support::{keys_of_one_shard, Fleet, Floors, Via, Workload};
 
@@ -112,7 +111,7 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn read(sidecars: &[Sidecar]) -> Metrics {
+    fn read(sidecars: &[TestSidecar]) -> Metrics {
         let reconnects = |connection: &'static str| -> f64 {
             sidecars
                 .iter()

@@ -2,12 +2,9 @@
 //! `max_batch_keys` and a Check entry without a version are each refused with
 //! `INVALID_ARGUMENT` naming the field and index — and the sidecar keeps serving.
 
-mod common;
-
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
-use coherence_testkit::RedisServer;
-use common::{grpc_url, start_sidecar, start_sidecar_with};
+use coherence_testkit::{RedisServer, TestSidecar};
 use tonic::transport::Channel;
 
 async fn connect(url: String) -> CacheVersionsClient<Channel> {
@@ -91,9 +88,9 @@ async fn watch(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_limits_refuse_bad_input_naming_field_and_index_and_keep_serving() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar(&redis.url(), "limits").await;
-    let mut bad = connect(grpc_url(&sidecar)).await;
-    let mut other = connect(grpc_url(&sidecar)).await;
+    let sidecar = TestSidecar::start_named(&redis, "limits").await;
+    let mut bad = connect(sidecar.grpc_url()).await;
+    let mut other = connect(sidecar.grpc_url()).await;
 
     // Empty key, at index 1 of each call.
     assert_invalid(
@@ -187,12 +184,15 @@ async fn default_limits_refuse_bad_input_naming_field_and_index_and_keep_serving
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_configurable() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar_with(&redis.url(), "small-limits", |s| {
-        s.max_key_bytes = 8;
-        s.max_batch_keys = 2;
-    })
-    .await;
-    let mut client = connect(grpc_url(&sidecar)).await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("small-limits")
+        .settings(|s| {
+            s.max_key_bytes = 8;
+            s.max_batch_keys = 2;
+        })
+        .start()
+        .await;
+    let mut client = connect(sidecar.grpc_url()).await;
     assert!(get(&mut client, keys(&["12345678", "b"])).await.is_ok());
     assert_invalid(
         get(&mut client, keys(&["123456789"])).await,

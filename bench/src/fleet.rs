@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use coherence_sidecar::process::config::Config;
-use coherence_sidecar::Sidecar;
+use coherence_testkit::TestSidecar;
 use tokio::runtime::Handle;
 
 /// Sidecars of one namespace, all against one Redis.
 pub struct Fleet {
     server: Handle,
-    pub sidecars: Vec<Sidecar>,
+    pub sidecars: Vec<TestSidecar>,
     redis_url: String,
     namespace: String,
 }
@@ -30,23 +29,12 @@ impl Fleet {
     /// Grows the fleet to `n` sidecars, each ready (subscribed and fenced) before this returns.
     pub async fn grow_to(&mut self, n: usize) -> anyhow::Result<()> {
         while self.sidecars.len() < n {
-            let mut settings = Config::defaults();
-            settings.redis_url = self.redis_url.clone();
-            settings.namespace = self.namespace.clone();
-            settings.server_id = format!("{}-{}", self.namespace, self.sidecars.len());
-            settings.listen = "127.0.0.1:0".parse()?;
-            settings.admin_listen = "127.0.0.1:0".parse()?;
-            let config = Config::validate(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let sidecar = self
-                .server
-                .spawn(Sidecar::start(config))
-                .await?
-                .context("start a sidecar")?;
-            anyhow::ensure!(
-                sidecar.wait_ready(Duration::from_secs(20)).await,
-                "sidecar {} not ready within 20 s",
-                self.sidecars.len()
-            );
+            // Started (and awaited ready) on the server runtime: the sidecar's tasks live there.
+            let start = TestSidecar::builder(&self.redis_url)
+                .namespace(&self.namespace)
+                .server_id(&format!("{}-{}", self.namespace, self.sidecars.len()))
+                .try_start();
+            let sidecar = self.server.spawn(start).await?.context("start a sidecar")?;
             self.sidecars.push(sidecar);
         }
         Ok(())
@@ -54,7 +42,7 @@ impl Fleet {
 
     /// `http://` address of sidecar `i`.
     pub fn url(&self, i: usize) -> String {
-        format!("http://{}", self.sidecars[i].grpc_addr)
+        self.sidecars[i].grpc_url()
     }
 
     /// Shuts every sidecar down (on the server runtime), bounded.

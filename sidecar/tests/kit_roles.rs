@@ -9,9 +9,9 @@ use coherence_proto::v1 as pb;
 use coherence_proto::v1::servers_client::ServersClient;
 use coherence_testkit::{eventually, RedisServer};
 use futures::future::join_all;
-use kit_support::{channel, settings, start, SidecarProcess};
+use kit_support::sidecar;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 const LEASE_MS: u64 = 1_500;
 const REFRESH_MS: u64 = 100;
@@ -152,14 +152,14 @@ async fn one_scheduling_publisher_at_every_sampled_instant_and_takeover_after_si
 async fn alone_is_single_then_publisher_and_graceful_leave_hands_over_at_once() {
     let redis = RedisServer::start();
     let tune = |id: &str| {
-        let mut s = settings(&redis, id);
-        s.lease_ms = 5_000;
-        s.server_refresh_ms = REFRESH_MS;
-        s.server_ttl_ms = TTL_MS;
-        s
+        sidecar(&redis, id).settings(|s| {
+            s.lease_ms = 5_000;
+            s.server_refresh_ms = REFRESH_MS;
+            s.server_ttl_ms = TTL_MS;
+        })
     };
-    let a = start(tune("a")).await;
-    let on_a = ServersClient::new(channel(&a).await);
+    let a = tune("a").start().await;
+    let on_a = ServersClient::new(a.channel().await);
     let single = eventually(Duration::from_secs(10), || async {
         role_of(&on_a).await.role() == pb::Role::Single
     })
@@ -174,8 +174,8 @@ async fn alone_is_single_then_publisher_and_graceful_leave_hands_over_at_once() 
     .await;
     assert!(metrics, "{}", a.state.metrics.encode());
 
-    let b = start(tune("b")).await;
-    let on_b = ServersClient::new(channel(&b).await);
+    let b = tune("b").start().await;
+    let on_b = ServersClient::new(b.channel().await);
     let two = eventually(Duration::from_secs(10), || async {
         roles(&[on_a.clone(), on_b.clone()]).await
             == [pb::Role::SchedulingPublisher, pb::Role::Subscriber]
@@ -205,18 +205,18 @@ async fn alone_is_single_then_publisher_and_graceful_leave_hands_over_at_once() 
 async fn a_sidecar_that_cannot_reach_redis_reports_unknown_before_its_lease_can_expire() {
     let redis = RedisServer::start();
     let tune = |id: &str| {
-        let mut s = settings(&redis, id);
-        s.lease_ms = LEASE_MS;
-        s.server_refresh_ms = REFRESH_MS;
-        s.server_ttl_ms = TTL_MS;
-        s.request_timeout_ms = 300;
-        s
+        sidecar(&redis, id).settings(|s| {
+            s.lease_ms = LEASE_MS;
+            s.server_refresh_ms = REFRESH_MS;
+            s.server_ttl_ms = TTL_MS;
+            s.request_timeout_ms = 300;
+        })
     };
-    let a = start(tune("a")).await;
-    let b = start(tune("b")).await;
+    let a = tune("a").start().await;
+    let b = tune("b").start().await;
     let clients = [
-        ServersClient::new(channel(&a).await),
-        ServersClient::new(channel(&b).await),
+        ServersClient::new(a.channel().await),
+        ServersClient::new(b.channel().await),
     ];
     let settled = eventually(Duration::from_secs(10), || async {
         let r = roles(&clients).await;
@@ -295,15 +295,16 @@ async fn static_mode_pins_every_server_whatever_redis_says() {
     let mut redis = RedisServer::start();
     let mut sidecars = Vec::new();
     for id in ["a", "b", "c"] {
-        let mut s = settings(&redis, id);
-        s.role = "scheduling-publisher".into();
-        s.server_refresh_ms = REFRESH_MS;
-        s.server_ttl_ms = TTL_MS;
-        sidecars.push(start(s).await);
+        let s = sidecar(&redis, id).settings(|s| {
+            s.role = "scheduling-publisher".into();
+            s.server_refresh_ms = REFRESH_MS;
+            s.server_ttl_ms = TTL_MS;
+        });
+        sidecars.push(s.start().await);
     }
     let mut clients = Vec::new();
     for sidecar in &sidecars {
-        clients.push(ServersClient::new(channel(sidecar).await));
+        clients.push(ServersClient::new(sidecar.channel().await));
     }
     for status in join_all(clients.iter().map(role_of)).await {
         assert_eq!(status.role(), pb::Role::SchedulingPublisher, "{status:?}");
@@ -331,5 +332,69 @@ async fn static_mode_pins_every_server_whatever_redis_says() {
     }
     for sidecar in sidecars {
         sidecar.shutdown().await;
+    }
+}
+
+/// A `coherence-sidecar` process, so a test can SIGKILL it for real. Killed on drop.
+pub struct SidecarProcess {
+    pub server_id: String,
+    pub grpc_url: String,
+    child: Option<std::process::Child>,
+}
+
+impl SidecarProcess {
+    /// Starts the binary against `redis` with `extra` flags, on free ports.
+    pub fn spawn(redis: &RedisServer, server_id: &str, extra: &[&str]) -> SidecarProcess {
+        let port = coherence_testkit::free_port();
+        let admin = coherence_testkit::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_coherence-sidecar"))
+            .args(["--redis-url", &redis.url()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--server-id", server_id, "--namespace", "kit"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn coherence-sidecar");
+        SidecarProcess {
+            server_id: server_id.to_string(),
+            grpc_url: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+        }
+    }
+
+    /// A channel to its API, once it accepts connections (bounded wait).
+    pub async fn channel(&self) -> Channel {
+        let endpoint = Endpoint::from_shared(self.grpc_url.clone())
+            .unwrap()
+            .timeout(Duration::from_secs(5));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match endpoint.connect().await {
+                Ok(channel) => return channel,
+                Err(err) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} never accepted connections: {err}",
+                    self.server_id
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -4,12 +4,10 @@
 //! ready, Get/Check/Bump work, Redis logs no denial of anything it did, and the same user is
 //! refused keys and channels of another namespace.
 
-mod ops;
-
 use std::time::Duration;
 
 use coherence_proto::v1 as pb;
-use coherence_testkit::RedisServer;
+use coherence_testkit::{Await, RedisServer, TestSidecar};
 
 const USER: &str = "coherence-app";
 const PASSWORD: &str = "app-secret-0123456789";
@@ -84,18 +82,24 @@ async fn sidecar_works_under_the_documented_acl_user_and_nothing_more() {
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-    let mut s = ops::settings(&redis.url());
-    s.namespace = "app".into();
-    s.redis_username = USER.into();
-    s.redis_password_file = Some(password_file);
-    let sidecar = ops::start(s).await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .namespace("app")
+        .settings(|s| {
+            s.redis_username = USER.into();
+            s.redis_password_file = Some(password_file);
+        })
+        .wait(Await::Started)
+        .start()
+        .await;
     assert!(
         sidecar.wait_ready(Duration::from_secs(20)).await,
         "not ready under the ACL user; ACL LOG: {:?}",
         acl_log(&redis)
     );
 
-    let mut client = ops::grpc_client(&sidecar).await;
+    let mut client = coherence_proto::v1::cache_versions_client::CacheVersionsClient::new(
+        sidecar.channel().await,
+    );
     let keys = vec!["content".to_string()];
     let old = client
         .get(pb::GetRequest {

@@ -5,20 +5,16 @@
 //! dies, the waiting one takes the id over once the registration is older than server_ttl_ms.
 //! All real processes against a real Redis; Redis keyspace notifications witness every DEL.
 
-mod ops;
-
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::servers_client::ServersClient;
-use coherence_testkit::{eventually, free_port, RedisServer};
+use coherence_testkit::exposition::sample;
+use coherence_testkit::{eventually, free_port, http_get, RedisServer, WAIT};
 use futures::StreamExt;
-use ops::{http_get, sample};
 
-const WAIT: Duration = Duration::from_secs(20);
 const ID: &str = "twin";
 const LEADER_KEY: &str = "coh:{dup:servers}:leader";
 const INFO_KEY: &str = "coh:{dup:servers}:s:twin";
@@ -70,7 +66,7 @@ impl Process {
         if !connected {
             return None;
         }
-        let response = http_get(self.admin, "/readyz", None).await;
+        let response = http_get(self.admin, "/readyz", None).await?;
         Some((response.status, response.body))
     }
 
@@ -85,7 +81,8 @@ impl Process {
 
     async fn conflict(&self) -> Option<f64> {
         tokio::net::TcpStream::connect(self.admin).await.ok()?;
-        sample(&http_get(self.admin, "/metrics", None).await.body, CONFLICT)
+        let metrics = http_get(self.admin, "/metrics", None).await?;
+        sample(&metrics.body, CONFLICT)
     }
 
     async fn role(&self) -> Option<pb::RoleStatus> {

@@ -52,6 +52,7 @@
 //! those tests share and nobody else needs.
 
 pub mod cluster;
+pub mod exposition;
 pub mod freeze;
 pub mod http;
 pub mod proxy;

@@ -7,27 +7,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coherence_client::{CheckSource, Client, Consistency, Version};
-use coherence_sidecar::process::config::{Config, Settings};
-use coherence_sidecar::Sidecar;
-use coherence_testkit::{RedisCluster, RedisProxy, RedisServer};
+use coherence_sidecar::process::config::Settings;
+use coherence_sidecar::process::sidecar::StartError;
+use coherence_testkit::{
+    Await, RedisCluster, RedisProxy, RedisServer, TestSidecar, TestSidecarError,
+};
 
 use super::history::{BumpRecord, CheckAnswer, History, Limits, Read, ReadRecord, Via};
 
 /// Settings every fault test starts from: short fences so that staleness matters and faults
 /// are noticed quickly, a few shards so the 2-core test machine is not swamped by heartbeats.
 pub fn fault_settings(redis_url: &str, server_id: &str) -> Settings {
-    let mut s = Config::defaults();
-    s.redis_url = redis_url.to_string();
-    s.listen = "127.0.0.1:0".parse().expect("address");
-    s.admin_listen = "127.0.0.1:0".parse().expect("address");
-    s.namespace = "faults".into();
-    s.server_id = server_id.into();
-    s.shards = 8;
-    s.heartbeat_interval_ms = 50;
-    s.max_staleness_ms = 300;
-    s.check_deadline_ms = 250;
-    s.request_timeout_ms = 1_000;
-    s
+    TestSidecar::builder(redis_url)
+        .server_id(server_id)
+        .namespace("faults")
+        .settings(|s| {
+            s.shards = 8;
+            s.heartbeat_interval_ms = 50;
+            s.max_staleness_ms = 300;
+            s.check_deadline_ms = 250;
+            s.request_timeout_ms = 1_000;
+        })
+        .into_settings()
 }
 
 /// `n` distinct keys that all fall into shard 0 (for bursts of one script call).
@@ -59,7 +60,7 @@ impl Backend {
 /// A test Redis (or cluster) and the sidecars (with a gRPC client each) that use it.
 pub struct Fleet {
     pub backend: Backend,
-    pub sidecars: Vec<Sidecar>,
+    pub sidecars: Vec<TestSidecar>,
     pub clients: Vec<Client>,
     /// The settings the sidecars share (each has its own server id, addresses and Redis URL).
     pub settings: Settings,
@@ -147,7 +148,7 @@ impl Fleet {
         let sidecar = start_sidecar(s.clone()).await;
         s.listen = sidecar.grpc_addr.into();
         s.admin_listen = sidecar.admin_addr;
-        let client = Client::connect(format!("http://{}", sidecar.grpc_addr))
+        let client = Client::connect(sidecar.grpc_url())
             .await
             .expect("client connects")
             .with_timeout(Duration::from_secs(10));
@@ -364,15 +365,15 @@ impl Fleet {
 
 /// Starts a sidecar; retries a bind that fails because the previous holder of a fixed port
 /// is still letting go of it.
-async fn start_sidecar(settings: Settings) -> Sidecar {
+async fn start_sidecar(settings: Settings) -> TestSidecar {
     let mut attempts = 0;
     loop {
-        let config = Config::validate(settings.clone()).expect("valid settings");
-        match Sidecar::start(config).await {
+        let start = TestSidecar::with_settings(settings.clone())
+            .wait(Await::Started)
+            .try_start();
+        match start.await {
             Ok(sidecar) => return sidecar,
-            Err(err @ coherence_sidecar::process::sidecar::StartError::Bind { .. })
-                if attempts < 50 =>
-            {
+            Err(err @ TestSidecarError::Start(StartError::Bind { .. })) if attempts < 50 => {
                 attempts += 1;
                 eprintln!("retrying a sidecar start: {err}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -493,7 +494,7 @@ pub fn record_gets(
 }
 
 /// The sum of a metric's samples (every label set) on one sidecar, from its Prometheus text.
-pub fn metric_of(sidecar: &Sidecar, name: &str) -> f64 {
+pub fn metric_of(sidecar: &TestSidecar, name: &str) -> f64 {
     sidecar
         .state
         .metrics

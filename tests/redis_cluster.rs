@@ -95,15 +95,15 @@ async fn bumps_on_every_shard_reach_every_sidecar_over_sharded_channels() {
     }
 }
 
-/// Only one seed in the URL: the other masters are discovered from `CLUSTER SLOTS`, and their
+/// Only one node in the URL: the other masters are discovered from `CLUSTER SLOTS`, and their
 /// certificates (signed by the private CA, not a web PKI root) must be checked against
-/// `redis_ca_file` as the seed's is.
+/// `redis_ca_file` as the named node's is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_cluster_checks_the_masters_it_discovers_against_the_configured_ca() {
     let certs = TestCertificates::make();
     let cluster = RedisCluster::start_tls(3, 0, &certs);
-    let seed = format!("rediss+cluster://127.0.0.1:{}", cluster.client_port(0));
-    let sidecar = TestSidecar::builder(&seed)
+    let url = format!("rediss+cluster://127.0.0.1:{}", cluster.client_port(0));
+    let sidecar = TestSidecar::builder(&url)
         .server_id("tls-cluster")
         .settings(|s| {
             s.namespace = "tlscl".into();

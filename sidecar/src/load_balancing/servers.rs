@@ -11,8 +11,8 @@
 //! does not register, does not touch the lease, and refuses to serve: not ready
 //! ([`Servers::is_registered`] false), an error log line, `coherence_server_id_conflict` 1,
 //! role `UNKNOWN`. It takes the id over once the other process has left or its heartbeat is
-//! older than `server_ttl_ms` — so a sidecar restarted after a crash waits that long. The role is either pinned by configuration (static mode, like the
-//! seed's `StaticServerAccessor`) or elected: the same call renews a leader lease (SET NX PX,
+//! older than `server_ttl_ms` — so a sidecar restarted after a crash waits that long. The role is either pinned by configuration (static mode, like
+//! Umbraco's `StaticServerAccessor`) or elected: the same call renews a leader lease (SET NX PX,
 //! extended only by its holder). The holder is `SCHEDULING_PUBLISHER` (`SINGLE` when it is the
 //! only live server), the others `SUBSCRIBER`.
 //!
@@ -36,7 +36,7 @@ use crate::redis::link::LinkError;
 
 static SERVERS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("servers.lua")));
 
-/// The seed's server roles.
+/// Umbraco's server roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     Single,

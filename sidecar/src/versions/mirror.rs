@@ -461,7 +461,7 @@ impl Mirror {
     }
 
     /// Drops an eighth of a full shard's entries: whichever come first in the table, an order
-    /// the hasher's random seed makes arbitrary. One pass per eighth of the capacity inserted
+    /// the hasher's random keys make arbitrary. One pass per eighth of the capacity inserted
     /// keeps eviction O(1) per insert, amortised. Raises the learn floor past every dropped
     /// entry and everything applied, so that no read older than what was forgotten is learnt.
     fn evict_locked(&self, m: &mut ShardMirror) {

@@ -55,6 +55,7 @@ pub mod cluster;
 pub mod exposition;
 pub mod freeze;
 pub mod http;
+pub mod fuzz;
 pub mod proxy;
 pub mod resp;
 pub mod sentinel;

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 use coherence_client::{Client, Version, WatchEvent};
 use coherence_sidecar::process::config::Settings;
 use coherence_testkit::{
-    eventually, Await, Flow, FreezingProxy, Link, RedisProxy, RedisServer, TestSidecar, WAIT,
+    eventually, Flow, FreezingProxy, Link, RedisProxy, RedisServer, TestSidecar, WAIT,
 };
-use common::acl::{allow_subscribe, user_without_subscribe};
+use common::acl::{allow_subscribe, sidecar_that_cannot_subscribe};
 use conformance_support::{Driver, Mirror, Setup, Subject};
 use futures::StreamExt;
 
@@ -184,11 +184,7 @@ async fn not_yet_subscribed(subject: Subject, driver: Arc<Driver>) -> Outcome {
     const KEY: &str = "early";
     let redis = RedisServer::start();
     let other = TestSidecar::start_named(&redis, "other").await;
-    let early = TestSidecar::builder(&user_without_subscribe(&redis))
-        .server_id("early")
-        .wait(Await::Started)
-        .start()
-        .await;
+    let early = sidecar_that_cannot_subscribe(&redis).await;
     let mirror = Mirror::open(subject, &addr(&early), Setup::default(), Some(&driver)).await;
     assert!(
         eventually(WAIT, || async { mirror.stats().await.connected >= 1 }).await,

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use coherence_client::{Client, MirrorOptions, Version, WatchEvent};
-use coherence_testkit::{Await, RedisServer, TestSidecar, WAIT};
-use common::acl::{allow_subscribe, user_without_subscribe};
+use coherence_testkit::{RedisServer, TestSidecar, WAIT};
+use common::acl::{allow_subscribe, sidecar_that_cannot_subscribe};
 use futures::StreamExt;
 
 const KEY: &str = "content";
@@ -26,11 +26,7 @@ const KEY: &str = "content";
 async fn a_watcher_opened_before_its_sidecar_is_ready_hears_of_bumps_it_could_not_see() {
     let redis = RedisServer::start();
     let other = TestSidecar::start_named(&redis, "other").await;
-    let early = TestSidecar::builder(&user_without_subscribe(&redis))
-        .server_id("early")
-        .wait(Await::Started)
-        .start()
-        .await;
+    let early = sidecar_that_cannot_subscribe(&redis).await;
     let via_early = Client::connect(early.grpc_url()).await.unwrap();
     let via_other = Client::connect(other.grpc_url()).await.unwrap();
 

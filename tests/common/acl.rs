@@ -1,12 +1,22 @@
-//! A Redis user that may do everything but subscribe, for the watch contract's "not yet
-//! subscribed" (tests/watch_contract.rs, and the conformance scenario of the same name).
+//! A sidecar whose Redis user may do everything but subscribe, for the watch contract's "not
+//! yet subscribed" (tests/watch_contract.rs, and the conformance scenario of the same name).
 
-use coherence_testkit::RedisServer;
+use coherence_testkit::{Await, RedisServer, TestSidecar};
+
+/// A sidecar named `early` on `redis` that answers `Get` and serves `Watch` but cannot
+/// subscribe (so it never becomes ready), until [`allow_subscribe`].
+pub async fn sidecar_that_cannot_subscribe(redis: &RedisServer) -> TestSidecar {
+    TestSidecar::builder(&user_without_subscribe(redis))
+        .server_id("early")
+        .wait(Await::Started)
+        .start()
+        .await
+}
 
 /// A Redis user that may do everything the sidecar needs except subscribe: a sidecar started
 /// with it answers `Get` and serves `Watch` but cannot subscribe (the watch contract's "not yet
 /// subscribed"), until [`allow_subscribe`].
-pub fn user_without_subscribe(redis: &RedisServer) -> String {
+fn user_without_subscribe(redis: &RedisServer) -> String {
     let _: String = redis
         .cmd(&[
             "ACL",

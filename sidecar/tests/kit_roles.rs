@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::servers_client::ServersClient;
-use coherence_testkit::{eventually, RedisServer};
+use coherence_testkit::{eventually, RedisServer, SidecarProcess};
 use futures::future::join_all;
 use kit_support::sidecar;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const LEASE_MS: u64 = 1_500;
 const REFRESH_MS: u64 = 100;
@@ -61,9 +61,16 @@ async fn one_scheduling_publisher_at_every_sampled_instant_and_takeover_after_si
     let redis = RedisServer::start();
     let flags = election_flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut processes: Vec<SidecarProcess> = ["a", "b", "c"]
+    let ids = ["a", "b", "c"];
+    let mut processes: Vec<SidecarProcess> = ids
         .iter()
-        .map(|id| SidecarProcess::spawn(&redis, id, &flags))
+        .map(|id| {
+            SidecarProcess::builder(env!("CARGO_BIN_EXE_coherence-sidecar"), &redis.url())
+                .args(&["--server-id", id, "--namespace", "kit"])
+                .args(&flags)
+                .env("RUST_LOG", "warn")
+                .spawn()
+        })
         .collect();
     let mut clients = Vec::new();
     for process in &processes {
@@ -138,10 +145,7 @@ async fn one_scheduling_publisher_at_every_sampled_instant_and_takeover_after_si
             .unwrap()
             .into_inner();
         list.servers.len() == 2
-            && !list
-                .servers
-                .iter()
-                .any(|s| s.server_id == processes[leader].server_id)
+            && !list.servers.iter().any(|s| s.server_id == ids[leader])
             && list.servers.iter().any(|s| s.server_id == list.leader_id)
     })
     .await;
@@ -332,69 +336,5 @@ async fn static_mode_pins_every_server_whatever_redis_says() {
     }
     for sidecar in sidecars {
         sidecar.shutdown().await;
-    }
-}
-
-/// A `coherence-sidecar` process, so a test can SIGKILL it for real. Killed on drop.
-pub struct SidecarProcess {
-    pub server_id: String,
-    pub grpc_url: String,
-    child: Option<std::process::Child>,
-}
-
-impl SidecarProcess {
-    /// Starts the binary against `redis` with `extra` flags, on free ports.
-    pub fn spawn(redis: &RedisServer, server_id: &str, extra: &[&str]) -> SidecarProcess {
-        let port = coherence_testkit::free_port();
-        let admin = coherence_testkit::free_port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_coherence-sidecar"))
-            .args(["--redis-url", &redis.url()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(["--server-id", server_id, "--namespace", "kit"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn coherence-sidecar");
-        SidecarProcess {
-            server_id: server_id.to_string(),
-            grpc_url: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-        }
-    }
-
-    /// A channel to its API, once it accepts connections (bounded wait).
-    pub async fn channel(&self) -> Channel {
-        let endpoint = Endpoint::from_shared(self.grpc_url.clone())
-            .unwrap()
-            .timeout(Duration::from_secs(5));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            match endpoint.connect().await {
-                Ok(channel) => return channel,
-                Err(err) => assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{} never accepted connections: {err}",
-                    self.server_id
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL, and wait for the process to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for SidecarProcess {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -70,7 +70,7 @@ fn order(entry: Option<At>, new: Option<At>) -> Order {
 /// The map and its trust state, shared by the client handle and the Watch task.
 pub(crate) struct MirrorState {
     /// foldhash rather than SipHash: the keys come from the application itself, and hashing
-    /// a key is a good part of a local check's ~60 ns.
+    /// a key is a good part of a local check (23 ns in BENCHMARKS.md's latest full run).
     entries: DashMap<String, Entry, foldhash::fast::RandomState>,
     /// Hashes epochs into [`At`].
     epochs: foldhash::quality::RandomState,

@@ -8,6 +8,7 @@
 //! any server (a sidecar's gRPC port) to make open connections go silent without closing.
 
 pub mod cluster;
+pub mod fault_history;
 pub mod freeze;
 pub mod fuzz;
 pub mod proxy;

@@ -5,4 +5,5 @@
 
 pub mod history;
 pub mod order;
+pub mod record;
 pub mod report;

@@ -329,6 +329,13 @@ fn render(phases: &[Phase]) -> String {
         }
         let v = &p.verdict;
         let _ = writeln!(out, "History checker (`coherence_testkit::fault_history`, max_staleness {:?}, check deadline {:?} + slack {:?}): {} violations. {v}\n", LIMITS.max_staleness, LIMITS.check_deadline, LIMITS.check_slack, v.violations.len());
+        let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+        for violation in &v.violations {
+            *kinds.entry(violation_kind(violation)).or_default() += 1;
+        }
+        if !kinds.is_empty() {
+            let _ = writeln!(out, "Violations by kind: {kinds:?}; the first ten:\n");
+        }
         for violation in v.violations.iter().take(10) {
             let _ = writeln!(out, "- {violation}");
         }
@@ -337,6 +344,22 @@ fn render(phases: &[Phase]) -> String {
         }
     }
     out
+}
+
+/// The rule a history checker violation broke, from its wording
+/// (`coherence_testkit::fault_history::history`).
+fn violation_kind(violation: &str) -> &'static str {
+    if violation.contains("beyond deadline") {
+        "check slower than deadline + slack"
+    } else if violation.contains("failed instead of answering") {
+        "check failed instead of answering"
+    } else if violation.contains("own writes") {
+        "own write not visible"
+    } else if violation.contains("superseded") {
+        "superseded version called current"
+    } else {
+        "other"
+    }
 }
 
 fn memory_row(out: &mut String, what: &str, points: &[(f64, f64)], skip: Duration) {

@@ -54,8 +54,8 @@
 pub mod cluster;
 pub mod fault_history;
 pub mod freeze;
-pub mod http;
 pub mod fuzz;
+pub mod http;
 pub mod proxy;
 pub mod resp;
 pub mod sentinel;

@@ -18,6 +18,7 @@ mod plan;
 mod propagation;
 mod report;
 mod scale;
+mod soak;
 mod stats;
 mod strong;
 
@@ -78,6 +79,12 @@ fn runtime(name: &str, workers: Option<usize>) -> anyhow::Result<tokio::runtime:
 async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Report> {
     let mut report = Report::default();
     report.fact(machine_line());
+    if plan.runs("soak") {
+        soak::run(plan, &mut report).await?;
+        if plan.args.sections.iter().all(|s| s == "soak") {
+            return Ok(report);
+        }
+    }
     if plan.runs("memory") {
         // First, while the heap is still small and nothing freed can be reused.
         memory::mirror_per_key(&mut report);

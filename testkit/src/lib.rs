@@ -54,6 +54,7 @@
 
 pub mod cluster;
 pub mod exposition;
+pub mod fault_history;
 pub mod freeze;
 pub mod fuzz;
 pub mod http;

@@ -19,6 +19,61 @@ use crate::token::random_token;
 
 static SHARD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("shard.lua")));
 
+/// The shard script to run: `shard.lua` itself, or (feature `fault-injection` only) a variant
+/// with the epoch rotations that [`crate::fault_injection`] has turned off removed.
+fn shard_script() -> &'static Script {
+    #[cfg(feature = "fault-injection")]
+    {
+        controls::shard_script()
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        &SHARD
+    }
+}
+
+/// The variants of `shard.lua` the negative controls run: each turns one of its epoch
+/// rotations into `false`, so that the script goes on with the shard's old state.
+#[cfg(feature = "fault-injection")]
+mod controls {
+    use std::sync::LazyLock;
+
+    use redis::Script;
+
+    use crate::fault_injection::{off, Mechanism};
+
+    /// The run-id comparison of `current_state` (Mechanism::Incarnation).
+    const INCARNATION: &str = "redis.call('GET', shard.inc_key) ~= run_id";
+    /// The sequence comparison of `current_state` (Mechanism::RollbackCheck).
+    const ROLLBACK: &str = "(epoch == shard.seen_epoch and seq < shard.seen_seq)";
+
+    fn without(conditions: &[&str]) -> Script {
+        let mut source = include_str!("shard.lua").to_string();
+        for condition in conditions {
+            assert!(source.contains(condition), "shard.lua lost `{condition}`");
+            source = source.replace(condition, "false");
+        }
+        Script::new(&source)
+    }
+
+    pub(super) static VARIANTS: LazyLock<[Script; 3]> = LazyLock::new(|| {
+        [
+            without(&[INCARNATION]),
+            without(&[ROLLBACK]),
+            without(&[INCARNATION, ROLLBACK]),
+        ]
+    });
+
+    pub fn shard_script() -> &'static Script {
+        match (off(Mechanism::Incarnation), off(Mechanism::RollbackCheck)) {
+            (false, false) => &super::SHARD,
+            (true, false) => &VARIANTS[0],
+            (false, true) => &VARIANTS[1],
+            (true, true) => &VARIANTS[2],
+        }
+    }
+}
+
 /// A shard's epoch and sequence as of one script call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardState {
@@ -75,7 +130,7 @@ fn invocation(
     keyspace: &Keyspace,
     header: Header,
 ) -> redis::ScriptInvocation<'static> {
-    let mut inv = SHARD.prepare_invoke();
+    let mut inv = shard_script().prepare_invoke();
     inv.arg(header.mode)
         .arg(keyspace.publish_command())
         .arg(header.replay_log_len)
@@ -250,4 +305,21 @@ pub async fn read_log(
 
 fn malformed(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    /// Each variant removes a condition that is still in `shard.lua` (else building it panics),
+    /// and they all differ.
+    #[test]
+    fn every_control_variant_differs_from_the_script() {
+        let mut hashes: Vec<&str> = super::controls::VARIANTS
+            .iter()
+            .map(|s| s.get_hash())
+            .collect();
+        hashes.push(super::SHARD.get_hash());
+        hashes.sort();
+        hashes.dedup();
+        assert_eq!(hashes.len(), 4);
+    }
 }

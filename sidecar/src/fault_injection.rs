@@ -9,7 +9,8 @@
 //! removes with the code it guards. Every switch is off by default and is set only by test code
 //! through [`disable`], never from configuration. The switches are process-wide: a test that
 //! uses them must not run beside another sidecar test in the same process (the negative
-//! controls take a lock).
+//! controls take a lock). The two switches of `shard.lua` act in eval mode only (`redis_scripts`):
+//! in functions mode the sidecar calls the library an administrator loaded.
 
 /// A safety mechanism a negative control can turn off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

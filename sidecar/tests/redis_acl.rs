@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use coherence_proto::v1 as pb;
 use coherence_sidecar::Sidecar;
-use coherence_testkit::{eventually, RedisCluster, RedisServer};
+use coherence_testkit::{eventually, Await, RedisCluster, RedisServer, TestSidecar};
 
 const USER: &str = "coherence-app";
 const PASSWORD: &str = "app-secret-0123456789";
@@ -178,17 +178,21 @@ async fn load_functions(redis_url: &str) -> std::process::Output {
 
 /// Starts a sidecar of namespace `app` under `rule` (its library loaded first in functions
 /// mode) and waits until it is ready.
-async fn start_under(rule: Rule, redis_url: &str, nodes: &[RedisServer]) -> Sidecar {
+async fn start_under(rule: Rule, redis_url: &str, nodes: &[RedisServer]) -> TestSidecar {
     if rule == Rule::Functions {
         load_functions(redis_url).await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut s = ops::settings(redis_url);
-    s.namespace = "app".into();
-    s.redis_username = USER.into();
-    s.redis_password_file = Some(password_file(&dir));
-    s.redis_scripts = rule.scripts().into();
-    let sidecar = ops::start(s).await;
+    let sidecar = TestSidecar::builder(redis_url)
+        .namespace("app")
+        .settings(|s| {
+            s.redis_username = USER.into();
+            s.redis_password_file = Some(password_file(&dir));
+            s.redis_scripts = rule.scripts().into();
+        })
+        .wait(Await::Started)
+        .start()
+        .await;
     assert!(
         sidecar.wait_ready(WAIT).await,
         "{rule:?}: not ready under the ACL user; ACL LOG: {:?}",

@@ -347,7 +347,7 @@ async fn functions_mode_works_under_the_functions_acl_user_which_runs_no_lua_of_
     let function = coherence_sidecar::redis::scripts::SHARD.function();
     refused(
         redis::cmd("FCALL")
-            .arg(&function)
+            .arg(function)
             .arg(1)
             .arg("coh:{other:0}:epoch")
             .arg("read")
@@ -380,12 +380,19 @@ async fn functions_mode_works_under_the_functions_acl_user_which_runs_no_lua_of_
         let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
         text.lines().any(|l| {
             l.contains("ERROR")
-                && l.contains(&function)
+                && l.contains(function)
                 && l.contains("run `coherence-sidecar functions load`")
         })
     })
     .await;
     assert!(said, "no log line says what to run");
+    let readyz = sidecar.admin_get("/readyz").await.expect("/readyz answers");
+    assert!(
+        readyz.status == 503 && readyz.body.contains("coherence-sidecar functions load"),
+        "/readyz: {} {}",
+        readyz.status,
+        readyz.body
+    );
 
     // Only another version of the library: still missing.
     let _: String = redis

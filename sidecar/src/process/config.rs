@@ -58,7 +58,7 @@ macro_rules! settings {
     ($( $(#[$attr:meta])* $name:ident : $ty:ty = $default:expr, $default_doc:literal, $env:literal, $meaning:literal; )*) => {
         /// Command-line flags and environment variables (each unset unless given).
         #[derive(Debug, Parser)]
-        #[command(name = "coherence-sidecar", version, about = "coherence sidecar: cache version counters in Redis, served over localhost gRPC")]
+        #[command(name = "coherence-sidecar", version, about = "coherence sidecar: cache version counters in Redis, served over localhost gRPC", after_help = "Also: coherence-sidecar functions load [Redis settings] installs the Redis Functions library that redis_scripts = functions calls (run it with an administrator's credential); coherence-sidecar functions print prints it. See docs/security.md.")]
         pub struct Flags {
             /// Optional TOML configuration file.
             #[arg(long, env = "COHERENCE_CONFIG")]

@@ -54,6 +54,7 @@ pub struct LuaScript {
     name: &'static str,
     source: &'static str,
     eval: OnceLock<Script>,
+    function: OnceLock<String>,
 }
 
 impl LuaScript {
@@ -62,6 +63,7 @@ impl LuaScript {
             name,
             source,
             eval: OnceLock::new(),
+            function: OnceLock::new(),
         }
     }
 
@@ -75,8 +77,9 @@ impl LuaScript {
     }
 
     /// The function's name in the library of this build.
-    pub fn function(&self) -> String {
-        format!("{}_{}", library_name(), self.name)
+    pub fn function(&self) -> &str {
+        self.function
+            .get_or_init(|| format!("{}_{}", library_name(), self.name))
     }
 
     /// A call of this script, to which keys and arguments are added in order.
@@ -213,14 +216,14 @@ impl ScriptRunner {
             ScriptMode::Functions => {
                 let function = call.script.function();
                 let result = redis::cmd("FCALL")
-                    .arg(&function)
+                    .arg(function)
                     .arg(call.keys.len())
                     .arg(&call.keys)
                     .arg(&call.args)
                     .query_async(conn)
                     .await;
                 match &result {
-                    Err(err) if is_function_not_found(err) => self.library_lost(&function),
+                    Err(err) if is_function_not_found(err) => self.library_lost(function),
                     Ok(_) => self.library_found(),
                     Err(_) => {}
                 }

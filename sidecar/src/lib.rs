@@ -20,8 +20,11 @@
 //! - [`load_balancing`]: server roles, distributed jobs, the notifications backplane;
 //! - [`redis`]: reaching Redis — deployments, credentials, the verified connection, key names;
 //! - [`metrics`], [`secrets`], [`token`], [`invalid_setting`]: what every layer records, what
-//!   none may print, random tokens, and how a refused setting is named.
+//!   none may print, random tokens, and how a refused setting is named;
+//! - [`fault_injection`]: test-only switches that turn a safety mechanism off (cargo feature
+//!   `fault-injection`; without it, nothing).
 
+pub mod fault_injection;
 pub mod grpc;
 pub mod invalid_setting;
 pub mod load_balancing;

@@ -96,6 +96,47 @@ async fn bad_configuration_exits_64_naming_the_setting() {
         &run(&[], &[("COHERENCE_MAX_STALENESS_MS", "50")]).await,
         "max_staleness_ms",
     );
+    assert_config_error(
+        &run(&["--redis-scripts", "lua"], &[]).await,
+        "redis_scripts",
+    );
+}
+
+/// `functions load` takes the sidecar's Redis settings: a bad one exits 64 naming it, an
+/// unreachable Redis exits 1 naming the library and the Redis (never its password), a bad
+/// action is a usage error (64); `functions print` prints the library.
+#[tokio::test]
+async fn functions_load_exits_64_on_bad_settings_and_1_when_redis_cannot_be_reached() {
+    assert_config_error(
+        &run(
+            &["functions", "load", "--redis-url", "redis//:hunter2@h:1"],
+            &[],
+        )
+        .await,
+        "redis_url",
+    );
+    let usage = run(&["functions", "unload"], &[]).await;
+    assert_eq!(usage.status.code(), Some(64), "{usage:?}");
+    let unreachable = run(
+        &[
+            "functions",
+            "load",
+            "--redis-url",
+            &format!("redis://:{PASSWORD}@127.0.0.1:1"),
+        ],
+        &[],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(1), "{stderr}");
+    let library = coherence_sidecar::redis::scripts::library_name();
+    assert!(stderr.contains(&library), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "the password leaked: {stderr}");
+    let printed = run(&["functions", "print"], &[]).await;
+    assert!(printed.status.success());
+    assert!(
+        String::from_utf8_lossy(&printed.stdout).starts_with(&format!("#!lua name={library}\n"))
+    );
 }
 
 /// A marker password: it must appear nowhere in any output.

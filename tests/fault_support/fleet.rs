@@ -171,11 +171,24 @@ impl Fleet {
     /// ports; returns once a call through its client succeeds again. Its checks may fail
     /// meanwhile: the history is told of the outage.
     pub async fn restart_sidecar(&mut self, i: usize, down: Duration) {
+        self.restart_sidecar_with(i, down, |_| {}).await;
+    }
+
+    /// As [`Fleet::restart_sidecar`], running `while_down` on the Redis deployment once the
+    /// sidecar has been down for `down` (a blocking call: restarting Redis, restoring a
+    /// snapshot).
+    pub async fn restart_sidecar_with(
+        &mut self,
+        i: usize,
+        down: Duration,
+        while_down: impl FnOnce(&mut Backend),
+    ) {
         self.history.outage_begins(Via::Sidecar(i));
         let old = self.sidecars.remove(i);
         old.shutdown().await;
         // The length of the outage, not a synchronisation.
         tokio::time::sleep(down).await;
+        tokio::task::block_in_place(|| while_down(&mut self.backend));
         let sidecar = start_sidecar(self.own_settings[i].clone()).await;
         self.sidecars.insert(i, sidecar);
         let client = &self.clients[i];

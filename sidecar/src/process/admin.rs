@@ -56,6 +56,11 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, &'stati
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if !readiness.versions().link.is_connected() {
         (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n")
+    } else if !readiness.versions().link.scripts().usable() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis lacks this sidecar's functions library (run coherence-sidecar functions load)\n",
+        )
     } else if !readiness.is_registered() {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -20,6 +20,7 @@ use crate::load_balancing::servers::ServersConfig;
 pub use crate::process::listen::ListenAddr;
 use crate::redis::access::AccessSettings;
 use crate::redis::config::{RedisConfig, RedisSettings};
+use crate::redis::scripts::ScriptMode;
 use crate::redis::url::redact_url;
 use crate::secrets::Secret;
 use crate::versions::state::VersionsSettings;
@@ -57,7 +58,7 @@ macro_rules! settings {
     ($( $(#[$attr:meta])* $name:ident : $ty:ty = $default:expr, $default_doc:literal, $env:literal, $meaning:literal; )*) => {
         /// Command-line flags and environment variables (each unset unless given).
         #[derive(Debug, Parser)]
-        #[command(name = "coherence-sidecar", version, about = "coherence sidecar: cache version counters in Redis, served over localhost gRPC")]
+        #[command(name = "coherence-sidecar", version, about = "coherence sidecar: cache version counters in Redis, served over localhost gRPC", after_help = "Also: coherence-sidecar functions load [Redis settings] installs the Redis Functions library that redis_scripts = functions calls (run it with an administrator's credential); coherence-sidecar functions print prints it. See docs/security.md.")]
         pub struct Flags {
             /// Optional TOML configuration file.
             #[arg(long, env = "COHERENCE_CONFIG")]
@@ -145,6 +146,8 @@ settings! {
         "A key's version leaves Redis this long after its last Get or Bump that reached Redis (0: never). A key read again afterwards gets a version never issued before. See docs/design.md.";
     reconcile_interval_ms: u64 = 30_000, "30000", "COHERENCE_RECONCILE_INTERVAL_MS",
         "How often every mirrored version is compared with Redis.";
+    redis_scripts: String = "eval".to_string(), "eval", "COHERENCE_REDIS_SCRIPTS",
+        "How the sidecar runs its Lua scripts: eval (EVALSHA, and SCRIPT LOAD when Redis lacks one) or functions (FCALL of the versioned Redis Functions library that coherence-sidecar functions load installs; Redis 7+; its ACL user then needs no EVAL, EVALSHA, SCRIPT LOAD or FUNCTION LOAD). See docs/security.md.";
     allow_evicting_policy: bool = false, "false", "COHERENCE_ALLOW_EVICTING_POLICY",
         "Serve even when Redis's maxmemory-policy can evict keys that have no time to live (allkeys-*): shard state and job run records (see docs/design.md).";
     drain_timeout_ms: u64 = 5_000, "5000", "COHERENCE_DRAIN_TIMEOUT_MS",
@@ -259,6 +262,16 @@ impl Config {
             if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 *path = None;
             }
+        }
+        if ScriptMode::parse(&settings.redis_scripts).is_none() {
+            return Err(invalid(
+                "redis_scripts",
+                format!(
+                    "{:?} is not one of {}",
+                    settings.redis_scripts,
+                    ScriptMode::NAMES.join(", ")
+                ),
+            ));
         }
         let redis = RedisConfig::new(&settings.redis_settings())?;
         crate::redis::keyspace::validate_namespace(&settings.namespace)
@@ -430,6 +443,7 @@ impl Settings {
                 sentinel_password_file: self.sentinel_password_file.as_deref(),
             },
             allow_evicting_policy: self.allow_evicting_policy,
+            scripts: ScriptMode::parse(&self.redis_scripts).unwrap_or_default(),
         }
     }
 }

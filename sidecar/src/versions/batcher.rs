@@ -165,11 +165,15 @@ impl Batcher {
         } else {
             reads.into_iter().map(|read| vec![read]).collect()
         };
+        let scripts = state.link.scripts();
         let results = calls.iter().map(|shards| async move {
             let result = state
                 .link
                 .run(operation, timeout, |mut conn| async move {
-                    shard_script::versions(&mut conn, keyspace, mode, shards, log_len, ttl_ms).await
+                    shard_script::versions(
+                        scripts, &mut conn, keyspace, mode, shards, log_len, ttl_ms,
+                    )
+                    .await
                 })
                 .await;
             (shards, result)

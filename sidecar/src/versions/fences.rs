@@ -88,6 +88,7 @@ async fn fence_round(state: Arc<VersionsState>) {
 async fn fence(state: &VersionsState, group: &FenceGroup) -> Result<(), LinkError> {
     let timeout = state.settings.max_staleness.max(Duration::from_millis(100));
     let keyspace = &state.keyspace;
+    let scripts = state.link.scripts();
     let nonce = &state.fences.register(group.shards.clone(), Instant::now());
     let seen: &Vec<shard_script::Seen> = &group
         .shards
@@ -98,6 +99,7 @@ async fn fence(state: &VersionsState, group: &FenceGroup) -> Result<(), LinkErro
         .link
         .run("fence", timeout, |mut conn| async move {
             shard_script::fence(
+                scripts,
                 &mut conn,
                 keyspace,
                 &group.shards,

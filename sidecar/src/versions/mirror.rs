@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
+use crate::fault_injection::{off, Mechanism};
 use crate::versions::version::{Version, VersionAt, VersionStr};
 
 #[derive(Debug, Clone)]
@@ -203,8 +204,9 @@ impl Mirror {
 
     fn trusted(&self, m: &ShardMirror, now: Instant) -> bool {
         m.synced
-            && m.fenced_at
-                .is_some_and(|t| now.saturating_duration_since(t) <= self.max_staleness)
+            && m.fenced_at.is_some_and(|t| {
+                now.saturating_duration_since(t) <= self.max_staleness || off(Mechanism::FenceAge)
+            })
     }
 
     /// The key's version if the shard may answer now (synced, fence fresh, key known), known
@@ -288,7 +290,7 @@ impl Mirror {
         if seq <= m.applied_seq {
             return Applied::Duplicate;
         }
-        if seq > m.applied_seq + 1 {
+        if seq > m.applied_seq + 1 && !off(Mechanism::GapRepair) {
             let from = m.applied_seq + 1;
             m.synced = false;
             return Applied::Gap { from, to: seq - 1 };

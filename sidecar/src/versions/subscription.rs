@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
+use crate::fault_injection::{off, Mechanism};
 use crate::redis::link::LinkError;
 use crate::versions::messages::{ChannelMessage, FenceMessage, InvalidationMessage};
 use crate::versions::mirror::{Applied, FenceCheck};
@@ -276,6 +277,7 @@ async fn on_fence(state: &Arc<VersionsState>, msg: FenceMessage) -> Result<(), S
         let drop_reason = match state.mirror.compare(shard, epoch, *seq) {
             FenceCheck::Fresh => None,
             _ if !synced_before => Some("first_sync"),
+            FenceCheck::Behind { .. } if off(Mechanism::GapRepair) => None,
             FenceCheck::Behind { from, to } => {
                 state.metrics.gaps_detected.inc();
                 repair(state, shard, epoch, from, to).await?;
@@ -289,7 +291,9 @@ async fn on_fence(state: &Arc<VersionsState>, msg: FenceMessage) -> Result<(), S
         }
     }
     if let Some(reason) = dropped {
-        state.resync_watchers(reason);
+        if !(reason == "first_sync" && off(Mechanism::FirstSyncResync)) {
+            state.resync_watchers(reason);
+        }
     }
     for shard in shards {
         state.mirror.mark_fresh(shard, sent_at);

@@ -19,9 +19,11 @@
 //! - [`versions`]: cache versions — Get, Check, Bump, the mirror and what keeps it fresh;
 //! - [`load_balancing`]: server roles, distributed jobs, the notifications backplane;
 //! - [`redis`]: reaching Redis — deployments, credentials, the verified connection, key names;
+//! - [`buffers`]: buffers slow or untrusted parties fill, bounded in bytes;
 //! - [`metrics`], [`secrets`], [`token`], [`invalid_setting`]: what every layer records, what
 //!   none may print, random tokens, and how a refused setting is named.
 
+pub mod buffers;
 pub mod grpc;
 pub mod invalid_setting;
 pub mod load_balancing;

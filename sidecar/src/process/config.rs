@@ -139,6 +139,8 @@ settings! {
         "Longest Get and Bump wait for Redis before answering UNAVAILABLE.";
     mirror_max_keys: usize = 500_000, "500000", "COHERENCE_MIRROR_MAX_KEYS",
         "Most versions the in-memory mirror keeps (about 140 bytes each); past it an arbitrary eighth of a shard is dropped and read from Redis when next asked.";
+    mirror_max_bytes: usize = 64 << 20, "67108864 (64 MiB)", "COHERENCE_MIRROR_MAX_BYTES",
+        "Most bytes the mirror's versions may take (each counted as its key's length plus 112 bytes); past it an arbitrary eighth of a shard is dropped, as for mirror_max_keys.";
     replay_log_len: u64 = 10_000, "10000", "COHERENCE_REPLAY_LOG_LEN",
         "Invalidations kept per shard for gap repair (approximate, capped stream).";
     version_ttl_ms: u64 = 86_400_000, "86400000 (1 day)", "COHERENCE_VERSION_TTL_MS",
@@ -175,6 +177,20 @@ settings! {
         "Address shown for this server in server lists.";
     max_payload_bytes: usize = 65_536, "65536", "COHERENCE_MAX_PAYLOAD_BYTES",
         "Largest notification payload accepted by Publish, in bytes.";
+    max_watch_prefixes: usize = 1_000, "1000", "COHERENCE_MAX_WATCH_PREFIXES",
+        "Most key prefixes one Watch (or topics one Subscribe) may name; INVALID_ARGUMENT past it.";
+    max_watch_prefix_bytes: usize = 65_536, "65536", "COHERENCE_MAX_WATCH_PREFIX_BYTES",
+        "Most bytes the prefixes of one Watch (or topics of one Subscribe) may add up to; INVALID_ARGUMENT past it.";
+    watch_buffer_bytes: usize = 8 << 20, "8388608 (8 MiB)", "COHERENCE_WATCH_BUFFER_BYTES",
+        "Bytes of recent invalidations and heartbeats kept for Watch streams, shared by all of them; a stream further behind (its app does not read) gets a Resync and skips ahead. See docs/operations.md, memory budget.";
+    max_watch_streams: usize = 32, "32", "COHERENCE_MAX_WATCH_STREAMS",
+        "Most Watch streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 512 KiB (HTTP/2 send buffers, its prefixes) while its app does not read.";
+    notification_buffer_bytes: usize = 8 << 20, "8388608 (8 MiB)", "COHERENCE_NOTIFICATION_BUFFER_BYTES",
+        "Bytes of recent notifications kept for Subscribe streams, shared by all of them; a stream further behind gets MissedMessages and skips ahead.";
+    max_subscribe_streams: usize = 32, "32", "COHERENCE_MAX_SUBSCRIBE_STREAMS",
+        "Most Subscribe streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 512 KiB, as a Watch stream.";
+    push_buffer_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_PUSH_BUFFER_BYTES",
+        "Bytes of pub/sub messages from Redis queued for each of the two subscriptions (invalidations, notifications); past it the subscription is re-established and what was missed is repaired or announced.";
     log_format: String = "text".to_string(), "text", "COHERENCE_LOG_FORMAT",
         "Log lines on stderr: text (coloured only when stderr is a terminal and NO_COLOR is unset) or json (one object per line, for log pipelines). RUST_LOG filters them.";
 }
@@ -278,8 +294,22 @@ impl Config {
         if settings.max_batch_keys == 0 {
             return Err(invalid("max_batch_keys", "must be at least 1".into()));
         }
-        if settings.mirror_max_keys == 0 {
-            return Err(invalid("mirror_max_keys", "must be at least 1".into()));
+        for (name, value) in [
+            ("mirror_max_keys", settings.mirror_max_keys),
+            ("mirror_max_bytes", settings.mirror_max_bytes),
+            ("max_watch_prefixes", settings.max_watch_prefixes),
+            ("watch_buffer_bytes", settings.watch_buffer_bytes),
+            ("max_watch_streams", settings.max_watch_streams),
+            (
+                "notification_buffer_bytes",
+                settings.notification_buffer_bytes,
+            ),
+            ("max_subscribe_streams", settings.max_subscribe_streams),
+            ("push_buffer_bytes", settings.push_buffer_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "must be at least 1".into()));
+            }
         }
         for (name, value) in [
             ("heartbeat_interval_ms", settings.heartbeat_interval_ms),
@@ -361,6 +391,9 @@ impl Config {
             replay_log_len: s.replay_log_len,
             version_ttl_ms: s.version_ttl_ms,
             mirror_max_keys: s.mirror_max_keys,
+            mirror_max_bytes: s.mirror_max_bytes,
+            watch_buffer_bytes: s.watch_buffer_bytes,
+            push_buffer_bytes: s.push_buffer_bytes,
         }
     }
 

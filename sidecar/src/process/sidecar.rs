@@ -22,6 +22,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::grpc::admission::StreamSlots;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::cache_versions::CacheVersionsService;
 use crate::grpc::jobs::JobsService;
@@ -186,10 +187,17 @@ impl Sidecar {
         let limits = Limits {
             max_key_bytes: settings.max_key_bytes,
             max_batch_keys: settings.max_batch_keys,
+            max_watch_prefixes: settings.max_watch_prefixes,
+            max_watch_prefix_bytes: settings.max_watch_prefix_bytes,
         };
         let service = CacheVersionsServer::new(CacheVersionsService::new(
             Arc::clone(&versions),
             limits,
+            StreamSlots::new(
+                settings.max_watch_streams,
+                "max_watch_streams",
+                metrics.clone(),
+            ),
             shutdown_rx.clone(),
         ))
         .max_decoding_message_size(limits.max_message_bytes());
@@ -201,7 +209,11 @@ impl Sidecar {
         tasks.push(tokio::spawn(
             Arc::clone(&servers).run_status(shutdown_rx.clone()),
         ));
-        let notifications = Arc::new(Notifications::new(handle));
+        let notifications = Arc::new(Notifications::new(
+            handle,
+            settings.notification_buffer_bytes,
+            settings.push_buffer_bytes,
+        ));
         tasks.push(tokio::spawn(
             Arc::clone(&notifications).run(shutdown_rx.clone()),
         ));
@@ -209,6 +221,11 @@ impl Sidecar {
             Arc::clone(&notifications),
             limits,
             settings.max_payload_bytes,
+            StreamSlots::new(
+                settings.max_subscribe_streams,
+                "max_subscribe_streams",
+                metrics.clone(),
+            ),
             shutdown_rx.clone(),
         ))
         .max_decoding_message_size(NotificationsService::max_message_bytes(

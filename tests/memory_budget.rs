@@ -8,13 +8,10 @@
 //! is answered meanwhile; and once the stream reads again, what it skipped is announced
 //! (`Resync` / `MissedMessages`) and everything after is delivered in order.
 
-mod common;
-
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
 use coherence_proto::v1::notifications_client::NotificationsClient;
-use coherence_testkit::RedisServer;
-use common::{grpc_url, start_sidecar_with, WAIT};
+use coherence_testkit::{RedisServer, TestSidecar, WAIT};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Streaming;
 
@@ -66,15 +63,18 @@ fn big_keys(count: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_stream_that_stops_reading_pins_no_more_than_the_ring_and_is_told_to_resync() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar_with(&redis.url(), "stalled-watch", |s| {
-        s.watch_buffer_bytes = RING_BYTES;
-        // One shard: invalidations are issued, and arrive, in bump order.
-        s.shards = 1;
-    })
-    .await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("stalled-watch")
+        .settings(|s| {
+            s.watch_buffer_bytes = RING_BYTES;
+            // One shard: invalidations are issued, and arrive, in bump order.
+            s.shards = 1;
+        })
+        .start()
+        .await;
     let gauge = sidecar.state.metrics.buffer("watch");
-    let mut stalled = CacheVersionsClient::new(small_window_channel(grpc_url(&sidecar)).await);
-    let mut caller = CacheVersionsClient::connect(grpc_url(&sidecar))
+    let mut stalled = CacheVersionsClient::new(small_window_channel(sidecar.grpc_url()).await);
+    let mut caller = CacheVersionsClient::connect(sidecar.grpc_url())
         .await
         .unwrap();
     let known = caller
@@ -171,16 +171,19 @@ async fn a_watch_stream_that_stops_reading_pins_no_more_than_the_ring_and_is_tol
 async fn a_subscribe_stream_that_stops_reading_pins_no_more_than_the_ring_and_gets_missed_messages()
 {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar_with(&redis.url(), "stalled-subscriber", |s| {
-        s.notification_buffer_bytes = RING_BYTES;
-    })
-    .await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("stalled-subscriber")
+        .settings(|s| {
+            s.notification_buffer_bytes = RING_BYTES;
+        })
+        .start()
+        .await;
     let gauge = sidecar.state.metrics.buffer("notifications");
-    let mut stalled = NotificationsClient::new(small_window_channel(grpc_url(&sidecar)).await);
-    let mut publisher = NotificationsClient::connect(grpc_url(&sidecar))
+    let mut stalled = NotificationsClient::new(small_window_channel(sidecar.grpc_url()).await);
+    let mut publisher = NotificationsClient::connect(sidecar.grpc_url())
         .await
         .unwrap();
-    let mut caller = CacheVersionsClient::connect(grpc_url(&sidecar))
+    let mut caller = CacheVersionsClient::connect(sidecar.grpc_url())
         .await
         .unwrap();
     let mut stream = stalled
@@ -266,12 +269,15 @@ async fn a_subscribe_stream_that_stops_reading_pins_no_more_than_the_ring_and_ge
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_past_their_limit_are_refused_until_one_closes() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar_with(&redis.url(), "stream-limits", |s| {
-        s.max_watch_streams = 2;
-        s.max_subscribe_streams = 1;
-    })
-    .await;
-    let mut client = CacheVersionsClient::connect(grpc_url(&sidecar))
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("stream-limits")
+        .settings(|s| {
+            s.max_watch_streams = 2;
+            s.max_subscribe_streams = 1;
+        })
+        .start()
+        .await;
+    let mut client = CacheVersionsClient::connect(sidecar.grpc_url())
         .await
         .unwrap();
     let watch = |mut client: CacheVersionsClient<Channel>| async move {
@@ -308,7 +314,7 @@ async fn streams_past_their_limit_are_refused_until_one_closes() {
     .await;
     assert!(reopened, "a slot is free again once a stream closed");
 
-    let mut notes = NotificationsClient::connect(grpc_url(&sidecar))
+    let mut notes = NotificationsClient::connect(sidecar.grpc_url())
         .await
         .unwrap();
     let request = || pb::SubscribeRequest {

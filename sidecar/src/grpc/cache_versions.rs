@@ -12,7 +12,7 @@ use crate::grpc::admission::StreamSlots;
 use crate::grpc::prefix_set::PrefixSet;
 use crate::grpc::validation::Limits;
 use crate::grpc::watch::{HeartbeatBounds, WatchFeed, WatchStream};
-use crate::redis::link::LinkError;
+use crate::versions::batcher::BatchError;
 use crate::versions::version::VersionAt;
 use crate::versions::{CheckSource, Versions};
 
@@ -54,8 +54,12 @@ fn version(v: VersionAt) -> pb::Version {
     }
 }
 
-fn unavailable(err: LinkError) -> Status {
-    Status::unavailable(err.to_string())
+/// Overload is `RESOURCE_EXHAUSTED` (retry later, elsewhere); Redis trouble `UNAVAILABLE`.
+fn unavailable(err: BatchError) -> Status {
+    match err {
+        BatchError::Overloaded { .. } => Status::resource_exhausted(err.to_string()),
+        BatchError::Link(_) => Status::unavailable(err.to_string()),
+    }
 }
 
 fn is_strong(consistency: i32) -> bool {

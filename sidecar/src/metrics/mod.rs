@@ -51,6 +51,8 @@ pub struct Metrics {
     pub buffer_bytes: Family<Labels1, Gauge>,
     /// Calls refused because a limit was reached, by `limit`.
     pub limits_reached: Family<Labels1, Counter>,
+    /// Calls dropped before their Redis batch was sent, their caller gone.
+    pub calls_abandoned: Counter,
     pub ready: Gauge,
     pub load_balancing: LoadBalancingMetrics,
 }
@@ -85,6 +87,7 @@ impl Metrics {
             watch_streams: Gauge::default(),
             buffer_bytes: Family::default(),
             limits_reached: Family::default(),
+            calls_abandoned: Counter::default(),
             ready: Gauge::default(),
             load_balancing: LoadBalancingMetrics::default(),
         };
@@ -182,13 +185,18 @@ impl Metrics {
         );
         r.register(
             "buffer_bytes",
-            "Bytes held by each bounded buffer (watch, notifications, push_invalidations, push_notifications, batcher_queue, mirror); each is capped by its setting",
+            "Bytes held by each bounded buffer (watch, notifications, push_invalidations, push_notifications, mirror, batch_get, batch_read, batch_bump); each is capped by its setting",
             m.buffer_bytes.clone(),
         );
         r.register(
             "limits_reached",
             "Calls or streams refused, and buffers that overflowed, because a limit was reached, by limit",
             m.limits_reached.clone(),
+        );
+        r.register(
+            "calls_abandoned",
+            "Get, Check and Bump calls dropped before their Redis batch was sent because the caller had gone away (cancelled, or its deadline passed)",
+            m.calls_abandoned.clone(),
         );
         r.register(
             "ready",
@@ -265,6 +273,9 @@ pub const BUFFERS: &[&str] = &[
     "push_invalidations",
     "push_notifications",
     "mirror",
+    "batch_get",
+    "batch_read",
+    "batch_bump",
 ];
 
 /// Metrics of the load-balancing services: roles, jobs and notifications.

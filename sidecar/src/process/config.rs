@@ -191,6 +191,8 @@ settings! {
         "Most Subscribe streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 512 KiB, as a Watch stream.";
     push_buffer_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_PUSH_BUFFER_BYTES",
         "Bytes of pub/sub messages from Redis queued for each of the two subscriptions (invalidations, notifications); past it the subscription is re-established and what was missed is repaired or announced.";
+    batch_queue_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_BATCH_QUEUE_BYTES",
+        "Most bytes of keys (each counted as its length + 64) waiting for or in a Redis round trip, for each of Get, Check and Bump; a call past it is refused at once: RESOURCE_EXHAUSTED for Get and Bump, current = false (fail closed) for Check. One call is always admitted when none waits.";
     log_format: String = "text".to_string(), "text", "COHERENCE_LOG_FORMAT",
         "Log lines on stderr: text (coloured only when stderr is a terminal and NO_COLOR is unset) or json (one object per line, for log pipelines). RUST_LOG filters them.";
 }
@@ -306,6 +308,7 @@ impl Config {
             ),
             ("max_subscribe_streams", settings.max_subscribe_streams),
             ("push_buffer_bytes", settings.push_buffer_bytes),
+            ("batch_queue_bytes", settings.batch_queue_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be at least 1".into()));
@@ -394,6 +397,7 @@ impl Config {
             mirror_max_bytes: s.mirror_max_bytes,
             watch_buffer_bytes: s.watch_buffer_bytes,
             push_buffer_bytes: s.push_buffer_bytes,
+            batch_queue_bytes: s.batch_queue_bytes,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct VersionsSettings {
     pub watch_buffer_bytes: usize,
     /// The invalidation subscription's push queue budget.
     pub push_buffer_bytes: usize,
+    /// Each batcher's admission budget (see [`crate::versions::batcher`]).
+    pub batch_queue_bytes: usize,
 }
 
 /// An event for Watch streams.

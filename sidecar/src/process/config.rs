@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::grpc::transport::TransportLimits;
 use crate::invalid_setting::InvalidSetting;
 use crate::load_balancing::servers::ServersConfig;
 pub use crate::process::listen::ListenAddr;
@@ -193,6 +194,14 @@ settings! {
         "Bytes of pub/sub messages from Redis queued for each of the two subscriptions (invalidations, notifications); past it the subscription is re-established and what was missed is repaired or announced.";
     batch_queue_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_BATCH_QUEUE_BYTES",
         "Most bytes of keys (each counted as its length + 64) waiting for or in a Redis round trip, for each of Get, Check and Bump; a call past it is refused at once: RESOURCE_EXHAUSTED for Get and Bump, current = false (fail closed) for Check. One call is always admitted when none waits.";
+    max_concurrent_streams: u32 = 128, "128", "COHERENCE_MAX_CONCURRENT_STREAMS",
+        "Most gRPC calls and streams at once on one HTTP/2 connection (advertised as SETTINGS_MAX_CONCURRENT_STREAMS: a client waits or opens another connection).";
+    max_header_list_bytes: u32 = 16_384, "16384", "COHERENCE_MAX_HEADER_LIST_BYTES",
+        "Largest block of request headers (metadata) accepted on the gRPC port, in bytes; a larger one is refused.";
+    http2_keepalive_ms: u64 = 30_000, "30000", "COHERENCE_HTTP2_KEEPALIVE_MS",
+        "How often the gRPC server pings each HTTP/2 connection (0: never); see http2_keepalive_timeout_ms.";
+    http2_keepalive_timeout_ms: u64 = 10_000, "10000", "COHERENCE_HTTP2_KEEPALIVE_TIMEOUT_MS",
+        "A connection whose client does not answer a ping within this long is closed and its calls and streams end.";
     log_format: String = "text".to_string(), "text", "COHERENCE_LOG_FORMAT",
         "Log lines on stderr: text (coloured only when stderr is a terminal and NO_COLOR is unset) or json (one object per line, for log pipelines). RUST_LOG filters them.";
 }
@@ -309,6 +318,14 @@ impl Config {
             ("max_subscribe_streams", settings.max_subscribe_streams),
             ("push_buffer_bytes", settings.push_buffer_bytes),
             ("batch_queue_bytes", settings.batch_queue_bytes),
+            (
+                "max_concurrent_streams",
+                settings.max_concurrent_streams as usize,
+            ),
+            (
+                "max_header_list_bytes",
+                settings.max_header_list_bytes as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be at least 1".into()));
@@ -321,6 +338,10 @@ impl Config {
             ("request_timeout_ms", settings.request_timeout_ms),
             ("reconcile_interval_ms", settings.reconcile_interval_ms),
             ("replay_log_len", settings.replay_log_len),
+            (
+                "http2_keepalive_timeout_ms",
+                settings.http2_keepalive_timeout_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be greater than 0".into()));
@@ -379,6 +400,22 @@ impl Config {
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.settings.drain_timeout_ms)
+    }
+
+    /// The gRPC server's transport limits. The server's own deadline for any call is a last
+    /// resort, well past every deadline the operations apply themselves (`request_timeout`,
+    /// `check_deadline`, and waits for read leases of at most 10 s).
+    pub fn transport_limits(&self) -> TransportLimits {
+        let s = &self.settings;
+        TransportLimits {
+            max_concurrent_streams: s.max_concurrent_streams,
+            max_header_list_bytes: s.max_header_list_bytes,
+            keepalive: (s.http2_keepalive_ms > 0)
+                .then(|| Duration::from_millis(s.http2_keepalive_ms)),
+            keepalive_timeout: Duration::from_millis(s.http2_keepalive_timeout_ms),
+            call_timeout: self.request_timeout().max(self.check_deadline())
+                + Duration::from_secs(30),
+        }
     }
 
     /// The settings of the cache-version tasks.

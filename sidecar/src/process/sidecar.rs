@@ -19,7 +19,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::grpc::admission::StreamSlots;
@@ -29,6 +28,7 @@ use crate::grpc::jobs::JobsService;
 use crate::grpc::metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::grpc::notifications::NotificationsService;
 use crate::grpc::servers::ServersService;
+use crate::grpc::transport::TransportLimits;
 use crate::grpc::validation::Limits;
 use crate::load_balancing::jobs::Jobs;
 use crate::load_balancing::notifications::Notifications;
@@ -237,7 +237,9 @@ impl Sidecar {
             shutdown_rx.clone(),
         ));
         let mut grpc_shutdown = shutdown_rx.clone();
-        let router = tonic::transport::Server::builder()
+        let router = config
+            .transport_limits()
+            .server()
             .layer(GrpcMetricsLayer::new(
                 metrics.clone(),
                 KnownMethods::from_descriptor_sets(DESCRIPTOR_SETS),
@@ -259,14 +261,9 @@ impl Sidecar {
         };
         let grpc_task = tokio::spawn(async move {
             match grpc_listener {
-                // TCP_NODELAY as `Server::serve` would set it: without it a response written in
-                // more than one segment waits for the client's delayed ACK (~40 ms per batch Check).
                 GrpcListener::Tcp(listener) => {
                     router
-                        .serve_with_incoming_shutdown(
-                            TcpIncoming::from(listener).with_nodelay(Some(true)),
-                            signal,
-                        )
+                        .serve_with_incoming_shutdown(TransportLimits::incoming(listener), signal)
                         .await
                 }
                 GrpcListener::Unix(listener, _) => {

@@ -333,3 +333,118 @@ async fn streams_past_their_limit_are_refused_until_one_closes() {
     );
     sidecar.shutdown().await;
 }
+
+/// `push_buffer_bytes`: a subscription that cannot keep up (here: it waits on a gap repair
+/// while the command connection is stalled) drops what does not fit instead of queueing it,
+/// then re-subscribes and repairs; the invalidations it dropped reach its watchers or are
+/// covered by a `Resync`, and every new version is current on it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_falls_behind_drops_past_its_push_budget_and_repairs() {
+    use coherence_testkit::{Flow, Link, RedisProxy};
+    const PUSH_BYTES: usize = 16 * 1024;
+    let redis = RedisServer::start();
+    let proxy = RedisProxy::start(redis.port()).await;
+    let one_shard = |s: &mut coherence_sidecar::process::config::Settings| {
+        s.shards = 1;
+        s.push_buffer_bytes = PUSH_BYTES;
+    };
+    let a = TestSidecar::builder(&proxy.url())
+        .server_id("a")
+        .settings(one_shard)
+        .start()
+        .await;
+    let b = TestSidecar::builder(&redis.url())
+        .server_id("b")
+        .settings(one_shard)
+        .start()
+        .await;
+    let mut on_a = CacheVersionsClient::new(a.channel().await);
+    let on_b = CacheVersionsClient::new(b.channel().await);
+    let mut watch = on_a
+        .watch(pb::WatchRequest { prefixes: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    let bump = |keys: Vec<String>| {
+        let mut on_b = on_b.clone();
+        async move {
+            on_b.bump(pb::BumpRequest { keys })
+                .await
+                .expect("bump on b")
+                .into_inner()
+                .versions
+        }
+    };
+
+    // A gap first (one invalidation lost), then a burst held back by the proxy.
+    proxy.drop_invalidations(true);
+    bump(vec!["gap".into()]).await;
+    proxy.drop_invalidations(false);
+    proxy.set_flow(Link::Subscription, Flow::Stall);
+    let keys = big_keys(200);
+    let mut versions = Vec::new();
+    for chunk in keys.chunks(50) {
+        versions.extend(bump(chunk.to_vec()).await);
+    }
+    // The burst arrives while A's repair of the gap waits on a stalled command connection.
+    proxy.set_flow(Link::Command, Flow::Stall);
+    proxy.set_flow(Link::Subscription, Flow::Pass);
+    let overflows = a.state.metrics.limit_counter("push_buffer_bytes");
+    let overflowed = coherence_testkit::eventually(WAIT, || async { overflows.get() >= 1 }).await;
+    let held = usize::try_from(a.state.metrics.buffer("push_invalidations").get()).unwrap();
+    proxy.set_flow(Link::Command, Flow::Pass);
+    assert!(overflowed, "the push queue overflowed");
+    assert!(
+        held <= PUSH_BYTES + 2 * 1024,
+        "the push queue held {held} bytes"
+    );
+
+    // Nothing lost: every bumped key's invalidation reaches A's watcher, or a Resync covers it.
+    let last = keys.last().unwrap().clone();
+    let received = read_until(&mut watch, |e: &pb::WatchEvent| {
+        matches!(&e.event, Some(pb::watch_event::Event::Resync(_)))
+            || matches!(&e.event, Some(pb::watch_event::Event::Invalidated(inv)) if inv.key == last)
+    })
+    .await;
+    let resynced = received
+        .iter()
+        .any(|e| matches!(&e.event, Some(pb::watch_event::Event::Resync(_))));
+    if !resynced {
+        let seen: std::collections::HashSet<&str> = received
+            .iter()
+            .filter_map(|e| match &e.event {
+                Some(pb::watch_event::Event::Invalidated(inv)) => Some(inv.key.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(keys.iter().all(|k| seen.contains(k.as_str())));
+    }
+    // And A vouches for every new version once it has repaired.
+    let entries: Vec<pb::KeyVersion> = keys
+        .iter()
+        .zip(&versions)
+        .map(|(k, v)| pb::KeyVersion {
+            key: k.clone(),
+            version: Some(v.clone()),
+        })
+        .collect();
+    let all_current = coherence_testkit::eventually(WAIT, || {
+        let mut on_a = on_a.clone();
+        let entries = entries.clone();
+        async move {
+            on_a.check(pb::CheckRequest {
+                entries,
+                consistency: 0,
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().results.iter().all(|r| r.current))
+        }
+    })
+    .await;
+    assert!(
+        all_current,
+        "A repaired: every new version is current on it"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -9,11 +9,14 @@
 //! notification backplane, `MissedMessages`). Disconnection and unsubscribe notices are always
 //! queued: they are small and the reader must see them.
 //!
-//! Bound: at most `max_bytes` of messages (weighed by [`weight`]) plus those notices.
+//! Bound: at most `max_bytes` of messages (weighed by [`weight`]) plus those notices; one
+//! message is always queued when none waits (a message larger than the budget would
+//! otherwise stop the subscription for good).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::Notify;
@@ -54,6 +57,8 @@ pub struct PushQueue {
     ready: Notify,
     max_bytes: usize,
     gauge: Gauge,
+    /// Counts overflows (each run of dropped messages once).
+    overflows: Counter,
 }
 
 #[derive(Default)]
@@ -73,13 +78,14 @@ pub enum Pushed {
 
 impl PushQueue {
     /// An empty queue of at most `max_bytes`; `gauge` (shared by every queue of one kind)
-    /// follows the bytes held.
-    pub fn new(max_bytes: usize, gauge: Gauge) -> Arc<PushQueue> {
+    /// follows the bytes held, `overflows` counts each run of dropped messages.
+    pub fn new(max_bytes: usize, gauge: Gauge, overflows: Counter) -> Arc<PushQueue> {
         Arc::new(PushQueue {
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
             max_bytes,
             gauge,
+            overflows,
         })
     }
 
@@ -99,8 +105,11 @@ impl PushQueue {
         let bytes = weight(&push);
         {
             let mut inner = self.inner();
-            if !notice && inner.bytes + bytes > self.max_bytes {
-                inner.overflowed = true;
+            let fits = inner.items.is_empty() || inner.bytes + bytes <= self.max_bytes;
+            if !notice && !fits {
+                if !std::mem::replace(&mut inner.overflowed, true) {
+                    self.overflows.inc();
+                }
             } else {
                 inner.items.push_back((push, bytes));
                 inner.bytes += bytes;
@@ -162,8 +171,9 @@ mod tests {
     #[tokio::test]
     async fn drops_what_does_not_fit_and_says_so_first() {
         let gauge = Gauge::default();
+        let overflows = Counter::default();
         let one = weight(&message(&[0; 100]));
-        let queue = PushQueue::new(2 * one, gauge.clone());
+        let queue = PushQueue::new(2 * one, gauge.clone(), overflows.clone());
         let send = queue.sender();
         for _ in 0..5 {
             send(message(&[0; 100])).unwrap();
@@ -174,6 +184,7 @@ mod tests {
         })
         .unwrap();
         assert!(gauge.get() as usize <= 2 * one + weight(&message(&[])));
+        assert_eq!(overflows.get(), 1, "one run of dropped messages");
         assert!(matches!(queue.recv().await, Pushed::Overflowed));
         assert!(matches!(queue.recv().await, Pushed::Message(p) if p.kind == PushKind::Message));
         assert!(matches!(queue.recv().await, Pushed::Message(p) if p.kind == PushKind::Message));
@@ -183,5 +194,14 @@ mod tests {
         drop(send);
         drop(queue);
         assert_eq!(gauge.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_message_larger_than_the_budget_passes_alone() {
+        let queue = PushQueue::new(10, Gauge::default(), Counter::default());
+        queue.push(message(&[0; 100]));
+        queue.push(message(&[0; 100]));
+        assert!(matches!(queue.recv().await, Pushed::Overflowed));
+        assert!(matches!(queue.recv().await, Pushed::Message(_)));
     }
 }

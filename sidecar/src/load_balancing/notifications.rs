@@ -263,6 +263,7 @@ impl Notifications {
         let pushes = PushQueue::new(
             self.push_buffer_bytes,
             self.handle.metrics.buffer("push_notifications"),
+            self.handle.metrics.limit_counter("push_buffer_bytes"),
         );
         let config = AsyncConnectionConfig::new()
             .set_push_sender(pushes.sender())
@@ -295,10 +296,7 @@ impl Notifications {
             tokio::select! {
                 push = pushes.recv() => match push {
                     Pushed::Message(push) => self.on_push(push)?,
-                    Pushed::Overflowed => {
-                        self.handle.metrics.limit_reached("push_buffer_bytes");
-                        return Err(SessionError::Overflowed);
-                    }
+                    Pushed::Overflowed => return Err(SessionError::Overflowed),
                 },
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {

@@ -254,9 +254,16 @@ impl Metrics {
             .clone()
     }
 
+    /// The counter of refusals and overflows at `limit`.
+    pub fn limit_counter(&self, limit: &'static str) -> Counter {
+        self.limits_reached
+            .get_or_create(&[("limit", limit)])
+            .clone()
+    }
+
     /// Counts one refusal or overflow at `limit`.
     pub fn limit_reached(&self, limit: &'static str) {
-        self.limits_reached.get_or_create(&[("limit", limit)]).inc();
+        self.limit_counter(limit).inc();
     }
 
     pub fn set_connected(&self, connection: &'static str, up: bool) {

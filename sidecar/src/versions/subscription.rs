@@ -95,6 +95,7 @@ async fn session(
     let pushes = PushQueue::new(
         state.settings.push_buffer_bytes,
         state.metrics.buffer("push_invalidations"),
+        state.metrics.limit_counter("push_buffer_bytes"),
     );
     let config = AsyncConnectionConfig::new()
         .set_push_sender(pushes.sender())
@@ -168,10 +169,7 @@ async fn session(
         tokio::select! {
             push = pushes.recv() => match push {
                 Pushed::Message(push) => handle_push(state, push).await?,
-                Pushed::Overflowed => {
-                    state.metrics.limit_reached("push_buffer_bytes");
-                    return Err(SessionError::Overflowed);
-                }
+                Pushed::Overflowed => return Err(SessionError::Overflowed),
             },
             _ = stall_check.tick() => {
                 let last = state.fences.last_returned().map_or(session_start, |t| t.max(session_start));

@@ -185,16 +185,16 @@ settings! {
     watch_buffer_bytes: usize = 8 << 20, "8388608 (8 MiB)", "COHERENCE_WATCH_BUFFER_BYTES",
         "Bytes of recent invalidations and heartbeats kept for Watch streams, shared by all of them; a stream further behind (its app does not read) gets a Resync and skips ahead. See docs/operations.md, memory budget.";
     max_watch_streams: usize = 32, "32", "COHERENCE_MAX_WATCH_STREAMS",
-        "Most Watch streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 512 KiB (HTTP/2 send buffers, its prefixes) while its app does not read.";
+        "Most Watch streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 576 KiB (HTTP/2 send buffers, its prefixes) while its app does not read.";
     notification_buffer_bytes: usize = 8 << 20, "8388608 (8 MiB)", "COHERENCE_NOTIFICATION_BUFFER_BYTES",
         "Bytes of recent notifications kept for Subscribe streams, shared by all of them; a stream further behind gets MissedMessages and skips ahead.";
     max_subscribe_streams: usize = 32, "32", "COHERENCE_MAX_SUBSCRIBE_STREAMS",
-        "Most Subscribe streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 512 KiB, as a Watch stream.";
+        "Most Subscribe streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 576 KiB, as a Watch stream.";
     push_buffer_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_PUSH_BUFFER_BYTES",
         "Bytes of pub/sub messages from Redis queued for each of the two subscriptions (invalidations, notifications); past it the subscription is re-established and what was missed is repaired or announced.";
     batch_queue_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_BATCH_QUEUE_BYTES",
         "Most bytes of keys (each counted as its length + 64) waiting for or in a Redis round trip, for each of Get, Check and Bump; a call past it is refused at once: RESOURCE_EXHAUSTED for Get and Bump, current = false (fail closed) for Check. One call is always admitted when none waits.";
-    max_concurrent_streams: u32 = 128, "128", "COHERENCE_MAX_CONCURRENT_STREAMS",
+    max_concurrent_streams: u32 = 1_024, "1024", "COHERENCE_MAX_CONCURRENT_STREAMS",
         "Most gRPC calls and streams at once on one HTTP/2 connection (advertised as SETTINGS_MAX_CONCURRENT_STREAMS: a client waits or opens another connection).";
     max_header_list_bytes: u32 = 16_384, "16384", "COHERENCE_MAX_HEADER_LIST_BYTES",
         "Largest block of request headers (metadata) accepted on the gRPC port, in bytes; a larger one is refused.";

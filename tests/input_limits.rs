@@ -205,3 +205,61 @@ async fn limits_are_configurable() {
     assert!(bump(&mut client, keys(&["a", "b"])).await.is_ok());
     sidecar.shutdown().await;
 }
+
+/// What a stream keeps while open is limited: Watch prefixes and Subscribe topics in count
+/// (`max_watch_prefixes`) and bytes (`max_watch_prefix_bytes`); and a version token longer
+/// than any the sidecar issues (128 bytes) is refused rather than read from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_filters_and_version_tokens_are_limited() {
+    use coherence_proto::v1::notifications_client::NotificationsClient;
+    let redis = RedisServer::start();
+    let sidecar = start_sidecar_with(&redis.url(), "filter-limits", |s| {
+        s.max_watch_prefixes = 3;
+        s.max_watch_prefix_bytes = 10;
+    })
+    .await;
+    let mut client = connect(grpc_url(&sidecar)).await;
+    assert!(watch(&mut client, keys(&["a", "b", "c"])).await.is_ok());
+    assert_invalid(
+        watch(&mut client, keys(&["a", "b", "c", "d"])).await,
+        &["prefixes", "4 items", "max_watch_prefixes (3)"],
+    );
+    assert!(watch(&mut client, keys(&["12345", "67890"])).await.is_ok());
+    assert_invalid(
+        watch(&mut client, keys(&["12345", "678901"])).await,
+        &["prefixes", "11 bytes", "max_watch_prefix_bytes (10)"],
+    );
+    let mut notes = NotificationsClient::connect(grpc_url(&sidecar))
+        .await
+        .unwrap();
+    let subscribe = |topics: &[&str]| pb::SubscribeRequest {
+        topics: keys(topics),
+    };
+    assert_invalid(
+        notes.subscribe(subscribe(&["a", "b", "c", "d"])).await,
+        &["topics", "max_watch_prefixes (3)"],
+    );
+    assert_invalid(
+        notes.subscribe(subscribe(&["123456", "789012"])).await,
+        &["topics", "max_watch_prefix_bytes (10)"],
+    );
+
+    let longest = "t".repeat(128);
+    let checked = check(&mut client, vec![entry("content", Some(&longest))])
+        .await
+        .expect("a 128-byte token is checked");
+    assert!(!checked.results[0].current);
+    assert_invalid(
+        check(
+            &mut client,
+            vec![
+                entry("content", Some("x")),
+                entry("media", Some(&"t".repeat(129))),
+            ],
+        )
+        .await,
+        &["entries[1].version.token", "129 bytes"],
+    );
+    assert!(get(&mut client, keys(&["content"])).await.is_ok());
+    sidecar.shutdown().await;
+}

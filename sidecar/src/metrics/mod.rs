@@ -47,6 +47,12 @@ pub struct Metrics {
     pub redis_command_duration: Family<Labels1, Histogram>,
     pub redis_errors: Family<Labels1, Counter>,
     pub watch_streams: Gauge,
+    /// Bytes held by each bounded buffer (see `crate::buffers`), by `buffer`.
+    pub buffer_bytes: Family<Labels1, Gauge>,
+    /// Calls refused because a limit was reached, by `limit`.
+    pub limits_reached: Family<Labels1, Counter>,
+    /// Calls dropped before their Redis batch was sent, their caller gone.
+    pub calls_abandoned: Counter,
     pub ready: Gauge,
     pub load_balancing: LoadBalancingMetrics,
 }
@@ -79,6 +85,9 @@ impl Metrics {
             redis_command_duration: Family::new_with_constructor(latency_histogram),
             redis_errors: Family::default(),
             watch_streams: Gauge::default(),
+            buffer_bytes: Family::default(),
+            limits_reached: Family::default(),
+            calls_abandoned: Counter::default(),
             ready: Gauge::default(),
             load_balancing: LoadBalancingMetrics::default(),
         };
@@ -175,6 +184,21 @@ impl Metrics {
             m.watch_streams.clone(),
         );
         r.register(
+            "buffer_bytes",
+            "Bytes held by each bounded buffer (watch, notifications, push_invalidations, push_notifications, mirror, batch_get, batch_read, batch_bump); each is capped by its setting",
+            m.buffer_bytes.clone(),
+        );
+        r.register(
+            "limits_reached",
+            "Calls or streams refused, and buffers that overflowed, because a limit was reached, by limit",
+            m.limits_reached.clone(),
+        );
+        r.register(
+            "calls_abandoned",
+            "Get, Check and Bump calls dropped before their Redis batch was sent because the caller had gone away (cancelled, or its deadline passed)",
+            m.calls_abandoned.clone(),
+        );
+        r.register(
             "ready",
             "1 when the sidecar is ready to serve",
             m.ready.clone(),
@@ -195,6 +219,9 @@ impl Metrics {
         }
         for op in ["read", "bump", "fence", "read_log"] {
             let _ = m.redis_errors.get_or_create(&[("op", op)]);
+        }
+        for buffer in BUFFERS {
+            let _ = m.buffer_bytes.get_or_create(&[("buffer", buffer)]);
         }
         m.load_balancing.register(r);
         Metrics {
@@ -220,12 +247,43 @@ impl Metrics {
         }
     }
 
+    /// The gauge of one bounded buffer (one of [`BUFFERS`]).
+    pub fn buffer(&self, buffer: &'static str) -> Gauge {
+        self.buffer_bytes
+            .get_or_create(&[("buffer", buffer)])
+            .clone()
+    }
+
+    /// The counter of refusals and overflows at `limit`.
+    pub fn limit_counter(&self, limit: &'static str) -> Counter {
+        self.limits_reached
+            .get_or_create(&[("limit", limit)])
+            .clone()
+    }
+
+    /// Counts one refusal or overflow at `limit`.
+    pub fn limit_reached(&self, limit: &'static str) {
+        self.limit_counter(limit).inc();
+    }
+
     pub fn set_connected(&self, connection: &'static str, up: bool) {
         self.redis_connected
             .get_or_create(&[("connection", connection)])
             .set(i64::from(up));
     }
 }
+
+/// The bounded buffers, as the label `buffer` of `coherence_buffer_bytes` names them.
+pub const BUFFERS: &[&str] = &[
+    "watch",
+    "notifications",
+    "push_invalidations",
+    "push_notifications",
+    "mirror",
+    "batch_get",
+    "batch_read",
+    "batch_bump",
+];
 
 /// Metrics of the load-balancing services: roles, jobs and notifications.
 #[derive(Clone, Default)]

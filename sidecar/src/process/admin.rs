@@ -29,7 +29,7 @@ pub fn router(readiness: Arc<Readiness>) -> Router {
 async fn metrics(State(readiness): State<Arc<Readiness>>, headers: HeaderMap) -> impl IntoResponse {
     let state = readiness.versions();
     state.metrics.ready.set(i64::from(readiness.is_ready()));
-    state.metrics.mirror_keys.set(state.mirror.len() as i64);
+    state.record_mirror_size();
     let openmetrics = state.metrics.encode();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     if exposition::wants_openmetrics(accept) {

@@ -19,15 +19,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::grpc::admission::StreamSlots;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::cache_versions::CacheVersionsService;
 use crate::grpc::jobs::JobsService;
 use crate::grpc::metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::grpc::notifications::NotificationsService;
 use crate::grpc::servers::ServersService;
+use crate::grpc::transport::TransportLimits;
 use crate::grpc::validation::Limits;
 use crate::load_balancing::jobs::Jobs;
 use crate::load_balancing::notifications::Notifications;
@@ -186,10 +187,17 @@ impl Sidecar {
         let limits = Limits {
             max_key_bytes: settings.max_key_bytes,
             max_batch_keys: settings.max_batch_keys,
+            max_watch_prefixes: settings.max_watch_prefixes,
+            max_watch_prefix_bytes: settings.max_watch_prefix_bytes,
         };
         let service = CacheVersionsServer::new(CacheVersionsService::new(
             Arc::clone(&versions),
             limits,
+            StreamSlots::new(
+                settings.max_watch_streams,
+                "max_watch_streams",
+                metrics.clone(),
+            ),
             shutdown_rx.clone(),
         ))
         .max_decoding_message_size(limits.max_message_bytes());
@@ -201,7 +209,11 @@ impl Sidecar {
         tasks.push(tokio::spawn(
             Arc::clone(&servers).run_status(shutdown_rx.clone()),
         ));
-        let notifications = Arc::new(Notifications::new(handle));
+        let notifications = Arc::new(Notifications::new(
+            handle,
+            settings.notification_buffer_bytes,
+            settings.push_buffer_bytes,
+        ));
         tasks.push(tokio::spawn(
             Arc::clone(&notifications).run(shutdown_rx.clone()),
         ));
@@ -209,6 +221,11 @@ impl Sidecar {
             Arc::clone(&notifications),
             limits,
             settings.max_payload_bytes,
+            StreamSlots::new(
+                settings.max_subscribe_streams,
+                "max_subscribe_streams",
+                metrics.clone(),
+            ),
             shutdown_rx.clone(),
         ))
         .max_decoding_message_size(NotificationsService::max_message_bytes(
@@ -220,7 +237,9 @@ impl Sidecar {
             shutdown_rx.clone(),
         ));
         let mut grpc_shutdown = shutdown_rx.clone();
-        let router = tonic::transport::Server::builder()
+        let router = config
+            .transport_limits()
+            .server()
             .layer(GrpcMetricsLayer::new(
                 metrics.clone(),
                 KnownMethods::from_descriptor_sets(DESCRIPTOR_SETS),
@@ -242,14 +261,9 @@ impl Sidecar {
         };
         let grpc_task = tokio::spawn(async move {
             match grpc_listener {
-                // TCP_NODELAY as `Server::serve` would set it: without it a response written in
-                // more than one segment waits for the client's delayed ACK (~40 ms per batch Check).
                 GrpcListener::Tcp(listener) => {
                     router
-                        .serve_with_incoming_shutdown(
-                            TcpIncoming::from(listener).with_nodelay(Some(true)),
-                            signal,
-                        )
+                        .serve_with_incoming_shutdown(TransportLimits::incoming(listener), signal)
                         .await
                 }
                 GrpcListener::Unix(listener, _) => {

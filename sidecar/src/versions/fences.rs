@@ -59,7 +59,7 @@ pub async fn run(state: Arc<VersionsState>, mut shutdown: watch::Receiver<bool>)
             .metrics
             .fence_age
             .set(now.saturating_duration_since(all_fenced_at).as_secs_f64());
-        state.metrics.mirror_keys.set(state.mirror.len() as i64);
+        state.record_mirror_size();
         let sent_at_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));

@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 
 use crate::metrics::Labels2;
 use crate::redis::link::LinkError;
-use crate::versions::batcher::Batcher;
+use crate::versions::batcher::{BatchError, Batcher, ReadVersion};
 use crate::versions::mirror::TokenCheck;
 use crate::versions::shard_script::VersionsMode;
 use crate::versions::state::VersionsState;
@@ -118,8 +118,22 @@ impl Versions {
         &self.bumper
     }
 
+    /// Runs `keys` through `batcher` within `request_timeout` (the wait in the batcher's queue
+    /// included): past it the call is withdrawn — its keys are not sent if its batch has not
+    /// been — and answers `UNAVAILABLE`.
+    async fn within_request_timeout(
+        &self,
+        batcher: &Arc<Batcher>,
+        keys: Vec<String>,
+    ) -> Result<Vec<ReadVersion>, BatchError> {
+        let timeout = self.state.settings.request_timeout;
+        tokio::time::timeout(timeout, batcher.run(keys))
+            .await
+            .unwrap_or(Err(BatchError::Link(LinkError::Timeout(timeout))))
+    }
+
     /// Current versions of `keys`, in order.
-    pub async fn get(&self, keys: &[String], strong: bool) -> Result<Vec<VersionAt>, LinkError> {
+    pub async fn get(&self, keys: &[String], strong: bool) -> Result<Vec<VersionAt>, BatchError> {
         let now = Instant::now();
         let mut out: Vec<Option<VersionAt>> = vec![None; keys.len()];
         let mut missing = Vec::new();
@@ -138,7 +152,7 @@ impl Versions {
         }
         if !missing.is_empty() {
             let read_keys = missing.iter().map(|&i| keys[i].clone()).collect();
-            let reads = self.getter.run(read_keys).await?;
+            let reads = self.within_request_timeout(&self.getter, read_keys).await?;
             for (i, read) in missing.into_iter().zip(reads) {
                 out[i] = Some(
                     read.known()
@@ -224,15 +238,17 @@ impl Versions {
 
     /// Moves every key to a version never issued before; returns them in order. A key named
     /// twice gets one new version. Concurrent bumps share script calls (see [`Batcher`]).
-    pub async fn bump(&self, keys: &[String]) -> Result<Vec<VersionAt>, LinkError> {
-        let bumped = self.bumper.run(keys.to_vec()).await?;
+    pub async fn bump(&self, keys: &[String]) -> Result<Vec<VersionAt>, BatchError> {
+        let bumped = self
+            .within_request_timeout(&self.bumper, keys.to_vec())
+            .await?;
         let distinct: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
         self.state.metrics.bumps.inc_by(distinct.len() as u64);
         bumped
             .into_iter()
             .map(|read| {
                 read.known()
-                    .ok_or_else(|| LinkError::Unavailable("Bump answered no version".into()))
+                    .ok_or_else(|| LinkError::Unavailable("Bump answered no version".into()).into())
             })
             .collect()
     }

@@ -98,6 +98,15 @@ impl VersionsMode {
             VersionsMode::Read => "read",
         }
     }
+
+    /// The label of this mode's batcher queue in `coherence_buffer_bytes`.
+    pub fn queue_buffer(self) -> &'static str {
+        match self {
+            VersionsMode::Get => "batch_get",
+            VersionsMode::Bump => "batch_bump",
+            VersionsMode::Read => "batch_read",
+        }
+    }
 }
 
 /// The newest epoch and sequence a sidecar has seen for a shard, passed to every script call:

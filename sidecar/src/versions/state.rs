@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 
+use crate::buffers::ring::ByteRing;
 use crate::metrics::Metrics;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
@@ -28,6 +29,13 @@ pub struct VersionsSettings {
     pub replay_log_len: u64,
     pub version_ttl_ms: u64,
     pub mirror_max_keys: usize,
+    pub mirror_max_bytes: usize,
+    /// The Watch ring's budget (see [`WatchItem::weight`]).
+    pub watch_buffer_bytes: usize,
+    /// The invalidation subscription's push queue budget.
+    pub push_buffer_bytes: usize,
+    /// Each batcher's admission budget (see [`crate::versions::batcher`]).
+    pub batch_queue_bytes: usize,
 }
 
 /// An event for Watch streams.
@@ -43,6 +51,20 @@ pub enum WatchItem {
         fence_age_ms: u64,
         sent_at_unix_us: u64,
     },
+}
+
+impl WatchItem {
+    /// What the item weighs in the Watch ring: its text and a fixed overhead for the rest
+    /// (the `Arc`s, the ring slot, the numbers).
+    pub fn weight(&self) -> usize {
+        const OVERHEAD: usize = 128;
+        OVERHEAD
+            + match self {
+                WatchItem::Invalidated(inv) => inv.key.len() + inv.version.len() + inv.epoch.len(),
+                WatchItem::Resync(reason) => reason.len(),
+                WatchItem::Heartbeat { .. } => 0,
+            }
+    }
 }
 
 #[derive(Debug)]
@@ -116,7 +138,8 @@ pub struct VersionsState {
     pub mirror: Mirror,
     pub metrics: Metrics,
     pub fences: Fences,
-    pub events: broadcast::Sender<WatchItem>,
+    /// What Watch streams read, bounded by `watch_buffer_bytes`.
+    pub events: Arc<ByteRing<WatchItem>>,
     pub subscription_live: AtomicBool,
     pub started_at: Instant,
 }
@@ -128,9 +151,10 @@ impl VersionsState {
         link: RedisLink,
         metrics: Metrics,
     ) -> Arc<VersionsState> {
-        let (events, _) = broadcast::channel(65_536);
+        let events = ByteRing::new(settings.watch_buffer_bytes, metrics.buffer("watch"));
         let mirror = Mirror::new(keyspace.shard_count(), settings.max_staleness)
-            .with_max_keys(settings.mirror_max_keys, metrics.mirror_evictions.clone());
+            .with_max_keys(settings.mirror_max_keys, metrics.mirror_evictions.clone())
+            .with_max_bytes(settings.mirror_max_bytes);
         Arc::new(VersionsState {
             mirror,
             keyspace,
@@ -153,9 +177,19 @@ impl VersionsState {
             && self.mirror.all_synced()
     }
 
+    /// Updates the mirror's gauges (`coherence_mirror_keys`, `coherence_buffer_bytes{buffer="mirror"}`).
+    pub fn record_mirror_size(&self) {
+        let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.mirror_keys.set(to_i64(self.mirror.len()));
+        self.metrics
+            .buffer("mirror")
+            .set(to_i64(self.mirror.bytes()));
+    }
+
     /// Sends an event to every Watch stream (none listening is fine).
     pub fn publish(&self, item: WatchItem) {
-        let _ = self.events.send(item);
+        let weight = item.weight();
+        self.events.push(item, weight);
     }
 
     /// Tells every watcher to drop what it cached, and counts why.

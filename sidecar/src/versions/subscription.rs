@@ -15,15 +15,19 @@
 //!   channel or heartbeats that stop coming back end the session: every shard is suspended,
 //!   the task reconnects with backoff and resubscribes, and each shard is synced again by its
 //!   next returned heartbeat (subscribe first, then read sequences, then serve).
+//! - messages that arrive faster than they are applied queue up to `push_buffer_bytes`
+//!   ([`PushQueue`]); past it the session ends the same way, and resyncing repairs what was
+//!   dropped.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::fault_injection::{off, Mechanism};
+use crate::buffers::push::{PushQueue, Pushed};
 use crate::redis::link::LinkError;
 use crate::versions::messages::{ChannelMessage, FenceMessage, InvalidationMessage};
 use crate::versions::mirror::{Applied, FenceCheck};
@@ -43,6 +47,8 @@ enum SessionError {
     Stalled(Duration),
     #[error("redis operation failed: {0}")]
     Redis(#[from] LinkError),
+    #[error("invalidations arrived faster than they were applied, past push_buffer_bytes")]
+    Overflowed,
 }
 
 /// Keeps the subscription alive until `shutdown`.
@@ -87,9 +93,13 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     sessions: &mut u64,
 ) -> Result<(), SessionError> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<PushInfo>();
+    let pushes = PushQueue::new(
+        state.settings.push_buffer_bytes,
+        state.metrics.buffer("push_invalidations"),
+        state.metrics.limit_counter("push_buffer_bytes"),
+    );
     let config = AsyncConnectionConfig::new()
-        .set_push_sender(tx)
+        .set_push_sender(pushes.sender())
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(2)));
     let keyspace = &state.keyspace;
@@ -158,9 +168,9 @@ async fn session(
     let mut stall_check = tokio::time::interval(stall_limit / 4);
     loop {
         tokio::select! {
-            push = rx.recv() => match push {
-                Some(push) => handle_push(state, push).await?,
-                None => return Err(SessionError::Disconnected),
+            push = pushes.recv() => match push {
+                Pushed::Message(push) => handle_push(state, push).await?,
+                Pushed::Overflowed => return Err(SessionError::Overflowed),
             },
             _ = stall_check.tick() => {
                 let last = state.fences.last_returned().map_or(session_start, |t| t.max(session_start));

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::grpc::validation::Limits;
 use crate::redis::link::LinkError;
+use crate::versions::audit::canary::is_canary;
 use crate::versions::state::WatchItem;
 use crate::versions::version::VersionAt;
 use crate::versions::{CheckSource, Versions};
@@ -188,7 +189,7 @@ async fn forward_events(
         let event = tokio::select! {
             item = events.recv() => match item {
                 Ok(WatchItem::Invalidated(inv)) => {
-                    if !matches(&inv.key) {
+                    if !matches(&inv.key) || is_canary(&inv.key) {
                         continue;
                     }
                     Event::Invalidated(pb::Invalidation {

@@ -40,6 +40,7 @@ use crate::process::listen::{GrpcListener, ListenAddr};
 use crate::process::readiness::Readiness;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
+use crate::versions::audit::{canary, worker};
 use crate::versions::state::VersionsState;
 use crate::versions::Versions;
 use crate::versions::{fences, reconcile, subscription};
@@ -163,7 +164,17 @@ impl Sidecar {
                 Arc::clone(versions.reader()),
                 shutdown_rx.clone(),
             )),
+            tokio::spawn(worker::run(Arc::clone(&state), shutdown_rx.clone())),
         ];
+        let canary_interval = state.settings.canary_interval;
+        if !canary_interval.is_zero() {
+            tasks.push(tokio::spawn(canary::run(
+                Arc::clone(&state),
+                Arc::clone(versions.bumper()),
+                canary_interval,
+                shutdown_rx.clone(),
+            )));
+        }
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         tasks.push(tokio::spawn(report_health(

@@ -248,6 +248,6 @@ pub async fn read_log(
     Ok(entries)
 }
 
-fn malformed(what: &'static str) -> redis::RedisError {
+pub(crate) fn malformed(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
 }

@@ -12,6 +12,8 @@ use crate::metrics::Metrics;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
 use crate::token::random_token;
+use crate::versions::audit::clock::ClockOffset;
+use crate::versions::audit::sampler::Auditor;
 use crate::versions::mirror::Mirror;
 use crate::versions::version::VersionStr;
 
@@ -28,6 +30,10 @@ pub struct VersionsSettings {
     pub replay_log_len: u64,
     pub version_ttl_ms: u64,
     pub mirror_max_keys: usize,
+    /// Fraction of current answers the auditor samples (0 turns it off).
+    pub audit_sample_rate: f64,
+    /// How often the propagation prober bumps this sidecar's canary key (zero: never).
+    pub canary_interval: Duration,
 }
 
 /// An event for Watch streams.
@@ -119,6 +125,13 @@ pub struct VersionsState {
     pub events: broadcast::Sender<WatchItem>,
     pub subscription_live: AtomicBool,
     pub started_at: Instant,
+    /// The consistency auditor's sampling side (its task is `audit::run`).
+    pub audit: Auditor,
+    /// The propagation prober's clock-offset estimate (its task is `audit::canary::run`).
+    pub canary_clock: ClockOffset,
+    /// Test-only faults (the `fault-injection` feature, compiled out of release builds).
+    #[cfg(feature = "fault-injection")]
+    pub faults: crate::versions::faults::Faults,
 }
 
 impl VersionsState {
@@ -131,6 +144,7 @@ impl VersionsState {
         let (events, _) = broadcast::channel(65_536);
         let mirror = Mirror::new(keyspace.shard_count(), settings.max_staleness)
             .with_max_keys(settings.mirror_max_keys, metrics.mirror_evictions.clone());
+        let audit = Auditor::new(settings.audit_sample_rate, metrics.audit.clone());
         Arc::new(VersionsState {
             mirror,
             keyspace,
@@ -140,6 +154,10 @@ impl VersionsState {
             events,
             subscription_live: AtomicBool::new(false),
             started_at: Instant::now(),
+            audit,
+            canary_clock: ClockOffset::default(),
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
             settings,
         })
     }

@@ -617,4 +617,30 @@ mod tests {
         );
         assert_eq!(fence_age_on_receipt(&heartbeat(u64::MAX, now), now), None);
     }
+
+    use coherence_testkit::fuzz;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        /// The client's one parser of text (the sidecar address; version tokens it compares as
+        /// opaque strings): no panic, and an address accepted only with an http scheme, a
+        /// host and a port.
+        #[test]
+        fn fuzz_sidecar_address(
+            addr in prop_oneof![
+                "\\PC{0,40}",
+                "((http|https|unix|)://)?[a-z0-9.\\[\\]:@%-]{0,20}(:[0-9]{0,6})?(/[a-z?=]{0,4})?",
+            ],
+        ) {
+            if endpoint(&addr).is_ok() {
+                let uri = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
+                let parsed: tonic::codegen::http::Uri = uri.parse().unwrap();
+                prop_assert_eq!(parsed.scheme_str(), Some("http"));
+                prop_assert!(parsed.port_u16().is_some());
+                prop_assert!(parsed.host().is_some_and(|h| !h.is_empty()));
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Test support: real `redis-server` processes on free ports.
+//! Test support: real `redis-server` processes on free ports, and sidecars started against
+//! them.
 //!
 //! Tests must talk to a real Redis, and fault tests must kill, pause, restart and roll back
 //! that Redis for real. [`RedisServer`] starts one in its own temporary directory on a free
@@ -6,18 +7,66 @@
 //! touches a Redis the test did not start. [`RedisProxy`] sits between one client and such a
 //! Redis to delay, stall or drop what that client receives; [`FreezingProxy`] sits in front of
 //! any server (a sidecar's gRPC port) to make open connections go silent without closing.
+//!
+//! [`TestSidecar`] is the one way tests and benchmarks run a sidecar in process:
+//!
+//! ```no_run
+//! # async fn example() {
+//! use coherence_testkit::{RedisServer, TestSidecar};
+//!
+//! let redis = RedisServer::start();
+//! // Ready (subscribed, fenced), on free ports, server id `test`:
+//! let a = TestSidecar::start(&redis).await;
+//! // Or with settings of its own:
+//! let b = TestSidecar::builder(&redis.url())
+//!     .server_id("b")
+//!     .settings(|s| s.max_staleness_ms = 500)
+//!     .start()
+//!     .await;
+//! let client = a.client().await; // coherence_client::Client
+//! let ready = b.admin_get("/readyz").await.map(|r| r.status); // Some(200)
+//! a.shutdown().await;
+//! b.shutdown().await;
+//! # }
+//! ```
+//!
+//! # Which tests live where
+//!
+//! A test lives in the crate whose public surface it exercises, so that a failing test names
+//! the part to look at:
+//!
+//! - `sidecar/tests/`: one sidecar's own behaviour seen from outside it — its binary (flags,
+//!   exit codes, logs), configuration, the admin listener and metrics, its Redis deployments
+//!   (ACL, TLS, eviction policy, rollback), the load-balancing services (roles, jobs,
+//!   notifications). Unit tests of one module stay in that module (`#[cfg(test)]`).
+//! - `client/tests/`: the Rust client library's API (`Client`, `MirroredClient`, the cache,
+//!   errors), against a real sidecar.
+//! - `tests/` (the workspace root, crate `coherence`): end-to-end behaviour of the system —
+//!   several sidecars and clients together, the guarantees of docs/design.md (watch contract,
+//!   conformance, faults, Redis Cluster and Sentinel, lifecycle, readiness), `coherencectl`,
+//!   and the other clients' conformance.
+//! - `testkit/tests/`: the harness itself (proxies, topologies).
+//!
+//! Every one of them starts its Redis with [`RedisServer`] (or a cluster/sentinel topology)
+//! and its sidecars with [`TestSidecar`]; a support module next to the tests holds only what
+//! those tests share and nobody else needs.
 
 pub mod cluster;
 pub mod freeze;
+pub mod http;
+pub mod fuzz;
 pub mod proxy;
 pub mod resp;
 pub mod sentinel;
+pub mod sidecar;
 pub mod tls;
 
 pub use cluster::RedisCluster;
 pub use freeze::{FreezeStats, FreezingProxy};
+pub use http::{http_get, HttpResponse};
 pub use proxy::{Flow, Link, ProxyStats, RedisProxy};
 pub use sentinel::RedisSentinels;
+pub use sidecar::{Await, TestSidecar, TestSidecarBuilder, TestSidecarError, WAIT};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

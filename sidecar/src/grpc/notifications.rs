@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::grpc::validation::Limits;
-use crate::load_balancing::notifications::{NoteEvent, Notifications};
+use crate::load_balancing::notifications::{FrameError, NoteEvent, Notifications, PublishError};
 
 /// The gRPC face of one sidecar's [`Notifications`].
 pub struct NotificationsService {
@@ -65,7 +65,13 @@ impl NotificationsApi for NotificationsService {
             .hub
             .publish(&req.topic, req.payload)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| match e {
+                PublishError::Frame(FrameError::TooLong { field: "topic", .. }) => {
+                    Status::invalid_argument(e.to_string())
+                }
+                PublishError::Frame(_) => Status::failed_precondition(e.to_string()),
+                PublishError::Link(_) => Status::unavailable(e.to_string()),
+            })?;
         Ok(Response::new(pb::PublishResponse { receiving_sidecars }))
     }
 

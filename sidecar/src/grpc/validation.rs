@@ -64,7 +64,9 @@ impl Limits {
 
     /// The largest request message these limits allow, for tonic's decoder.
     pub fn max_message_bytes(&self) -> usize {
-        let per_key = self.max_key_bytes + 256;
+        // Saturating: `max_key_bytes` is any count the configuration accepts (fuzzing found
+        // that 2^64 - 1 overflowed here, a panic at start in a debug build).
+        let per_key = self.max_key_bytes.saturating_add(256);
         self.max_batch_keys
             .saturating_mul(per_key)
             .saturating_add(64 * 1024)
@@ -117,5 +119,165 @@ mod tests {
         assert!(limits
             .check_keys("prefixes", [""].into_iter(), true)
             .is_ok());
+    }
+
+    #[test]
+    fn the_largest_limits_do_not_overflow_the_message_size() {
+        let limits = Limits {
+            max_key_bytes: usize::MAX,
+            max_batch_keys: usize::MAX,
+        };
+        assert_eq!(limits.max_message_bytes(), usize::MAX);
+    }
+
+    use coherence_proto::v1 as pb;
+    use coherence_testkit::fuzz;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    /// Longest message a refusal may have beyond the field's name: it names the field and the
+    /// limit, never quotes the (possibly huge) input.
+    const MESSAGE_BYTES: usize = 128;
+
+    fn limits() -> impl Strategy<Value = Limits> {
+        (
+            prop_oneof![1usize..64, Just(usize::MAX)],
+            prop_oneof![1usize..8, Just(usize::MAX)],
+        )
+            .prop_map(|(max_key_bytes, max_batch_keys)| Limits {
+                max_key_bytes,
+                max_batch_keys,
+            })
+    }
+
+    /// A list of keys against the limits, with the answer worked out independently.
+    fn check_keys_against(
+        limits: &Limits,
+        field: &str,
+        keys: &[String],
+        allow_empty: bool,
+    ) -> Result<(), TestCaseError> {
+        let expected = keys.len() <= limits.max_batch_keys
+            && keys
+                .iter()
+                .all(|k| (allow_empty || !k.is_empty()) && k.len() <= limits.max_key_bytes);
+        let result = limits.check_keys(field, keys.iter().map(String::as_str), allow_empty);
+        prop_assert_eq!(result.is_ok(), expected, "{:?}", result);
+        if let Err(status) = result {
+            prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            prop_assert!(status.message().starts_with(field));
+            prop_assert!(
+                status.message().len() <= field.len() + MESSAGE_BYTES,
+                "{}",
+                status.message()
+            );
+        }
+        Ok(())
+    }
+
+    /// Decodes `bytes` as a request: no panic, and nothing bigger than what came in.
+    fn decode<M: Message + Default>(bytes: &[u8]) -> Result<Option<M>, TestCaseError> {
+        match M::decode(bytes) {
+            Ok(message) => {
+                prop_assert!(message.encoded_len() <= bytes.len());
+                Ok(Some(message))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Bytes near a request: a valid encoding of some keys with bytes flipped or cut.
+    fn near_requests() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec("\\PC{0,12}", 0..6),
+            proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|(keys, flips, cut)| {
+                let mut bytes = pb::GetRequest {
+                    keys,
+                    consistency: 1,
+                }
+                .encode_to_vec();
+                for (at, byte) in flips {
+                    if !bytes.is_empty() {
+                        let i = at.index(bytes.len());
+                        bytes[i] = byte;
+                    }
+                }
+                bytes.truncate(cut.index(bytes.len() + 1));
+                bytes
+            })
+    }
+
+    /// Every request message the services take, decoded from `bytes` and validated the way
+    /// their handlers do.
+    fn check_request_bytes(limits: &Limits, bytes: &[u8]) -> Result<(), TestCaseError> {
+        if let Some(req) = decode::<pb::GetRequest>(bytes)? {
+            check_keys_against(limits, "keys", &req.keys, false)?;
+        }
+        if let Some(req) = decode::<pb::BumpRequest>(bytes)? {
+            check_keys_against(limits, "keys", &req.keys, false)?;
+        }
+        if let Some(req) = decode::<pb::WatchRequest>(bytes)? {
+            check_keys_against(limits, "prefixes", &req.prefixes, true)?;
+        }
+        if let Some(req) = decode::<pb::CheckRequest>(bytes)? {
+            let keys: Vec<String> = req.entries.into_iter().map(|e| e.key).collect();
+            check_keys_against(limits, "entries", &keys, false)?;
+        }
+        if let Some(req) = decode::<pb::PublishRequest>(bytes)? {
+            let _ = limits.check_name("topic", &req.topic);
+        }
+        if let Some(req) = decode::<pb::SubscribeRequest>(bytes)? {
+            for topic in &req.topics {
+                let _ = limits.check_name("topics", topic);
+            }
+        }
+        decode::<pb::TryAcquireRequest>(bytes)?;
+        decode::<pb::RenewRequest>(bytes)?;
+        decode::<pb::ReleaseRequest>(bytes)?;
+        decode::<pb::ClaimRunRequest>(bytes)?;
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        #[test]
+        fn fuzz_request_bytes(limits in limits(), bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            check_request_bytes(&limits, &bytes)?;
+        }
+
+        #[test]
+        fn fuzz_request_bytes_near_format(limits in limits(), bytes in near_requests()) {
+            check_request_bytes(&limits, &bytes)?;
+        }
+
+        #[test]
+        fn fuzz_key_limits(
+            limits in limits(),
+            keys in proptest::collection::vec("\\PC{0,80}", 0..10),
+            allow_empty in any::<bool>(),
+        ) {
+            check_keys_against(&limits, "keys", &keys, allow_empty)?;
+            let _ = limits.max_message_bytes();
+            for name in &keys {
+                let expected = !name.is_empty()
+                    && name.len() <= limits.max_key_bytes
+                    && !name.contains(['{', '}']);
+                prop_assert_eq!(limits.check_name("job", name).is_ok(), expected);
+            }
+        }
+
+        #[test]
+        fn fuzz_durations(value in any::<u64>(), max in any::<u64>(), zero_ok in any::<bool>()) {
+            let expected = (value > 0 || zero_ok) && value <= max;
+            let result = check_ms("ttl_ms", value, max, zero_ok);
+            prop_assert_eq!(result.is_ok(), expected);
+            if let Err(status) = result {
+                prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            }
+        }
     }
 }

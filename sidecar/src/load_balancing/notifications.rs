@@ -38,20 +38,46 @@ pub enum NoteEvent {
 
 const FRAME_VERSION: u8 = 1;
 
+/// Why a notification cannot be framed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error(
+        "{field}: {bytes} bytes, more than a notification frame carries ({} bytes)",
+        u16::MAX
+    )]
+    TooLong { field: &'static str, bytes: usize },
+}
+
+/// Why a notification was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+}
+
 impl Note {
     /// `[version][u16 topic len][topic][u16 publisher len][publisher][u64 ms][payload]`, big endian.
-    pub fn encode(&self) -> Vec<u8> {
+    ///
+    /// A topic or publisher longer than a `u16` can count is refused: cutting it (as this did
+    /// before fuzzing found it) delivered the message under another topic, or split a UTF-8
+    /// character so that every receiver dropped it.
+    pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
         let mut out =
             Vec::with_capacity(13 + self.topic.len() + self.publisher.len() + self.payload.len());
         out.push(FRAME_VERSION);
-        for text in [&self.topic, &self.publisher] {
-            let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+        for (field, text) in [("topic", &self.topic), ("publisher", &self.publisher)] {
+            let len = u16::try_from(text.len()).map_err(|_| FrameError::TooLong {
+                field,
+                bytes: text.len(),
+            })?;
             out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&text.as_bytes()[..usize::from(len)]);
+            out.extend_from_slice(text.as_bytes());
         }
         out.extend_from_slice(&self.published_at_unix_ms.to_be_bytes());
         out.extend_from_slice(&self.payload);
-        out
+        Ok(out)
     }
 
     /// Decodes a frame; `None` for anything that is not one of ours.
@@ -115,7 +141,7 @@ impl Notifications {
     }
 
     /// Publishes a message; returns how many sidecars were subscribed to receive it.
-    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<u64, LinkError> {
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<u64, PublishError> {
         let note = Note {
             topic: topic.to_string(),
             publisher: self.handle.server_id.to_string(),
@@ -124,7 +150,7 @@ impl Notifications {
                 .map_or(0, |d| d.as_millis() as u64),
             payload,
         };
-        let frame = note.encode();
+        let frame = note.encode()?;
         let channel = &self.channel;
         let receivers: u64 = self
             .handle
@@ -293,9 +319,94 @@ mod tests {
             published_at_unix_ms: 1_700_000_000_123,
             payload: vec![0, 1, 2, 255],
         };
-        assert_eq!(Note::decode(&note.encode()), Some(note));
+        assert_eq!(Note::decode(&note.encode().unwrap()), Some(note));
         assert_eq!(Note::decode(b""), None);
         assert_eq!(Note::decode(&[1, 0, 9, b'x']), None);
         assert_eq!(Note::decode(&[2, 0, 0]), None);
+    }
+
+    /// Found by fuzzing the frame format: a topic past 65,535 bytes (possible with a large
+    /// `max_key_bytes`) was cut, so the message went out under another topic.
+    #[test]
+    fn a_topic_too_long_for_the_frame_is_refused_not_cut() {
+        let note = Note {
+            topic: "é".repeat(40_000),
+            publisher: "a".into(),
+            published_at_unix_ms: 0,
+            payload: vec![],
+        };
+        assert_eq!(
+            note.encode(),
+            Err(FrameError::TooLong {
+                field: "topic",
+                bytes: 80_000
+            })
+        );
+        let note = Note {
+            topic: "t".repeat(usize::from(u16::MAX)),
+            ..note
+        };
+        assert_eq!(Note::decode(&note.encode().unwrap()), Some(note));
+    }
+
+    use coherence_testkit::fuzz;
+    use proptest::prelude::*;
+
+    fn notes() -> impl Strategy<Value = Note> {
+        (
+            "\\PC{0,24}",
+            "\\PC{0,24}",
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..128),
+        )
+            .prop_map(|(topic, publisher, published_at_unix_ms, payload)| Note {
+                topic,
+                publisher,
+                published_at_unix_ms,
+                payload,
+            })
+    }
+
+    /// Any frame from the shared channel: no panic, nothing larger than the frame, and what
+    /// decodes encodes back to the very same bytes.
+    fn check_any_frame(frame: &[u8]) -> Result<(), TestCaseError> {
+        let Some(note) = Note::decode(frame) else {
+            return Ok(());
+        };
+        prop_assert!(note.topic.len() + note.publisher.len() + note.payload.len() <= frame.len());
+        prop_assert_eq!(note.encode(), Ok(frame.to_vec()));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        #[test]
+        fn fuzz_note_frame_bytes(frame in proptest::collection::vec(any::<u8>(), 0..256)) {
+            check_any_frame(&frame)?;
+        }
+
+        /// Valid frames with bytes flipped, cut or appended: the length fields lie.
+        #[test]
+        fn fuzz_note_frame_mutated(
+            note in notes(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<prop::sample::Index>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let mut frame = note.encode().unwrap();
+            for (at, byte) in flips {
+                let i = at.index(frame.len());
+                frame[i] = byte;
+            }
+            frame.truncate(cut.index(frame.len() + 1));
+            frame.extend(tail);
+            check_any_frame(&frame)?;
+        }
+
+        #[test]
+        fn fuzz_note_round_trip(note in notes()) {
+            prop_assert_eq!(Note::decode(&note.encode().unwrap()), Some(note));
+        }
     }
 }

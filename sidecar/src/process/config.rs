@@ -506,22 +506,40 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    // Not `err.to_string()`: it quotes the offending line, which may hold the Redis password.
-    toml::from_str(&text).map_err(|err: toml::de::Error| {
+    parse_file(path, &text)
+}
+
+/// The settings in a TOML file's `text`. A refusal names the line and the setting, never a
+/// value: not `err.to_string()`, which quotes the offending line, nor toml's message when a
+/// secret setting's value is refused (serde's "invalid type: integer `123456`" quotes it).
+fn parse_file(path: &Path, text: &str) -> Result<FileSettings, ConfigError> {
+    toml::from_str(text).map_err(|err: toml::de::Error| {
         let line = err
             .span()
             .and_then(|span| text.get(..span.start))
             .map_or(1, |before| before.matches('\n').count() + 1);
-        // The key (never the value) names the setting.
-        let key = text
+        // The key names the setting, when the line starts with one; anything else before an
+        // '=' (a line inside a multi-line string, a stray `key: "pass=word"`) may be a
+        // secret's piece.
+        let setting = text
             .lines()
             .nth(line - 1)
             .and_then(|l| l.split_once('='))
-            .map(|(key, _)| format!(" ({})", key.trim()))
-            .unwrap_or_default();
+            .map(|(key, _)| key.trim())
+            .and_then(|key| SETTINGS.iter().find(|s| s.toml == key));
+        let message = match setting {
+            Some(s) if SECRET_SETTINGS.contains(&s.toml) || s.toml.ends_with("_url") => {
+                format!(
+                    "line {line} ({}): not a valid value (not shown: it may be a secret)",
+                    s.toml
+                )
+            }
+            Some(s) => format!("line {line} ({}): {}", s.toml, err.message().trim()),
+            None => format!("line {line}: {}", err.message().trim()),
+        };
         ConfigError::ParseFile {
             path: path.to_path_buf(),
-            message: format!("line {line}{key}: {}", err.message().trim()),
+            message,
         }
     })
 }
@@ -594,6 +612,138 @@ mod tests {
                 assert!(text.contains("u:***@h:1"), "{text}");
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Found by fuzzing the file: a value refused for a secret setting was quoted by toml's
+    /// message, and a stray `key: value` line had the start of its value taken for the key.
+    #[test]
+    fn a_refused_secret_is_not_quoted() {
+        for text in [
+            "redis_password = 12345678\n",
+            "sentinel_password = [\"hunter2\"]\n",
+            "redis_password: \"hunter2=x\"\n",
+            "redis_url = 'redis://:hunter2@h' x\n",
+        ] {
+            let err = parse_file(Path::new("c.toml"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.contains("12345678") && !err.contains("hunter2"),
+                "{err}"
+            );
+            assert!(err.contains("line 1"), "{err}");
+        }
+        let err = parse_file(Path::new("c.toml"), "shards = \"many\"\n").unwrap_err();
+        assert!(err.to_string().contains("line 1 (shards)"), "{err}");
+    }
+
+    use coherence_testkit::fuzz;
+    use proptest::prelude::*;
+
+    /// A value for a setting that holds a secret, and the secret in it (a number, or text
+    /// with the marker `SECRET` no other line can produce).
+    fn secret_values() -> impl Strategy<Value = (String, String)> {
+        let text = "[!-~]{0,6}SECRET[!-~]{0,6}";
+        prop_oneof![
+            (100_000u64..1_000_000_000).prop_map(|n| (n.to_string(), n.to_string())),
+            text.prop_map(|t| (format!("{t:?}"), t)),
+            text.prop_map(|t| (format!("'{t}'"), t)),
+            text.prop_map(|t| (format!("\"{t}"), t)),
+            text.prop_map(|t| (format!("[{t:?}]"), t)),
+            text.prop_map(|t| (format!("\"\"\"\n{t}\n\"\"\""), t)),
+            text.prop_map(|t| (format!("{t:?} trailing"), t)),
+        ]
+    }
+
+    /// A `redis_url` value with a password (only that part of a URL is a secret).
+    fn secret_urls() -> impl Strategy<Value = (String, String)> {
+        let text = "[!-~]{0,6}SECRET[!-~]{0,6}";
+        prop_oneof![
+            text.prop_map(|t| (format!("\"redis://u:{t}@h:1\""), t)),
+            text.prop_map(|t| (format!("'rediss+sentinel://:{t}@h:1,h:2/m'"), t)),
+            // In a query a password cannot hold '&' or '#' unencoded.
+            text.prop_map(|t| t.replace(['&', '#'], "_"))
+                .prop_map(|t| (format!("\"unix:///s?pass={t}\""), t)),
+            text.prop_map(|t| (format!("\"redis://u:{t}@h:1"), t)),
+            text.prop_map(|t| (format!("\"redis://u:{t}@[::1]:99999\""), t)),
+        ]
+    }
+
+    /// Any other value, well formed or not.
+    fn values() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            "[a-z0-9:./_-]{0,12}".prop_map(|t| format!("{t:?}")),
+            Just("true".to_string()),
+            Just("1e400".to_string()),
+            Just("inf".to_string()),
+            "[0-9.:\\[\\]a-z]{0,24}".prop_map(|t| format!("{t:?}")),
+            "\\PC{0,12}",
+            "\\PC{0,8}".prop_map(|t| format!("[{t:?}, 1]")),
+            "\\PC{0,8}".prop_map(|t| format!("{{ a = {t:?} }}")),
+        ]
+    }
+
+    /// A config file: lines setting known keys (secret or not), unknown keys and junk; and
+    /// every secret in it.
+    fn config_files() -> impl Strategy<Value = (String, Vec<String>)> {
+        let names: Vec<&'static str> = SETTINGS
+            .iter()
+            .map(|s| s.toml)
+            .filter(|name| !name.ends_with("_file"))
+            .collect();
+        let line = prop_oneof![
+            (
+                prop::sample::select(vec!["redis_password", "sentinel_password"]),
+                prop::sample::select(vec![" = ", "=", ": ", " "]),
+                secret_values(),
+            )
+                .prop_map(|(key, eq, (value, secret))| (format!("{key}{eq}{value}"), Some(secret))),
+            (prop::sample::select(vec![" = ", ": "]), secret_urls())
+                .prop_map(|(eq, (value, secret))| (format!("redis_url{eq}{value}"), Some(secret))),
+            (prop::sample::select(names), values())
+                .prop_map(|(key, value)| (format!("{key} = {value}"), None)),
+            "\\PC{0,24}".prop_map(|junk| (junk, None)),
+            Just(("[section]".to_string(), None)),
+        ];
+        proptest::collection::vec(line, 0..6).prop_map(|lines| {
+            let secrets = lines.iter().filter_map(|(_, s)| s.clone()).collect();
+            let text = lines
+                .into_iter()
+                .map(|(l, _)| l)
+                .collect::<Vec<_>>()
+                .join("\n");
+            (text, secrets)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        /// A config file as an operator may write it: no panic, and whether it is refused
+        /// (by the TOML reader or by validation) or accepted, no secret in it is shown.
+        #[test]
+        fn fuzz_config_file((text, secrets) in config_files()) {
+            let shown = match parse_file(Path::new("c.toml"), &text) {
+                Err(err) => err.to_string(),
+                Ok(file) => {
+                    let flags = Flags::parse_from(["coherence-sidecar"]);
+                    match Config::validate(Settings::merge(&flags, file)) {
+                        Err(err) => err.to_string(),
+                        Ok(config) => format!("{}\n{config:?}", config.render()),
+                    }
+                }
+            };
+            for secret in &secrets {
+                prop_assert!(!shown.contains(secret.as_str()), "{text:?} showed {secret:?}: {shown}");
+            }
+        }
+
+        /// Any bytes as a config file: no panic.
+        #[test]
+        fn fuzz_config_file_any_text(text in "\\PC{0,128}") {
+            let _ = parse_file(Path::new("c.toml"), &text);
         }
     }
 }

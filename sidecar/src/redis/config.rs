@@ -16,8 +16,9 @@ pub struct RedisSettings<'a> {
     pub allow_evicting_policy: bool,
 }
 
-/// How to reach Redis, resolved once (password and CA files read).
-#[derive(Debug, Clone)]
+/// How to reach Redis, resolved once (password and CA files read). `Debug` counts the
+/// secrets, never shows them.
+#[derive(Clone)]
 pub struct RedisConfig {
     /// The deployment, with the credentials and TLS roots of every connection.
     pub target: RedisTarget,
@@ -27,6 +28,19 @@ pub struct RedisConfig {
     pub allow_evicting_policy: bool,
     /// Every password this configuration holds, the URL's included.
     secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    /// Found by fuzzing `redis_url`: the derived `Debug` printed every password (and a
+    /// `Config` is `Debug`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("target", &self.target)
+            .field("url_for_logs", &self.url_for_logs)
+            .field("allow_evicting_policy", &self.allow_evicting_policy)
+            .field("secrets", &format_args!("{} hidden", self.secrets.len()))
+            .finish()
+    }
 }
 
 impl RedisConfig {
@@ -65,5 +79,46 @@ impl RedisConfig {
     /// The passwords held (for scrubbing output).
     pub fn secrets(&self) -> &[String] {
         &self.secrets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::url::tests::urls_with_a_password;
+    use coherence_testkit::fuzz;
+    use proptest::prelude::*;
+
+    #[test]
+    fn debug_hides_the_passwords() {
+        let url = "redis://u:hunter2@h:1";
+        let config = RedisConfig::new(&RedisSettings {
+            url,
+            ..RedisSettings::default()
+        })
+        .unwrap();
+        assert_eq!(config.secrets(), ["hunter2", "hunter2"]);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        /// The whole of `redis_url`'s reading (redis-rs's parser included): a password in it
+        /// reaches no error, no log form and no `Debug`, and the scrubber is handed it.
+        #[test]
+        fn fuzz_redis_url_setting_never_shows_the_password((url, password) in urls_with_a_password()) {
+            let settings = RedisSettings { url: &url, ..RedisSettings::default() };
+            match RedisConfig::new(&settings) {
+                Ok(config) => {
+                    prop_assert!(!config.url_for_logs.contains("SECRET"), "{}", config.url_for_logs);
+                    let debug = format!("{config:?}");
+                    prop_assert!(!debug.contains("SECRET"), "{debug}");
+                    prop_assert!(config.secrets().iter().any(|s| s.contains(&password)));
+                }
+                Err(err) => prop_assert!(!err.to_string().contains("SECRET"), "{err}"),
+            }
+        }
     }
 }

@@ -140,7 +140,9 @@ impl Keyspace {
         if ns != self.namespace {
             return None;
         }
-        shard.parse().ok().filter(|s| *s < self.shards)
+        // Exactly the name `shard_keys` gives: u32's parser also takes "+3" and "03".
+        let number: u32 = shard.parse().ok()?;
+        (number < self.shards && number.to_string() == shard).then_some(number)
     }
 }
 
@@ -217,5 +219,28 @@ mod tests {
             seen.insert(ks.shard_of(&format!("key:{i}")));
         }
         assert_eq!(seen.len(), 16);
+    }
+
+    use coherence_testkit::fuzz;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        /// A channel name from a push message: no panic, and a shard only for exactly the
+        /// name of that shard's channel.
+        #[test]
+        fn fuzz_channel_names(
+            channel in prop_oneof![
+                "\\PC{0,40}",
+                "coh:\\{(app|ap|app:1|)[:]?[+0-9]{0,4}\\}:(inv|in|inv:x)?",
+            ],
+        ) {
+            let ks = Keyspace::new("app", 16);
+            if let Some(shard) = ks.shard_of_channel(&channel) {
+                prop_assert!(shard < 16);
+                prop_assert_eq!(ks.shard_keys(shard).channel, channel);
+            }
+        }
     }
 }

@@ -173,7 +173,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn creds(user: Option<&str>, password: Option<&str>) -> Credentials {
@@ -239,5 +239,81 @@ mod tests {
             redact_url("unix:///s.sock?user=u&pass=secret&db=1"),
             "unix:///s.sock?user=u&pass=***&db=1"
         );
+    }
+
+    use coherence_testkit::fuzz;
+    use proptest::prelude::*;
+
+    /// A `redis_url` whose password holds the marker `SECRET` among characters a password
+    /// may hold (the rest of the URL is drawn from an alphabet without capitals, so the marker
+    /// can come from the password only), and the password as written.
+    pub(crate) fn urls_with_a_password() -> impl Strategy<Value = (String, String)> {
+        let scheme = prop_oneof![
+            Just("redis"),
+            Just("rediss"),
+            Just("valkey"),
+            Just("redis+sentinel"),
+            Just("rediss+sentinel"),
+            Just("redis+cluster"),
+            Just("rediss+cluster"),
+            Just("unix"),
+            Just("redis+unix"),
+            Just("http"),
+        ];
+        (
+            scheme,
+            "[a-z0-9%_-]{0,6}",
+            "[!-~]{0,6}",
+            "[!-~]{0,6}",
+            "[a-z0-9.:,\\[\\]-]{0,24}",
+            "[a-z0-9/?=&@#%]{0,12}",
+        )
+            .prop_map(|(scheme, user, before, after, hosts, tail)| {
+                if is_unix(scheme) {
+                    // In a query a password cannot hold '&' or '#' unencoded.
+                    let clean = |t: String| t.replace(['&', '#'], "_");
+                    let password = format!("{}SECRET{}", clean(before), clean(after));
+                    let url =
+                        format!("{scheme}:///{hosts}?db=1&user={user}&pass={password}&{tail}");
+                    (url, password)
+                } else {
+                    let password = format!("{before}SECRET{after}");
+                    (
+                        format!("{scheme}://{user}:{password}@{hosts}{tail}"),
+                        password,
+                    )
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        /// Any text as `redis_url`: no panic, and the URL passed on keeps no part of the
+        /// user info it cut.
+        #[test]
+        fn fuzz_url_any_text(url in "\\PC{0,64}") {
+            let _ = url_secrets(&url);
+            let redacted = redact_url(&url);
+            prop_assert!(redacted.len() <= url.len() + 4);
+            if let Ok((rest, credentials)) = split_credentials(&url) {
+                prop_assert!(rest.len() <= url.len());
+                for secret in credentials.password.iter().filter(|p| p.len() >= 4) {
+                    prop_assert!(!rest.contains(secret.as_str()), "{rest:?} holds {secret:?}");
+                }
+            }
+        }
+
+        /// A password never reaches what is shown or passed on, and the scrubber knows it.
+        #[test]
+        fn fuzz_url_password_never_shown((url, password) in urls_with_a_password()) {
+            let redacted = redact_url(&url);
+            prop_assert!(!redacted.contains("SECRET"), "{redacted}");
+            match split_credentials(&url) {
+                Ok((rest, _)) => prop_assert!(!rest.contains("SECRET"), "{rest}"),
+                Err(err) => prop_assert!(!err.to_string().contains("SECRET"), "{err}"),
+            }
+            prop_assert!(url_secrets(&url).iter().any(|s| s.contains(&password)), "{url}");
+        }
     }
 }

@@ -101,4 +101,103 @@ mod tests {
         assert_eq!(ChannelMessage::parse(b"x|y"), None);
         assert_eq!(ChannelMessage::parse(&[0xff, 0xfe]), None);
     }
+
+    use coherence_testkit::fuzz;
+    use proptest::prelude::*;
+
+    /// The wire form of `msg`, written the way `shard.lua` writes it (the script is the real
+    /// encoder; this one lets the parser be checked against the format above).
+    fn render(msg: &ChannelMessage) -> String {
+        match msg {
+            ChannelMessage::Invalidation(m) => format!(
+                "i|{}|{}|{}|{}|{}",
+                m.epoch, m.seq, m.bumped_at_unix_ms, m.version, m.key
+            ),
+            ChannelMessage::Fence(m) => {
+                let mut out = format!("f|{}", m.nonce);
+                for (epoch, seq) in &m.shards {
+                    out.push_str(&format!("|{epoch}|{seq}"));
+                }
+                out
+            }
+        }
+    }
+
+    /// Bytes of the parsed strings: none may exceed what was received.
+    fn parsed_bytes(msg: &ChannelMessage) -> usize {
+        match msg {
+            ChannelMessage::Invalidation(m) => m.epoch.len() + m.version.len() + m.key.len(),
+            ChannelMessage::Fence(m) => {
+                m.nonce.len() + m.shards.iter().map(|(e, _)| e.len()).sum::<usize>()
+            }
+        }
+    }
+
+    /// Payloads near the format: `|`-joined pieces that are often, not always, what a field
+    /// wants, so that the parser's every branch is reached, not only its first check.
+    fn near_messages() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just("i".to_string()),
+            Just("f".to_string()),
+            "[0-9]{1,21}",
+            "[+-]?[0-9a-f.]{0,20}",
+            "\\PC{0,8}",
+        ];
+        proptest::collection::vec(piece, 0..12).prop_map(|pieces| pieces.join("|").into_bytes())
+    }
+
+    fn messages() -> impl Strategy<Value = ChannelMessage> {
+        let field = "[^|]{0,16}";
+        prop_oneof![
+            (field, any::<u64>(), any::<u64>(), field, "\\PC{0,32}").prop_map(
+                |(epoch, seq, bumped_at_unix_ms, version, key)| {
+                    ChannelMessage::Invalidation(InvalidationMessage {
+                        epoch,
+                        seq,
+                        bumped_at_unix_ms,
+                        version,
+                        key,
+                    })
+                }
+            ),
+            (
+                field,
+                proptest::collection::vec((field, any::<u64>()), 0..8)
+            )
+                .prop_map(|(nonce, shards)| ChannelMessage::Fence(FenceMessage { nonce, shards })),
+        ]
+    }
+
+    /// Anything a shared Redis can deliver: no panic, nothing larger than what came in, and
+    /// what parses renders to a payload that parses the same.
+    fn check_any_payload(payload: &[u8]) -> Result<(), TestCaseError> {
+        let Some(msg) = ChannelMessage::parse(payload) else {
+            return Ok(());
+        };
+        prop_assert!(parsed_bytes(&msg) <= payload.len());
+        if let ChannelMessage::Fence(fence) = &msg {
+            prop_assert!(fence.shards.len() <= payload.len() / 2);
+        }
+        prop_assert_eq!(ChannelMessage::parse(render(&msg).as_bytes()), Some(msg));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        #[test]
+        fn fuzz_channel_message_bytes(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+            check_any_payload(&payload)?;
+        }
+
+        #[test]
+        fn fuzz_channel_message_near_format(payload in near_messages()) {
+            check_any_payload(&payload)?;
+        }
+
+        #[test]
+        fn fuzz_channel_message_round_trip(msg in messages()) {
+            prop_assert_eq!(ChannelMessage::parse(render(&msg).as_bytes()), Some(msg));
+        }
+    }
 }

@@ -114,4 +114,55 @@ mod tests {
         let token = format!("e1.3.{nonce}");
         assert_eq!(Version::parse(&token).map(|v| v.seq), Some(3));
     }
+
+    use coherence_testkit::fuzz;
+    use proptest::prelude::*;
+
+    /// Tokens near the issued form: three dot-separated parts, often almost right.
+    fn near_tokens() -> impl Strategy<Value = String> {
+        let part = prop_oneof![
+            "[0-9a-f]{16}",
+            "[0-9a-fA-F]{0,18}",
+            "[+-]?[0-9]{0,21}",
+            "\\PC{0,6}",
+        ];
+        proptest::collection::vec(part, 1..5).prop_map(|parts| parts.join("."))
+    }
+
+    /// What a client or Redis hands in: no panic, the parts are pieces of the token, and a
+    /// token that parses is exactly the rendering of its parts.
+    fn check_any_token(token: &str) -> Result<(), TestCaseError> {
+        if let Some(version) = Version::parse(token) {
+            prop_assert_eq!(version.to_string(), token);
+            prop_assert!(!version.epoch.contains('.'));
+        }
+        if let Some((epoch, seq)) = Version::position(token) {
+            prop_assert!(token.starts_with(epoch) && !epoch.contains('.'));
+            if let Some(version) = Version::parse(token) {
+                prop_assert_eq!((epoch, seq), (version.epoch, Some(version.seq)));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(fuzz::config())]
+
+        #[test]
+        fn fuzz_version_token_any(token in "\\PC{0,64}") {
+            check_any_token(&token)?;
+        }
+
+        #[test]
+        fn fuzz_version_token_near_format(token in near_tokens()) {
+            check_any_token(&token)?;
+        }
+
+        #[test]
+        fn fuzz_version_token_round_trip(epoch in "[^.]{0,24}", seq in any::<u64>(), nonce in any::<u64>()) {
+            let version = Version { epoch: &epoch, seq, nonce };
+            let token = version.to_string();
+            prop_assert_eq!(Version::parse(&token), Some(version));
+        }
+    }
 }

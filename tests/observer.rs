@@ -8,7 +8,8 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use coherence_client::{Client, Consistency, Version};
+use coherence_client::{Client, Consistency, MirrorOptions, Version};
+use coherence_proto::v1::AnsweredCheck;
 use coherence_sidecar::process::config::Settings;
 use coherence_sidecar::redis::keyspace::Keyspace;
 use coherence_sidecar::Sidecar;
@@ -187,5 +188,165 @@ async fn an_answer_the_trimmed_log_cannot_judge_is_undecided_not_correct() {
             .get_or_create(&[("reason", "log_trimmed")])
             .get(),
         1
+    );
+}
+
+fn client_mirror_verdicts(sidecar: &Sidecar, verdict: &'static str) -> u64 {
+    sidecar
+        .state
+        .metrics
+        .audit
+        .verdicts
+        .get_or_create(&[("source", "client_mirror"), ("verdict", verdict)])
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mirror_answers_are_sampled_and_judged_by_their_sidecar() {
+    let redis = RedisServer::start();
+    let faulty = start_sidecar_with(&redis.url(), "faulty", audited).await;
+    let healthy = start_sidecar_with(&redis.url(), "healthy", audited).await;
+    faulty
+        .state
+        .faults
+        .skip_invalidations_under(Some("mirrored/"));
+    let options = || MirrorOptions::default().audit_sample_rate(1.0);
+    let on_faulty = client(&faulty).await.with_mirror(options());
+    let on_healthy = client(&healthy).await.with_mirror(options());
+    for mirror in [&on_faulty, &on_healthy] {
+        assert!(mirror.wait_trusted(WAIT).await, "mirror never trusted");
+    }
+    let key = "mirrored/k";
+    let old = on_faulty.get_one(key).await.expect("get");
+    assert_eq!(on_healthy.get_one(key).await.expect("get"), old);
+    assert_eq!(on_healthy.is_current_local(key, &old), Some(true));
+    // The healthy sidecar judges its client mirror's answer correct.
+    assert!(
+        eventually(WAIT, || async {
+            client_mirror_verdicts(&healthy, "correct") >= 1
+        })
+        .await,
+        "the healthy sidecar never judged its client mirror's answer"
+    );
+
+    // A bump the faulty sidecar skips never reaches its Watch stream either: its client mirror
+    // keeps calling the old version current, and the sidecar's auditor confirms the violation.
+    let new = on_healthy.bump(&[key]).await.expect("bump").remove(0);
+    let caught = eventually(WAIT, || async {
+        let _ = on_faulty.is_current_local(key, &old);
+        let _ = on_healthy.is_current_local(key, &new);
+        client_mirror_verdicts(&faulty, "violation") > 0
+    })
+    .await;
+    assert!(
+        caught,
+        "no client-mirror violation confirmed on the faulty sidecar"
+    );
+    assert_eq!(client_mirror_verdicts(&healthy, "violation"), 0);
+    assert_eq!(on_healthy.audit_samples_dropped(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_answers_are_validated_and_coherencectl_slo_reports_the_fleet() {
+    let redis = RedisServer::start();
+    let a = start_sidecar_with(&redis.url(), "a", |s| {
+        audited(s);
+        s.canary_interval_ms = 100;
+    })
+    .await;
+    let b = start_sidecar_with(&redis.url(), "b", |s| {
+        audited(s);
+        s.canary_interval_ms = 100;
+    })
+    .await;
+    let via_a = client(&a).await;
+    let observer = via_a.observer();
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    for (answer, problem) in [
+        (
+            AnsweredCheck {
+                key: "k".into(),
+                token: "t".into(),
+                answered_at_unix_us: now_us + 60_000_000,
+                max_staleness_ms: 0,
+            },
+            "in the future",
+        ),
+        (
+            AnsweredCheck {
+                key: String::new(),
+                token: "t".into(),
+                answered_at_unix_us: now_us,
+                max_staleness_ms: 0,
+            },
+            "key is empty",
+        ),
+        (
+            AnsweredCheck {
+                key: "k".into(),
+                token: String::new(),
+                answered_at_unix_us: now_us,
+                max_staleness_ms: 0,
+            },
+            "token",
+        ),
+    ] {
+        match observer.submit_answers(vec![answer]).await {
+            Err(coherence_client::Error::InvalidArgument { status, .. }) => {
+                assert!(status.message().contains(problem), "{}", status.message())
+            }
+            other => panic!("expected INVALID_ARGUMENT ({problem}), got {other:?}"),
+        }
+    }
+
+    // Current answers on both, and canary bumps seen by both mirrors.
+    let version = via_a.get_one("slo/k").await.expect("get");
+    let via_b = client(&b).await;
+    for c in [&via_a, &via_b] {
+        assert!(c
+            .is_current("slo/k", &version, Consistency::Bounded)
+            .await
+            .expect("check"));
+    }
+    assert!(
+        eventually(WAIT, || async {
+            [&a, &b].iter().all(|s| {
+                all_verdicts(s) >= 1
+                    && s.state.metrics.audit.canary_propagation.snapshot().count >= 2
+            })
+        })
+        .await,
+        "no verdicts or no canary propagation observed"
+    );
+    let out = common::coherencectl(
+        &grpc_url(&a),
+        &[
+            "slo",
+            "--sidecar",
+            &grpc_url(&a),
+            "--sidecar",
+            &grpc_url(&b),
+            "--sidecar",
+            "http://127.0.0.1:1",
+        ],
+    )
+    .await;
+    let text = common::stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", common::stderr(&out));
+    assert!(text.contains("a (http://"), "{text}");
+    assert!(text.contains("b (http://"), "{text}");
+    assert!(text.contains("http://127.0.0.1:1  unreachable"), "{text}");
+    let fleet = text
+        .lines()
+        .find(|l| l.starts_with("fleet (2 sidecars reached, 1 not)"))
+        .unwrap_or_else(|| panic!("no fleet line: {text}"));
+    assert!(fleet.contains("violations 0"), "{fleet}");
+    assert!(fleet.contains("nines"), "{fleet}");
+    assert!(
+        !fleet.contains("p50 -"),
+        "propagation percentiles missing: {fleet}"
     );
 }

@@ -53,8 +53,8 @@
 
 pub mod cluster;
 pub mod freeze;
-pub mod http;
 pub mod fuzz;
+pub mod http;
 pub mod proxy;
 pub mod resp;
 pub mod sentinel;

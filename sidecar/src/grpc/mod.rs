@@ -8,5 +8,6 @@ pub mod cache_versions;
 pub mod jobs;
 pub mod metrics;
 pub mod notifications;
+pub mod observer;
 pub mod servers;
 pub mod validation;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use coherence_proto::v1::cache_versions_server::CacheVersionsServer;
 use coherence_proto::v1::jobs_server::JobsServer;
 use coherence_proto::v1::notifications_server::NotificationsServer;
+use coherence_proto::v1::observer_server::ObserverServer;
 use coherence_proto::v1::servers_server::ServersServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,6 +28,7 @@ use crate::grpc::cache_versions::CacheVersionsService;
 use crate::grpc::jobs::JobsService;
 use crate::grpc::metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::grpc::notifications::NotificationsService;
+use crate::grpc::observer::ObserverService;
 use crate::grpc::servers::ServersService;
 use crate::grpc::validation::Limits;
 use crate::load_balancing::jobs::Jobs;
@@ -230,6 +232,9 @@ impl Sidecar {
             Arc::clone(&servers),
             shutdown_rx.clone(),
         ));
+        let observer_service =
+            ObserverServer::new(ObserverService::new(Arc::clone(&state), limits))
+                .max_decoding_message_size(limits.max_message_bytes());
         let mut grpc_shutdown = shutdown_rx.clone();
         let router = tonic::transport::Server::builder()
             .layer(GrpcMetricsLayer::new(
@@ -243,7 +248,8 @@ impl Sidecar {
             .add_service(service)
             .add_service(jobs_service)
             .add_service(servers_service)
-            .add_service(notifications_service);
+            .add_service(notifications_service)
+            .add_service(observer_service);
         let signal = async move {
             let _ = grpc_shutdown.wait_for(|down| *down).await;
         };

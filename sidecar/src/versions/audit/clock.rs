@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus_client::metrics::histogram::Histogram;
+use crate::metrics::audit::Propagation;
 
 /// No offset estimate yet.
 const UNKNOWN: i64 = i64::MIN;
@@ -31,14 +31,14 @@ pub fn wall_us() -> i64 {
 
 impl ClockOffset {
     /// Records the propagation of a canary bump this sidecar's mirror just applied.
-    pub fn observe(&self, histogram: &Histogram, bumped_at_unix_ms: u64) {
+    pub fn observe(&self, propagation: &Propagation, bumped_at_unix_ms: u64) {
         let offset = self.offset_us.load(Ordering::Relaxed);
         if offset == UNKNOWN || bumped_at_unix_ms == 0 {
             return;
         }
         let redis_now_us = wall_us() + offset;
         let took_us = redis_now_us - bumped_at_unix_ms as i64 * 1_000;
-        histogram.observe(took_us.max(0) as f64 / 1e6);
+        propagation.observe(took_us.max(0) as f64 / 1e6);
     }
 
     pub fn set_offset(&self, offset_us: i64) {

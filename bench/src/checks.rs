@@ -202,7 +202,7 @@ fn misses(s: &Samples, note: &str) -> String {
 }
 
 /// A gRPC check of `batch` consecutive keys of the set per call.
-fn grpc_check(
+pub(crate) fn grpc_check(
     client: Client,
     t: &Targets,
     batch: usize,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use coherence_sidecar::process::config::Config;
+use coherence_sidecar::process::config::{Config, Settings};
 use coherence_sidecar::Sidecar;
 use tokio::runtime::Handle;
 
@@ -29,6 +29,15 @@ impl Fleet {
 
     /// Grows the fleet to `n` sidecars, each ready (subscribed and fenced) before this returns.
     pub async fn grow_to(&mut self, n: usize) -> anyhow::Result<()> {
+        self.grow_to_with(n, |_, _| {}).await
+    }
+
+    /// [`Fleet::grow_to`], with the settings of sidecar `i` adjusted by `tune(i, settings)`.
+    pub async fn grow_to_with(
+        &mut self,
+        n: usize,
+        tune: impl Fn(usize, &mut Settings),
+    ) -> anyhow::Result<()> {
         while self.sidecars.len() < n {
             let mut settings = Config::defaults();
             settings.redis_url = self.redis_url.clone();
@@ -36,6 +45,7 @@ impl Fleet {
             settings.server_id = format!("{}-{}", self.namespace, self.sidecars.len());
             settings.listen = "127.0.0.1:0".parse()?;
             settings.admin_listen = "127.0.0.1:0".parse()?;
+            tune(self.sidecars.len(), &mut settings);
             let config = Config::validate(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
             let sidecar = self
                 .server

@@ -45,11 +45,12 @@ pub struct Args {
     /// Connections in the PostgreSQL pool (checks use them round robin by worker).
     #[arg(long, default_value_t = 4)]
     pub pg_pool: usize,
-    /// Sections to run (comma-separated): check, bump, propagation, memory, strong, scale.
+    /// Sections to run (comma-separated): check, observer, bump, propagation, memory,
+    /// strong, scale.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "check,bump,propagation,memory,strong,scale"
+        default_value = "check,observer,bump,propagation,memory,strong,scale"
     )]
     pub sections: Vec<String>,
     /// Where to write results.csv, results.md and chart.svg.

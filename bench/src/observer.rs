@@ -1,0 +1,169 @@
+//! Section "observer": what the consistency auditor costs a check. Three sidecars of the same
+//! namespace, alike but for `audit_sample_rate` (0, the default 0.01, and 1 — every current
+//! answer), and two client mirrors (audit off, default), each asked the same key set in the
+//! same run, interleaved round by round so that drift of the shared machine hits all alike.
+//! Reported: throughput of in-process mirror hits and of one-key gRPC Checks, and the overhead
+//! of each rate against audit off.
+
+use std::sync::Arc;
+
+use coherence_client::{Client, MirrorOptions};
+use coherence_sidecar::versions::CheckSource as SidecarSource;
+use futures::FutureExt;
+use tokio::runtime::Handle;
+
+use crate::checks::{grpc_check, measure, Targets};
+use crate::driver::in_process_loop;
+use crate::fleet::Fleet;
+use crate::plan::Plan;
+use crate::report::{Report, Row};
+
+const RATES: [(f64, &str); 3] = [(0.0, "off"), (0.01, "0.01"), (1.0, "1")];
+/// Rounds of (off, 0.01, 1) measurements; each rate's throughput is the mean of its rounds.
+const ROUNDS: usize = 3;
+
+pub async fn run(plan: &Plan, server: Handle, redis_url: &str, t: &Targets, report: &mut Report) {
+    if let Err(err) = measure_all(plan, server, redis_url, t, report).await {
+        report.fact(format!("observer section failed: {err:#}"));
+    }
+}
+
+async fn measure_all(
+    plan: &Plan,
+    server: Handle,
+    redis_url: &str,
+    t: &Targets,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // Same namespace as the key set, so the tokens in `t` are current on these sidecars too.
+    let mut fleet = Fleet::new(server, redis_url, "bench");
+    fleet
+        .grow_to_with(RATES.len(), |i, s| {
+            s.server_id = format!("bench-audit-{}", RATES[i].1);
+            s.audit_sample_rate = RATES[i].0;
+        })
+        .await?;
+    let mut clients = Vec::new();
+    for (i, sidecar) in fleet.sidecars.iter().enumerate() {
+        // Fill each sidecar's mirror with the key set.
+        for chunk in t.keys.chunks(1000) {
+            sidecar.versions.get(chunk, false).await?;
+        }
+        clients.push(Client::connect(fleet.url(i)).await?);
+    }
+    let mirrors = [0.0, 0.01].map(|rate| {
+        clients[0]
+            .clone()
+            .with_mirror(MirrorOptions::default().audit_sample_rate(rate))
+    });
+    for mirror in &mirrors {
+        anyhow::ensure!(
+            mirror
+                .wait_trusted(std::time::Duration::from_secs(20))
+                .await,
+            "a client mirror did not become trusted"
+        );
+        for chunk in t.keys.chunks(1000) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            mirror
+                .get_with(&refs, coherence_client::Consistency::Bounded)
+                .await?;
+        }
+    }
+    let entries: Arc<Vec<[(String, String); 1]>> = Arc::new(
+        t.keys
+            .iter()
+            .zip(t.tokens.iter())
+            .map(|(k, v)| [(k.clone(), v.token().to_string())])
+            .collect(),
+    );
+    let c = plan.levels().iter().copied().max().unwrap_or(1);
+    let mut sidecar_ops = [0.0; 3];
+    let mut grpc_ops = [0.0; 3];
+    let mut client_ops = [0.0; 2];
+    for _ in 0..ROUNDS {
+        for (i, sidecar) in fleet.sidecars.iter().enumerate() {
+            let versions = Arc::clone(&sidecar.versions);
+            let entries = Arc::clone(&entries);
+            let hit = Arc::new(move |n: u64| {
+                let entry = &entries[n as usize % entries.len()];
+                versions
+                    .check(entry, false)
+                    .now_or_never()
+                    .is_some_and(|r| r[0].current && r[0].source == SidecarSource::Mirror)
+            });
+            let s = in_process_loop(c, plan.budget(), false, hit).await;
+            sidecar_ops[i] += s.ops_per_sec() / ROUNDS as f64;
+            let s = measure(plan, c, grpc_check(clients[i].clone(), t, 1)).await;
+            grpc_ops[i] += s.ops_per_sec() / ROUNDS as f64;
+        }
+        for (i, mirror) in mirrors.iter().enumerate() {
+            let mirror = mirror.clone();
+            let (keys, tokens) = (Arc::clone(&t.keys), Arc::clone(&t.tokens));
+            let hit = Arc::new(move |n: u64| {
+                let j = n as usize % keys.len();
+                mirror.is_current_local(&keys[j], &tokens[j]) == Some(true)
+            });
+            let s = in_process_loop(c, plan.budget(), false, hit).await;
+            client_ops[i] += s.ops_per_sec() / ROUNDS as f64;
+        }
+    }
+    let mut row = |id: String, label: String, ops: f64, base: f64| {
+        let overhead = 100.0 * (1.0 - ops / base);
+        report.push(Row {
+            section: "observer",
+            id,
+            label,
+            concurrency: c,
+            ops_per_sec: ops,
+            units_per_sec: ops,
+            p50: None,
+            p99: None,
+            p999: None,
+            ops: 0,
+            errors: 0,
+            note: format!(
+                "overhead vs audit off: {overhead:+.1} % (mean of {ROUNDS} interleaved rounds)"
+            ),
+        });
+    };
+    for (i, (_, name)) in RATES.iter().enumerate() {
+        row(
+            format!("obs_sidecar_mirror_{name}"),
+            format!("sidecar mirror Versions::check, audit_sample_rate {name}"),
+            sidecar_ops[i],
+            sidecar_ops[0],
+        );
+        row(
+            format!("obs_grpc_check_{name}"),
+            format!("sidecar gRPC Check 1 key, audit_sample_rate {name}"),
+            grpc_ops[i],
+            grpc_ops[0],
+        );
+    }
+    for (i, name) in ["off", "0.01"].iter().enumerate() {
+        row(
+            format!("obs_client_mirror_{name}"),
+            format!("client mirror is_current hit, audit_sample_rate {name}"),
+            client_ops[i],
+            client_ops[0],
+        );
+    }
+    for sidecar in &fleet.sidecars {
+        let audit = &sidecar.state.metrics.audit;
+        let totals = audit.totals();
+        report.fact(format!(
+            "observer: {} judged {} answers (correct {}, stale within bound {}, violations {}, undecided {}), dropped {} samples",
+            sidecar.state.settings.server_id,
+            totals.correct + totals.stale_within_bound + totals.violations + totals.undecided,
+            totals.correct,
+            totals.stale_within_bound,
+            totals.violations,
+            totals.undecided,
+            audit.dropped.get()
+        ));
+    }
+    drop(mirrors);
+    fleet.shutdown().await;
+    Ok(())
+}

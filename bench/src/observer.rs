@@ -70,13 +70,7 @@ async fn measure_all(
                 .await?;
         }
     }
-    let entries: Arc<Vec<[(String, String); 1]>> = Arc::new(
-        t.keys
-            .iter()
-            .zip(t.tokens.iter())
-            .map(|(k, v)| [(k.clone(), v.token().to_string())])
-            .collect(),
-    );
+    let entries = t.single_entries();
     let c = plan.levels().iter().copied().max().unwrap_or(1);
     let mut sidecar_ops = [0.0; 3];
     let mut grpc_ops = [0.0; 3];

@@ -350,3 +350,42 @@ async fn submitted_answers_are_validated_and_coherencectl_slo_reports_the_fleet(
         "propagation percentiles missing: {fleet}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_judged_while_redis_is_away_is_undecided_not_correct() {
+    let redis = RedisServer::start();
+    let sidecar = start_sidecar_with(&redis.url(), "a", |s| {
+        audited(s);
+        // A mirror that stays trusted for a while without fences, and audit reads that give up
+        // quickly.
+        s.max_staleness_ms = 10_000;
+        s.request_timeout_ms = 300;
+    })
+    .await;
+    let via = client(&sidecar).await;
+    let version = via.get_one("away/k").await.expect("get");
+    redis.pause();
+    let answered = via
+        .check(&[("away/k", &version)], Consistency::Bounded)
+        .await;
+    let decided = eventually(WAIT, || async { all_verdicts(&sidecar) >= 1 }).await;
+    redis.resume();
+    let answered = answered.expect("check answers");
+    assert!(
+        answered[0].current && answered[0].source == coherence_client::CheckSource::Mirror,
+        "{answered:?}"
+    );
+    assert!(decided, "the answer was never decided");
+    assert_eq!(all_verdicts(&sidecar), 1);
+    assert_eq!(verdicts(&sidecar, "undecided"), 1);
+    assert_eq!(
+        sidecar
+            .state
+            .metrics
+            .audit
+            .undecided
+            .get_or_create(&[("reason", "redis_unavailable")])
+            .get(),
+        1
+    );
+}

@@ -20,7 +20,10 @@ use coherence_testkit::{Flow, Link};
 use fault_support::{Fleet, Workload};
 
 const PROXIED: usize = 2;
-const RECOVERY_BOUND: Duration = Duration::from_secs(10);
+/// Recovery bound after each fault. Looser than the fault suite's 10 s (asserted there, on a
+/// fresh fleet per fault): this run shares a 2-core box with other builds and tests, and a late
+/// recovery is a fault-suite finding, not the observer's. Every recovery time is printed.
+const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 /// Workload between two faults.
 const CALM: Duration = Duration::from_secs(3);
 
@@ -102,9 +105,20 @@ async fn a_chaos_run_confirms_no_violation_and_reports_the_fleets_nines() {
         let fault = FAULTS[injected.len() % FAULTS.len()];
         inject(&mut fleet, fault).await;
         let recovery = fleet.wait_recovered(RECOVERY_BOUND).await;
-        assert!(recovery.is_some(), "no recovery after {fault:?}");
-        injected.push(fault);
+        injected.push((fault, recovery));
+        if recovery.is_none() {
+            // Judged at the end, after the observer's figures are printed; the run goes on
+            // once the fleet is back.
+            fleet.wait_recovered(RECOVERY_BOUND).await;
+        }
     }
+    let recoveries: Vec<String> = injected
+        .iter()
+        .map(|(f, r)| match r {
+            Some(r) => format!("{f:?} {:.1} s", r.as_secs_f64()),
+            None => format!("{f:?} NOT RECOVERED within {RECOVERY_BOUND:?}"),
+        })
+        .collect();
     tokio::time::sleep(CALM).await;
     let judged = workload.judge(&fleet).await;
     let ran = started.elapsed();
@@ -184,8 +198,9 @@ async fn a_chaos_run_confirms_no_violation_and_reports_the_fleets_nines() {
         ));
     }
     println!(
-        "CHAOS run {ran:?} (asked {length:?}), {} faults injected ({injected:?}), auditors settled: {settled}\n{}\nhistory checker: {}; {}\n{}",
+        "CHAOS run {ran:?} (asked {length:?}), {} faults injected, recovery times [{}], auditors settled: {settled}\n{}\nhistory checker: {}; {}\n{}",
         injected.len(),
+        recoveries.join(", "),
         counts.join("\n"),
         judged.report,
         judged.client_stats,
@@ -210,6 +225,10 @@ async fn a_chaos_run_confirms_no_violation_and_reports_the_fleets_nines() {
             .iter()
             .all(|s| s.state.metrics.audit.totals().correct > 0),
         "a sidecar's auditor decided nothing correct: the run was vacuous"
+    );
+    assert!(
+        injected.iter().all(|(_, r)| r.is_some()),
+        "a fault was not recovered from within {RECOVERY_BOUND:?}: {recoveries:?}"
     );
 }
 

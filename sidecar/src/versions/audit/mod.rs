@@ -13,7 +13,8 @@
 //! Bounds: at most [`sampler::QUEUE_SAMPLES`] samples wait (each holds its key, at most `max_key_bytes`,
 //! and its token, so at most about 4,096 × (1 KiB + 100 B) ≈ 4.5 MiB at the defaults); a sample
 //! that finds the queue full is dropped and counted (`coherence_audit_samples_dropped_total`).
-//! One sample is read at a time, each reading bounded by `request_timeout`.
+//! One sample is read at a time, each reading bounded by `request_timeout`, at most
+//! [`worker::MAX_AUDITS_PER_SECOND`] a second.
 
 pub mod canary;
 pub mod clock;

@@ -16,12 +16,19 @@ use crate::versions::version::Version;
 /// How long a suspected violation waits before it is read again.
 const RECHECK_DELAY: Duration = Duration::from_millis(100);
 
+/// Most samples judged per second (one every 5 ms): bounds the auditor's background cost, in
+/// this process and on Redis, whatever the answer rate. Samples arriving faster wait in the
+/// bounded queue and, when it is full, are dropped and counted (an unbiased thinning).
+pub const MAX_AUDITS_PER_SECOND: u32 = 200;
+
 /// Audits queued samples one at a time until `shutdown` (the task the sidecar spawns).
 pub async fn run(state: Arc<VersionsState>, mut shutdown: watch::Receiver<bool>) {
     let Some(mut pending) = state.audit.take_pending() else {
         return;
     };
+    let spacing = Duration::from_secs(1) / MAX_AUDITS_PER_SECOND;
     loop {
+        let started = tokio::time::Instant::now();
         let sample = tokio::select! {
             sample = pending.recv() => match sample {
                 Some(sample) => sample,
@@ -40,6 +47,7 @@ pub async fn run(state: Arc<VersionsState>, mut shutdown: watch::Receiver<bool>)
             );
         }
         state.audit.count(sample.source, verdict);
+        tokio::time::sleep_until(started + spacing).await;
     }
 }
 

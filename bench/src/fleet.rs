@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use coherence_sidecar::process::config::Settings;
 use coherence_testkit::TestSidecar;
 use tokio::runtime::Handle;
 
@@ -28,11 +29,22 @@ impl Fleet {
 
     /// Grows the fleet to `n` sidecars, each ready (subscribed and fenced) before this returns.
     pub async fn grow_to(&mut self, n: usize) -> anyhow::Result<()> {
+        self.grow_to_with(n, |_, _| {}).await
+    }
+
+    /// [`Fleet::grow_to`], with the settings of sidecar `i` adjusted by `tune(i, settings)`.
+    pub async fn grow_to_with(
+        &mut self,
+        n: usize,
+        tune: impl Fn(usize, &mut Settings),
+    ) -> anyhow::Result<()> {
         while self.sidecars.len() < n {
             // Started (and awaited ready) on the server runtime: the sidecar's tasks live there.
+            let index = self.sidecars.len();
             let start = TestSidecar::builder(&self.redis_url)
                 .namespace(&self.namespace)
                 .server_id(&format!("{}-{}", self.namespace, self.sidecars.len()))
+                .settings(|s| tune(index, s))
                 .try_start();
             let sidecar = self.server.spawn(start).await?.context("start a sidecar")?;
             self.sidecars.push(sidecar);

@@ -13,6 +13,7 @@ mod driver;
 mod fleet;
 mod floor;
 mod memory;
+mod observer;
 mod pg;
 mod plan;
 mod propagation;
@@ -158,6 +159,9 @@ async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Repo
 
     if plan.runs("check") {
         checks::run(plan, &targets, &mut report).await;
+    }
+    if plan.runs("observer") {
+        observer::run(plan, server.clone(), &redis.url(), &targets, &mut report).await;
     }
     if plan.runs("strong") {
         strong::run(plan, &targets, &mut report).await;

@@ -45,13 +45,13 @@ pub struct Args {
     /// Connections in the PostgreSQL pool (checks use them round robin by worker).
     #[arg(long, default_value_t = 4)]
     pub pg_pool: usize,
-    /// Sections to run (comma-separated): check, bump, propagation, memory, strong, scale;
-    /// and soak, never by default (two phases of --soak-minutes each; needs the
+    /// Sections to run (comma-separated): check, observer, bump, propagation, memory, strong,
+    /// scale; and soak, never by default (two phases of --soak-minutes each; needs the
     /// coherence-sidecar binary beside this one).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "check,bump,propagation,memory,strong,scale"
+        default_value = "check,observer,bump,propagation,memory,strong,scale"
     )]
     pub sections: Vec<String>,
     /// Minutes of each soak phase (steady, then a Redis fault every 30 s).

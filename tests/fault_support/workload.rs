@@ -113,12 +113,15 @@ pub struct Workload {
 }
 
 /// Options of a client mirror as the workload attaches it: bounded by the sidecar's
-/// `max_staleness`, quick to notice a silent stream and to reconnect.
+/// `max_staleness`, quick to notice a silent stream and to reconnect, 5 % of its local current
+/// answers handed to the sidecar's auditor.
 pub fn mirror_options(max_staleness: Duration) -> MirrorOptions {
     MirrorOptions::default()
         .max_staleness(max_staleness)
         .idle_timeout(Duration::from_secs(1))
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
+        // Audited more than by default, so that a fault run judges a few hundred of them.
+        .audit_sample_rate(0.05)
 }
 
 /// A client mirror over `client` with [`mirror_options`].

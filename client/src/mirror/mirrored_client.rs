@@ -13,6 +13,7 @@ use super::state::{bump_counter, MirrorState};
 use crate::client::{CheckSource, Client, Consistency, Position, Version, WatchEvent};
 use crate::error::Error;
 use crate::freshness::Freshness;
+use crate::observer::AnswerSampler;
 
 /// A [`Client`] with an in-process mirror: `is_current` and `get_one` answered locally while
 /// the mirror is provably fresh, by the sidecar otherwise. Cheap to clone; clones share the
@@ -40,7 +41,9 @@ pub struct MirroredClient {
 struct Inner {
     client: Client,
     state: Arc<MirrorState>,
+    sampler: Arc<AnswerSampler>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    audit_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
@@ -49,6 +52,9 @@ impl Drop for Inner {
             if let Some(task) = task.take() {
                 task.abort();
             }
+        }
+        if let Some(task) = &self.audit_task {
+            task.abort();
         }
     }
 }
@@ -74,12 +80,21 @@ impl MirroredClient {
     /// Starts mirroring through `client` (spawns the Watch task on the current runtime).
     pub fn new(client: Client, options: MirrorOptions) -> MirroredClient {
         let state = Arc::new(MirrorState::new(&options));
+        let sampler = Arc::new(AnswerSampler::new(
+            options.audit_sample_rate,
+            options.max_staleness,
+        ));
+        let audit_task = sampler
+            .is_on()
+            .then(|| tokio::spawn(Arc::clone(&sampler).run(client.observer())));
         let task = tokio::spawn(run_watch(Arc::clone(&state), client.clone(), options));
         MirroredClient {
             inner: Arc::new(Inner {
                 client,
                 state,
+                sampler,
                 task: Mutex::new(Some(task)),
+                audit_task,
             }),
         }
     }
@@ -157,6 +172,9 @@ impl MirroredClient {
         if answer.is_some() {
             bump_counter(&self.inner.state.counters.hits);
         }
+        if answer == Some(true) {
+            self.inner.sampler.answered_current(key, version.token());
+        }
         answer
     }
 
@@ -231,6 +249,12 @@ impl MirroredClient {
         let asked_at = state.generation();
         let answers = self.inner.client.bump_positioned(keys).await?;
         Ok(fill_all(state, keys, answers, asked_at))
+    }
+
+    /// Sampled answers that never reached the sidecar's auditor (the mirror's buffer or the
+    /// sidecar's queue was full, or a submission failed).
+    pub fn audit_samples_dropped(&self) -> u64 {
+        self.inner.sampler.dropped()
     }
 
     /// Whether local answers are allowed right now (stream open, heartbeat fresh).

@@ -56,6 +56,7 @@ pub struct MirrorOptions {
     pub(super) idle_timeout: Duration,
     pub(super) max_entries: usize,
     pub(super) hook: Option<MirrorHook>,
+    pub(super) audit_sample_rate: f64,
 }
 
 impl Default for MirrorOptions {
@@ -68,6 +69,7 @@ impl Default for MirrorOptions {
             idle_timeout: Duration::from_secs(3),
             max_entries: 1_000_000,
             hook: None,
+            audit_sample_rate: 0.001,
         }
     }
 }
@@ -82,11 +84,23 @@ impl std::fmt::Debug for MirrorOptions {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_entries", &self.max_entries)
             .field("hook", &self.hook.is_some())
+            .field("audit_sample_rate", &self.audit_sample_rate)
             .finish()
     }
 }
 
 impl MirrorOptions {
+    /// Fraction (0 to 1, default 0.001) of the local answers calling a version current that are
+    /// handed to the sidecar's consistency auditor (`coherence.v1.Observer/SubmitAnswers`, once
+    /// a second), so that the mirror's answers are measured, not assumed. 0 turns it off. Costs
+    /// one random draw per such answer (about 1 ns); a sampled one, a clock read, a lock and two
+    /// string copies (a few hundred ns): the default keeps that under 1 % of a ~50 ns local hit
+    /// (BENCHMARKS.md, "Consistency observer").
+    pub fn audit_sample_rate(mut self, rate: f64) -> Self {
+        self.audit_sample_rate = rate;
+        self
+    }
+
     /// Local answers reflect every bump completed more than this long before the check
     /// (default 500 ms). Past it the mirror falls back to the sidecar.
     pub fn max_staleness(mut self, max_staleness: Duration) -> Self {

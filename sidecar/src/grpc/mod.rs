@@ -10,6 +10,7 @@ pub mod cache_versions;
 pub mod jobs;
 pub mod metrics;
 pub mod notifications;
+pub mod observer;
 pub mod prefix_set;
 pub mod servers;
 pub mod transport;

@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tonic::Status;
 
+use crate::versions::audit::canary::is_canary;
 use crate::buffers::ring::{Received, RingReader};
 use crate::grpc::prefix_set::PrefixSet;
 use crate::versions::state::WatchItem;
@@ -73,7 +74,7 @@ impl WatchFeed {
             };
             let event = match received {
                 Received::Item(WatchItem::Invalidated(inv)) => {
-                    if !self.prefixes.matches(&inv.key) {
+                    if !self.prefixes.matches(&inv.key) || is_canary(&inv.key) {
                         continue;
                     }
                     Event::Invalidated(pb::Invalidation {

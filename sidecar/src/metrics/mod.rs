@@ -5,7 +5,9 @@
 //! cardinality stays fixed however many keys an application uses. [`exposition`] renders them
 //! in the two text formats `/metrics` speaks.
 
+pub mod audit;
 pub mod exposition;
+pub mod labels;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +20,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-/// Label sets of one, two and three labels.
-pub type Labels1 = [(&'static str, &'static str); 1];
-pub type Labels2 = [(&'static str, &'static str); 2];
-pub type Labels3 = [(&'static str, &'static str); 3];
+use crate::metrics::audit::AuditMetrics;
+
+pub use labels::{Labels1, Labels2, Labels3};
 
 /// The sidecar's metrics; cheap to clone (every handle is shared).
 #[derive(Clone)]
@@ -55,6 +56,7 @@ pub struct Metrics {
     pub calls_abandoned: Counter,
     pub ready: Gauge,
     pub load_balancing: LoadBalancingMetrics,
+    pub audit: AuditMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -90,6 +92,7 @@ impl Metrics {
             calls_abandoned: Counter::default(),
             ready: Gauge::default(),
             load_balancing: LoadBalancingMetrics::default(),
+            audit: AuditMetrics::default(),
         };
         let r = &mut registry;
         r.register(
@@ -224,6 +227,7 @@ impl Metrics {
             let _ = m.buffer_bytes.get_or_create(&[("buffer", buffer)]);
         }
         m.load_balancing.register(r);
+        m.audit.register(r);
         Metrics {
             registry: Arc::new(registry),
             ..m

@@ -205,6 +205,10 @@ settings! {
         "How often the gRPC server pings each HTTP/2 connection (0: never); see http2_keepalive_timeout_ms.";
     http2_keepalive_timeout_ms: u64 = 10_000, "10000", "COHERENCE_HTTP2_KEEPALIVE_TIMEOUT_MS",
         "A connection whose client does not answer a ping within this long is closed and its calls and streams end.";
+    audit_sample_rate: f64 = 0.01, "0.01", "COHERENCE_AUDIT_SAMPLE_RATE",
+        "Fraction (0 to 1) of the answers calling a version current that the consistency auditor samples and judges against the replay log (0: off). See docs/operations.md, The consistency SLO.";
+    canary_interval_ms: u64 = 1_000, "1000", "COHERENCE_CANARY_INTERVAL_MS",
+        "How often the propagation prober bumps this sidecar's canary key __coherence__/canary/<server_id> (0: never); every sidecar records how long its mirror took to apply each canary bump.";
     log_format: String = "text".to_string(), "text", "COHERENCE_LOG_FORMAT",
         "Log lines on stderr: text (coloured only when stderr is a terminal and NO_COLOR is unset) or json (one object per line, for log pipelines). RUST_LOG filters them.";
 }
@@ -379,6 +383,12 @@ impl Config {
                 format!("{:?} is not one of text, json", settings.log_format),
             ));
         }
+        if !(0.0..=1.0).contains(&settings.audit_sample_rate) {
+            return Err(invalid(
+                "audit_sample_rate",
+                format!("{} is not between 0 and 1", settings.audit_sample_rate),
+            ));
+        }
         if settings.max_staleness_ms <= settings.heartbeat_interval_ms {
             return Err(invalid(
                 "max_staleness_ms",
@@ -448,6 +458,8 @@ impl Config {
             watch_buffer_bytes: s.watch_buffer_bytes,
             push_buffer_bytes: s.push_buffer_bytes,
             batch_queue_bytes: s.batch_queue_bytes,
+            audit_sample_rate: s.audit_sample_rate,
+            canary_interval: Duration::from_millis(s.canary_interval_ms),
         }
     }
 
@@ -656,6 +668,10 @@ mod tests {
         assert!(err.to_string().contains("--listen"), "{err}");
         let err = parse(&["--redis-url", "http://x"]).unwrap_err();
         assert!(err.to_string().contains("redis_url"), "{err}");
+        let err = parse(&["--audit-sample-rate", "1.5"]).unwrap_err();
+        assert!(err.to_string().contains("audit_sample_rate"), "{err}");
+        let err = parse(&["--audit-sample-rate", "NaN"]).unwrap_err();
+        assert!(err.to_string().contains("audit_sample_rate"), "{err}");
         let err = parse(&["--max-staleness-ms", "50"]).unwrap_err();
         assert!(err.to_string().contains("max_staleness_ms"), "{err}");
     }

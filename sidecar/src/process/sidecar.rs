@@ -14,6 +14,7 @@ use std::time::Duration;
 use coherence_proto::v1::cache_versions_server::CacheVersionsServer;
 use coherence_proto::v1::jobs_server::JobsServer;
 use coherence_proto::v1::notifications_server::NotificationsServer;
+use coherence_proto::v1::observer_server::ObserverServer;
 use coherence_proto::v1::servers_server::ServersServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,6 +28,7 @@ use crate::grpc::cache_versions::CacheVersionsService;
 use crate::grpc::jobs::JobsService;
 use crate::grpc::metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::grpc::notifications::NotificationsService;
+use crate::grpc::observer::ObserverService;
 use crate::grpc::servers::ServersService;
 use crate::grpc::transport::TransportLimits;
 use crate::grpc::validation::Limits;
@@ -41,6 +43,7 @@ use crate::process::listen::{GrpcListener, ListenAddr};
 use crate::process::readiness::Readiness;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
+use crate::versions::audit::{canary, worker};
 use crate::versions::state::VersionsState;
 use crate::versions::Versions;
 use crate::versions::{fences, reconcile, subscription};
@@ -164,7 +167,17 @@ impl Sidecar {
                 Arc::clone(versions.reader()),
                 shutdown_rx.clone(),
             )),
+            tokio::spawn(worker::run(Arc::clone(&state), shutdown_rx.clone())),
         ];
+        let canary_interval = state.settings.canary_interval;
+        if !canary_interval.is_zero() {
+            tasks.push(tokio::spawn(canary::run(
+                Arc::clone(&state),
+                Arc::clone(versions.bumper()),
+                canary_interval,
+                shutdown_rx.clone(),
+            )));
+        }
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         tasks.push(tokio::spawn(report_health(
@@ -236,6 +249,9 @@ impl Sidecar {
             Arc::clone(&servers),
             shutdown_rx.clone(),
         ));
+        let observer_service =
+            ObserverServer::new(ObserverService::new(Arc::clone(&state), limits))
+                .max_decoding_message_size(limits.max_message_bytes());
         let mut grpc_shutdown = shutdown_rx.clone();
         let router = config
             .transport_limits()
@@ -251,7 +267,8 @@ impl Sidecar {
             .add_service(service)
             .add_service(jobs_service)
             .add_service(servers_service)
-            .add_service(notifications_service);
+            .add_service(notifications_service)
+            .add_service(observer_service);
         let signal = async move {
             let _ = grpc_shutdown.wait_for(|down| *down).await;
         };

@@ -334,6 +334,20 @@ impl Mirror {
         Applied::InOrder
     }
 
+    /// The `fault-injection` fault: advances the shard past `seq` as if its invalidation had
+    /// been applied, without applying it (no gap is detected later). Returns false, doing
+    /// nothing, unless it continues the shard's applied sequence in its epoch.
+    #[cfg(feature = "fault-injection")]
+    pub fn skip_applying(&self, shard: u32, epoch: &str, seq: u64) -> bool {
+        let mut m = self.write(shard);
+        if !m.synced || m.epoch.as_deref() != Some(epoch) || seq != m.applied_seq + 1 {
+            return false;
+        }
+        m.see(epoch, seq);
+        m.applied_seq = seq;
+        true
+    }
+
     /// Applies repaired invalidations (from the replay log) that continue `applied_seq`.
     /// Returns false, applying nothing, if they do not continue it without a hole.
     pub fn apply_repair(&self, shard: u32, epoch: &str, entries: &[(u64, &str, &str)]) -> bool {

@@ -4,10 +4,16 @@
 //! the heartbeat fences that bound its staleness ([`fences`]) and periodic reconciliation
 //! ([`reconcile`]).
 //!
+//! The consistency observer ([`audit`]) samples the answers given and judges them against the
+//! replay log, and probes propagation with canary bumps.
+//!
 //! A shard's state in Redis is read and written only by `shard.lua`, through
 //! [`shard_script`]; reads and bumps are coalesced by [`batcher`].
 
+pub mod audit;
 pub mod batcher;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod fences;
 pub mod messages;
 pub mod mirror;

@@ -8,13 +8,14 @@
 //! (guarantee 7).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::metrics::Labels2;
 use crate::redis::link::LinkError;
+use crate::versions::audit::sampler::{AnswerSource, Sample};
 use crate::versions::batcher::{BatchError, Batcher, ReadVersion};
 use crate::versions::mirror::TokenCheck;
 use crate::versions::shard_script::VersionsMode;
@@ -146,7 +147,10 @@ impl Versions {
                     .lookup(self.state.keyspace.shard_of(key), key, now)
             };
             match hit {
-                Some(known) => out[i] = Some(known),
+                Some(known) => {
+                    self.maybe_sample(key, &known.version, now, false, CheckSource::Mirror);
+                    out[i] = Some(known)
+                }
                 None => missing.push(i),
             }
         }
@@ -230,10 +234,39 @@ impl Versions {
             }
         }
         let outcomes: Vec<CheckOutcome> = out.into_iter().flatten().collect();
-        for o in &outcomes {
+        for (o, (key, token)) in outcomes.iter().zip(entries) {
             self.check_counters.count(o.current, o.source);
+            if o.current {
+                self.maybe_sample(key, token, now, strong, o.source);
+            }
         }
         outcomes
+    }
+
+    /// Hands the auditor the answer "`token` of `key` is current", given by a check (or Get)
+    /// that began at `at`, if it samples it.
+    #[inline]
+    fn maybe_sample(&self, key: &str, token: &str, at: Instant, strong: bool, source: CheckSource) {
+        let audit = &self.state.audit;
+        if !audit.wants_sample() {
+            return;
+        }
+        let source = match source {
+            CheckSource::Mirror => AnswerSource::Mirror,
+            CheckSource::Redis => AnswerSource::Redis,
+            CheckSource::FailClosed => return,
+        };
+        audit.submit(Sample {
+            key: key.to_string(),
+            token: token.to_string(),
+            at,
+            bound: if strong {
+                Duration::ZERO
+            } else {
+                self.state.settings.max_staleness
+            },
+            source,
+        });
     }
 
     /// Moves every key to a version never issued before; returns them in order. A key named

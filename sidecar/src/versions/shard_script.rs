@@ -303,7 +303,7 @@ pub async fn read_log(
     Ok(entries)
 }
 
-fn malformed(what: &'static str) -> redis::RedisError {
+pub(crate) fn malformed(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
 }
 

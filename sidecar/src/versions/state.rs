@@ -13,6 +13,8 @@ use crate::metrics::Metrics;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
 use crate::token::random_token;
+use crate::versions::audit::clock::ClockOffset;
+use crate::versions::audit::sampler::Auditor;
 use crate::versions::mirror::Mirror;
 use crate::versions::version::VersionStr;
 
@@ -36,6 +38,10 @@ pub struct VersionsSettings {
     pub push_buffer_bytes: usize,
     /// Each batcher's admission budget (see [`crate::versions::batcher`]).
     pub batch_queue_bytes: usize,
+    /// Fraction of current answers the auditor samples (0 turns it off).
+    pub audit_sample_rate: f64,
+    /// How often the propagation prober bumps this sidecar's canary key (zero: never).
+    pub canary_interval: Duration,
 }
 
 /// An event for Watch streams.
@@ -142,6 +148,13 @@ pub struct VersionsState {
     pub events: Arc<ByteRing<WatchItem>>,
     pub subscription_live: AtomicBool,
     pub started_at: Instant,
+    /// The consistency auditor's sampling side (its task is `audit::run`).
+    pub audit: Auditor,
+    /// The propagation prober's clock-offset estimate (its task is `audit::canary::run`).
+    pub canary_clock: ClockOffset,
+    /// Test-only faults (the `fault-injection` feature, compiled out of release builds).
+    #[cfg(feature = "fault-injection")]
+    pub faults: crate::versions::faults::Faults,
 }
 
 impl VersionsState {
@@ -155,6 +168,7 @@ impl VersionsState {
         let mirror = Mirror::new(keyspace.shard_count(), settings.max_staleness)
             .with_max_keys(settings.mirror_max_keys, metrics.mirror_evictions.clone())
             .with_max_bytes(settings.mirror_max_bytes);
+        let audit = Auditor::new(settings.audit_sample_rate, metrics.audit.clone());
         Arc::new(VersionsState {
             mirror,
             keyspace,
@@ -164,6 +178,10 @@ impl VersionsState {
             events,
             subscription_live: AtomicBool::new(false),
             started_at: Instant::now(),
+            audit,
+            canary_clock: ClockOffset::default(),
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
             settings,
         })
     }

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use crate::fault_injection::{off, Mechanism};
 use crate::buffers::push::{PushQueue, Pushed};
 use crate::redis::link::LinkError;
+use crate::versions::audit::canary::is_canary;
 use crate::versions::messages::{ChannelMessage, FenceMessage, InvalidationMessage};
 use crate::versions::mirror::{Applied, FenceCheck};
 use crate::versions::shard_script;
@@ -228,6 +229,10 @@ async fn on_invalidation(
     shard: u32,
     msg: InvalidationMessage,
 ) -> Result<(), SessionError> {
+    #[cfg(feature = "fault-injection")]
+    if state.faults.skips(&msg.key) && state.mirror.skip_applying(shard, &msg.epoch, msg.seq) {
+        return Ok(());
+    }
     let mut applied = state
         .mirror
         .apply(shard, &msg.epoch, msg.seq, &msg.key, &msg.version);
@@ -380,6 +385,12 @@ fn announce(state: &VersionsState, invalidated: Invalidated) {
             .metrics
             .propagation_delay
             .observe(now_ms.saturating_sub(invalidated.bumped_at_unix_ms) as f64 / 1000.0);
+    }
+    if is_canary(&invalidated.key) {
+        state.canary_clock.observe(
+            &state.metrics.audit.canary_propagation,
+            invalidated.bumped_at_unix_ms,
+        );
     }
     state.publish(WatchItem::Invalidated(Arc::new(invalidated)));
 }

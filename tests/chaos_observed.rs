@@ -232,7 +232,7 @@ async fn a_chaos_run_confirms_no_violation_and_reports_the_fleets_nines() {
     );
 }
 
-fn decided_or_not(s: &coherence_sidecar::Sidecar) -> u64 {
+fn decided_or_not(s: &coherence_testkit::TestSidecar) -> u64 {
     let t = s.state.metrics.audit.totals();
     t.correct + t.stale_within_bound + t.violations + t.undecided
 }

@@ -213,12 +213,15 @@ async fn limits_are_configurable() {
 async fn stream_filters_and_version_tokens_are_limited() {
     use coherence_proto::v1::notifications_client::NotificationsClient;
     let redis = RedisServer::start();
-    let sidecar = start_sidecar_with(&redis.url(), "filter-limits", |s| {
-        s.max_watch_prefixes = 3;
-        s.max_watch_prefix_bytes = 10;
-    })
-    .await;
-    let mut client = connect(grpc_url(&sidecar)).await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .namespace("filter-limits")
+        .settings(|s| {
+            s.max_watch_prefixes = 3;
+            s.max_watch_prefix_bytes = 10;
+        })
+        .start()
+        .await;
+    let mut client = connect(sidecar.grpc_url()).await;
     assert!(watch(&mut client, keys(&["a", "b", "c"])).await.is_ok());
     assert_invalid(
         watch(&mut client, keys(&["a", "b", "c", "d"])).await,
@@ -229,7 +232,7 @@ async fn stream_filters_and_version_tokens_are_limited() {
         watch(&mut client, keys(&["12345", "678901"])).await,
         &["prefixes", "11 bytes", "max_watch_prefix_bytes (10)"],
     );
-    let mut notes = NotificationsClient::connect(grpc_url(&sidecar))
+    let mut notes = NotificationsClient::connect(sidecar.grpc_url())
         .await
         .unwrap();
     let subscribe = |topics: &[&str]| pb::SubscribeRequest {

@@ -3,7 +3,9 @@
 //! sidecar of the same run, asked the same questions, reports zero violations; what Redis can no
 //! longer tell is counted undecided, never correct.
 
-mod common;
+mod common {
+    pub mod ctl;
+}
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,9 +14,24 @@ use coherence_client::{Client, Consistency, MirrorOptions, Version};
 use coherence_proto::v1::AnsweredCheck;
 use coherence_sidecar::process::config::Settings;
 use coherence_sidecar::redis::keyspace::Keyspace;
-use coherence_sidecar::Sidecar;
-use coherence_testkit::{eventually, RedisServer};
-use common::{grpc_url, start_sidecar_with, WAIT};
+use coherence_testkit::{eventually, RedisServer, TestSidecar, WAIT};
+
+/// A sidecar on free ports named `server_id`, settings adjusted by `adjust`, ready.
+async fn start_sidecar_with(
+    redis_url: &str,
+    server_id: &str,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestSidecar {
+    TestSidecar::builder(redis_url)
+        .server_id(server_id)
+        .settings(adjust)
+        .start()
+        .await
+}
+
+fn grpc_url(sidecar: &TestSidecar) -> String {
+    sidecar.grpc_url()
+}
 
 fn audited(settings: &mut Settings) {
     settings.audit_sample_rate = 1.0;
@@ -23,7 +40,7 @@ fn audited(settings: &mut Settings) {
     settings.canary_interval_ms = 0;
 }
 
-fn verdicts(sidecar: &Sidecar, verdict: &'static str) -> u64 {
+fn verdicts(sidecar: &TestSidecar, verdict: &'static str) -> u64 {
     ["mirror", "redis", "client_mirror"]
         .into_iter()
         .map(|source| {
@@ -38,14 +55,14 @@ fn verdicts(sidecar: &Sidecar, verdict: &'static str) -> u64 {
         .sum()
 }
 
-fn all_verdicts(sidecar: &Sidecar) -> u64 {
+fn all_verdicts(sidecar: &TestSidecar) -> u64 {
     ["correct", "stale_within_bound", "violation", "undecided"]
         .into_iter()
         .map(|v| verdicts(sidecar, v))
         .sum()
 }
 
-async fn client(sidecar: &Sidecar) -> Client {
+async fn client(sidecar: &TestSidecar) -> Client {
     Client::connect(grpc_url(sidecar))
         .await
         .expect("client connects")
@@ -191,7 +208,7 @@ async fn an_answer_the_trimmed_log_cannot_judge_is_undecided_not_correct() {
     );
 }
 
-fn client_mirror_verdicts(sidecar: &Sidecar, verdict: &'static str) -> u64 {
+fn client_mirror_verdicts(sidecar: &TestSidecar, verdict: &'static str) -> u64 {
     sidecar
         .state
         .metrics
@@ -321,7 +338,7 @@ async fn submitted_answers_are_validated_and_coherencectl_slo_reports_the_fleet(
         .await,
         "no verdicts or no canary propagation observed"
     );
-    let out = common::coherencectl(
+    let out = common::ctl::coherencectl(
         &grpc_url(&a),
         &[
             "slo",
@@ -334,8 +351,13 @@ async fn submitted_answers_are_validated_and_coherencectl_slo_reports_the_fleet(
         ],
     )
     .await;
-    let text = common::stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}{}", common::stderr(&out));
+    let text = common::ctl::stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        common::ctl::stderr(&out)
+    );
     assert!(text.contains("a (http://"), "{text}");
     assert!(text.contains("b (http://"), "{text}");
     assert!(text.contains("http://127.0.0.1:1  unreachable"), "{text}");

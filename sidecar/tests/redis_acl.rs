@@ -9,8 +9,6 @@
 //! lost the library makes the sidecar not ready, with a log line naming the command that loads
 //! it, until `coherence-sidecar functions load` (run here as the shipped loader user) has run.
 
-mod ops;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -357,7 +355,7 @@ async fn functions_mode_works_under_the_functions_acl_user_which_runs_no_lua_of_
     // Redis restarts without persistence: the library (and the ACL users) are gone.
     tokio::task::block_in_place(|| redis.restart_empty());
     apply_rules(std::slice::from_ref(&redis), Rule::Functions, false);
-    let client = ops::grpc_client(&sidecar).await;
+    let client = grpc_client(&sidecar).await;
     let unavailable = eventually(WAIT, || {
         let mut client = client.clone();
         async move {
@@ -451,7 +449,7 @@ async fn the_functions_rule_works_on_a_cluster() {
 
 /// Get, Bump, strong and mirror Check, and job leases through `sidecar`.
 async fn exercise(sidecar: &Sidecar) {
-    let mut client = ops::grpc_client(sidecar).await;
+    let mut client = grpc_client(sidecar).await;
     let keys = vec!["content".to_string()];
     let old = client
         .get(pb::GetRequest {
@@ -587,4 +585,12 @@ fn assert_confined(conn: &mut redis::Connection) {
             "{what}: expected NOPERM, got {refused}"
         );
     }
+}
+
+async fn grpc_client(
+    sidecar: &Sidecar,
+) -> pb::cache_versions_client::CacheVersionsClient<tonic::transport::Channel> {
+    pb::cache_versions_client::CacheVersionsClient::connect(format!("http://{}", sidecar.grpc_addr))
+        .await
+        .expect("connect to the sidecar's gRPC port")
 }

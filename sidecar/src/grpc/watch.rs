@@ -16,9 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tonic::Status;
 
-use crate::versions::audit::canary::is_canary;
 use crate::buffers::ring::{Received, RingReader};
 use crate::grpc::prefix_set::PrefixSet;
+use crate::versions::audit::canary::is_canary;
 use crate::versions::state::WatchItem;
 
 /// The sidecar's settings every heartbeat repeats, so that clients need not be told them.

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::watch;
 
-use crate::fault_injection::{off, Mechanism};
 use crate::buffers::push::{PushQueue, Pushed};
+use crate::fault_injection::{off, Mechanism};
 use crate::redis::link::LinkError;
 use crate::versions::audit::canary::is_canary;
 use crate::versions::messages::{ChannelMessage, FenceMessage, InvalidationMessage};

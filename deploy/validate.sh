@@ -7,8 +7,9 @@
 #      default (1.29) and the newest it knows;
 #   3. the custom resources: the PodMonitor scrapes a port the sidecar declares, and the
 #      PrometheusRule's groups pass `promtool check rules`;
-#   4. the Grafana dashboard is JSON with unique panel ids, and the ACL rule shipped in the
-#      Redis Secret is the one docs/security.md documents;
+#   4. the Grafana dashboard is JSON with unique panel ids, and the ACL rules shipped in the
+#      Redis Secrets (base: eval mode; overlays/redis-functions: functions mode and its loader)
+#      are the ones docs/security.md documents;
 #   5. every overlay (kubernetes/overlays/*) renders and validates like the base, and one that
 #      moves gRPC to a Unix socket has the app dial that socket in a volume both containers
 #      mount (needs kubectl; without it the overlays are skipped, and the script says so).
@@ -98,16 +99,25 @@ assert exprs, "the dashboard queries nothing"
 print(f"{len(dash['panels'])} panels, {len(exprs)} queries")
 PY
 
-echo "== ACL rule shipped = ACL rule documented"
-shipped=$(grep -o 'user coherence-app .*' "$base/redis-credentials.yaml")
-documented=$(grep -o 'user coherence-app .*' ../docs/security.md | head -n 1)
-# The example password differs from the placeholder in the docs; the rest must be identical.
-if [ "${shipped#* resetchannels}" != "${documented#* resetchannels}" ]; then
-  echo "deploy and docs/security.md disagree on the ACL rule:" >&2
-  echo "  deploy: $shipped" >&2
-  echo "  docs:   $documented" >&2
-  exit 1
-fi
+echo "== ACL rules shipped = ACL rules documented"
+# same_rule FILE USER WHICH: USER's line in FILE is the WHICH (head: first, tail: last) line for
+# USER in docs/security.md. The example password differs from the placeholder in the docs; the
+# rest must be identical.
+same_rule() {
+  local shipped documented
+  shipped=$(grep -o "user $2 .*" "$1" | sed 's/ >[^ ]*//')
+  documented=$(grep -o "user $2 .*" ../docs/security.md | "$3" -n 1 | sed 's/ >[^ ]*//')
+  if [ "$shipped" != "$documented" ]; then
+    echo "$1 and docs/security.md disagree on the ACL rule of $2:" >&2
+    echo "  deploy: $shipped" >&2
+    echo "  docs:   $documented" >&2
+    exit 1
+  fi
+}
+same_rule "$base/redis-credentials.yaml" coherence-app head
+# The functions rule (overlay redis-functions): the sidecar's user and the library's loader.
+same_rule kubernetes/overlays/redis-functions/redis-credentials.yaml coherence-app tail
+same_rule kubernetes/overlays/redis-functions/redis-credentials.yaml coherence-functions-loader tail
 echo "ok"
 echo "== overlays"
 for overlay in kubernetes/overlays/*/; do
@@ -136,6 +146,13 @@ if listen.startswith("unix://"):
     assert all("emptyDir" in volumes[n] for n in shared), "the socket volume is not an emptyDir"
     assert pod.get("securityContext", {}).get("fsGroup") is not None, "no fsGroup: the app cannot open a 0660 socket"
     print(f"{sys.argv[1]}: app and sidecar share {listen} in an emptyDir")
+if config["data"].get("COHERENCE_REDIS_SCRIPTS") == "functions":
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    names = [c["name"] for c in pod["initContainers"]]
+    loader = pod["initContainers"][0]
+    assert loader.get("args") == ["functions", "load"] and "restartPolicy" not in loader, f"the first init container does not load the functions library: {loader}"
+    assert names.index(loader["name"]) < names.index("coherence"), names
+    print(f"{sys.argv[1]}: {loader['name']} loads the functions library before the sidecar starts")
 PY
   for version in 1.29.0 1.37.0; do
     kubernetes-validate --strict --quiet -k "$version" "$work/overlay-builtin.yaml"

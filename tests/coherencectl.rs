@@ -2,12 +2,14 @@
 //! `check content <old>` prints that the version is stale and exits 1; the other exit codes
 //! and `--json` output are what the README promises.
 
-mod common;
+mod common {
+    pub mod ctl;
+}
 
 use std::time::Duration;
 
-use coherence_testkit::RedisServer;
-use common::{coherencectl, grpc_url, start_sidecar, stderr, stdout, WAIT};
+use coherence_testkit::{RedisServer, TestSidecar, WAIT};
+use common::ctl::{coherencectl, stderr, stdout};
 
 /// `coherencectl get KEY` prints `KEY  TOKEN`; the token.
 fn token_of(line: &str, key: &str) -> String {
@@ -19,8 +21,8 @@ fn token_of(line: &str, key: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bump_then_check_of_the_old_version_prints_stale_and_exits_1() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar(&redis.url(), "ctl").await;
-    let addr = grpc_url(&sidecar);
+    let sidecar = TestSidecar::start_named(&redis, "ctl").await;
+    let addr = sidecar.grpc_url();
 
     let got = coherencectl(&addr, &["get", "content"]).await;
     assert_eq!(got.status.code(), Some(0), "{}", stderr(&got));
@@ -68,8 +70,8 @@ async fn bump_then_check_of_the_old_version_prints_stale_and_exits_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_for_rejected_input_unreachable_sidecar_and_bad_usage() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar(&redis.url(), "ctl-errors").await;
-    let addr = grpc_url(&sidecar);
+    let sidecar = TestSidecar::start_named(&redis, "ctl-errors").await;
+    let addr = sidecar.grpc_url();
 
     let rejected = coherencectl(&addr, &["get", "content", ""]).await;
     assert_eq!(rejected.status.code(), Some(2));
@@ -100,8 +102,8 @@ async fn exit_codes_for_rejected_input_unreachable_sidecar_and_bad_usage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_one_json_object_per_invalidation() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar(&redis.url(), "ctl-watch").await;
-    let addr = grpc_url(&sidecar);
+    let sidecar = TestSidecar::start_named(&redis, "ctl-watch").await;
+    let addr = sidecar.grpc_url();
     let watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_coherencectl"))
         .args([
             "--addr", &addr, "--json", "watch", "--count", "2", "content",

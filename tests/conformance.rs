@@ -17,7 +17,9 @@
 //! its `FreezingProxy` cutting or silencing the mirror's gRPC connections, a version rewritten
 //! in Redis by hand for reconciliation to correct.
 
-mod common;
+mod common {
+    pub mod acl;
+}
 mod conformance_support;
 
 use std::future::Future;
@@ -26,12 +28,10 @@ use std::time::{Duration, Instant};
 
 use coherence_client::{Client, Version, WatchEvent};
 use coherence_sidecar::process::config::Settings;
-use coherence_sidecar::Sidecar;
-use coherence_testkit::{eventually, Flow, FreezingProxy, Link, RedisProxy, RedisServer};
-use common::{
-    allow_subscribe, grpc_url, start_sidecar, start_sidecar_with, start_unready,
-    user_without_subscribe, WAIT,
+use coherence_testkit::{
+    eventually, Flow, FreezingProxy, Link, RedisProxy, RedisServer, TestSidecar, WAIT,
 };
+use common::acl::{allow_subscribe, sidecar_that_cannot_subscribe};
 use conformance_support::{Driver, Mirror, Setup, Subject};
 use futures::StreamExt;
 
@@ -108,7 +108,7 @@ where
 /// The bound every mirror here answers within (its own, equal to the sidecar's default).
 const BOUND: Duration = Duration::from_millis(500);
 
-fn addr(sidecar: &Sidecar) -> String {
+fn addr(sidecar: &TestSidecar) -> String {
     sidecar.grpc_addr.to_string()
 }
 
@@ -128,8 +128,8 @@ async fn close(mirror: Arc<Mirror>) {
     }
 }
 
-async fn client_of(sidecar: &Sidecar) -> Client {
-    Client::connect(grpc_url(sidecar))
+async fn client_of(sidecar: &TestSidecar) -> Client {
+    Client::connect(sidecar.grpc_url())
         .await
         .expect("connect to a sidecar")
 }
@@ -183,8 +183,8 @@ fn has_version_key(redis: &RedisServer, key: &str) -> bool {
 async fn not_yet_subscribed(subject: Subject, driver: Arc<Driver>) -> Outcome {
     const KEY: &str = "early";
     let redis = RedisServer::start();
-    let other = start_sidecar(&redis.url(), "other").await;
-    let early = start_unready(&user_without_subscribe(&redis), "early", |_| {}).await;
+    let other = TestSidecar::start_named(&redis, "other").await;
+    let early = sidecar_that_cannot_subscribe(&redis).await;
     let mirror = Mirror::open(subject, &addr(&early), Setup::default(), Some(&driver)).await;
     assert!(
         eventually(WAIT, || async { mirror.stats().await.connected >= 1 }).await,
@@ -244,8 +244,8 @@ async fn a_sidecar_not_yet_subscribed_when_the_stream_opens() {
 async fn reconnect(subject: Subject, driver: Arc<Driver>) -> Outcome {
     const KEY: &str = "reconnect";
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
     let proxy = FreezingProxy::start(a.grpc_addr).await;
     let mirror = open(
         subject,
@@ -305,16 +305,24 @@ async fn the_stream_drops_and_reopens() {
 struct Proxied {
     redis: RedisServer,
     proxy: RedisProxy,
-    a: Sidecar,
-    b: Sidecar,
+    a: TestSidecar,
+    b: TestSidecar,
 }
 
 impl Proxied {
     async fn start(adjust: impl Fn(&mut Settings)) -> Proxied {
         let redis = RedisServer::start();
         let proxy = RedisProxy::start(redis.port()).await;
-        let a = start_sidecar_with(&proxy.url(), "a", &adjust).await;
-        let b = start_sidecar_with(&redis.url(), "b", &adjust).await;
+        let a = TestSidecar::builder(&proxy.url())
+            .server_id("a")
+            .settings(&adjust)
+            .start()
+            .await;
+        let b = TestSidecar::builder(&redis.url())
+            .server_id("b")
+            .settings(&adjust)
+            .start()
+            .await;
         Proxied { redis, proxy, a, b }
     }
 
@@ -537,8 +545,8 @@ async fn own_writes(subject: Subject, driver: Arc<Driver>) -> Outcome {
     }
 
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
     let mirror = open(subject, &addr(&a), Setup::default(), &driver).await;
     let stranger = client_of(&b).await;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -596,7 +604,11 @@ async fn own_writes_under_concurrent_checks_and_late_invalidations() {
 async fn correction(subject: Subject, driver: Arc<Driver>) -> Outcome {
     const KEY: &str = "page:1";
     let redis = RedisServer::start();
-    let a = start_sidecar_with(&redis.url(), "a", |s| s.reconcile_interval_ms = 200).await;
+    let a = TestSidecar::builder(&redis.url())
+        .server_id("a")
+        .settings(|s| s.reconcile_interval_ms = 200)
+        .start()
+        .await;
     let mirror = open(subject, &addr(&a), Setup::default(), &driver).await;
     let v1 = mirror.get(KEY).await.expect("stamp");
     // The key's first version was announced too: the mirror has seen its (shard, sequence).
@@ -654,8 +666,8 @@ async fn silent_stream(subject: Subject, driver: Arc<Driver>) -> Outcome {
     const KEY: &str = "silent";
     let idle_timeout = Duration::from_millis(1_500);
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
     let proxy = FreezingProxy::start(a.grpc_addr).await;
     let setup = Setup {
         idle_timeout,

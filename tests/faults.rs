@@ -29,8 +29,7 @@ use std::time::{Duration, Instant};
 
 use coherence_client::Version;
 use coherence_sidecar::process::config::Settings;
-use coherence_sidecar::Sidecar;
-use coherence_testkit::{Flow, Link};
+use coherence_testkit::{Flow, Link, TestSidecar};
 use fault_support::history::Report;
 use fault_support::{keys_of_one_shard, Fleet, Floors, Via, Workload};
 
@@ -118,7 +117,7 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn read(sidecars: &[Sidecar]) -> Metrics {
+    fn read(sidecars: &[TestSidecar]) -> Metrics {
         let reconnects = |connection: &'static str| -> f64 {
             sidecars
                 .iter()

@@ -5,15 +5,17 @@
 //! before any service runs, health checks excepted; the client crate and `coherencectl` send
 //! it when configured.
 
-mod common;
+mod common {
+    pub mod ctl;
+}
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use coherence_client::{AuthToken, Client, Consistency};
 use coherence_sidecar::process::listen::ListenAddr;
-use coherence_testkit::RedisServer;
-use common::{coherencectl, start_sidecar_with, stderr, stdout};
+use coherence_testkit::{RedisServer, TestSidecar};
+use common::ctl::{coherencectl, stderr, stdout};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
@@ -27,10 +29,13 @@ async fn a_unix_socket_listener_serves_the_client_and_coherencectl_and_is_remove
     assert!(socket.exists());
     let addr = format!("unix://{}", socket.display());
 
-    let sidecar = start_sidecar_with(&redis.url(), "unix", |s| {
-        s.listen = addr.parse().unwrap();
-    })
-    .await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("unix")
+        .settings(|s| {
+            s.listen = addr.parse().unwrap();
+        })
+        .start()
+        .await;
     assert_eq!(sidecar.grpc_listen, ListenAddr::Unix(socket.clone()));
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
@@ -58,14 +63,11 @@ async fn a_unix_socket_listener_serves_the_client_and_coherencectl_and_is_remove
     assert!(stdout(&servers).contains(&addr), "{}", stdout(&servers));
 
     // A second sidecar must not take a live socket over.
-    let mut second = coherence_sidecar::Config::defaults();
-    second.redis_url = redis.url();
-    second.server_id = "second".into();
-    second.listen = addr.parse().unwrap();
-    second.admin_listen = "127.0.0.1:0".parse().unwrap();
-    let refused =
-        coherence_sidecar::Sidecar::start(coherence_sidecar::Config::validate(second).unwrap())
-            .await;
+    let refused = TestSidecar::builder(&redis.url())
+        .server_id("second")
+        .listen(addr.parse::<ListenAddr>().unwrap())
+        .try_start()
+        .await;
     let err = refused
         .err()
         .expect("a live socket was taken over")
@@ -88,11 +90,14 @@ async fn with_auth_token_file_every_call_needs_the_bearer_token_and_health_does_
     std::fs::write(&wrong_file, "0123456789abcdef-something-else\n").unwrap();
 
     // Beyond loopback, as a shared network would reach it.
-    let sidecar = start_sidecar_with(&redis.url(), "token", |s| {
-        s.listen = "0.0.0.0:0".parse().unwrap();
-        s.auth_token_file = Some(token_file.clone());
-    })
-    .await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("token")
+        .settings(|s| {
+            s.listen = "0.0.0.0:0".parse().unwrap();
+            s.auth_token_file = Some(token_file.clone());
+        })
+        .start()
+        .await;
     let addr = format!("http://127.0.0.1:{}", sidecar.grpc_addr.port());
 
     let anonymous = Client::connect(&addr).await.unwrap();
@@ -110,9 +115,7 @@ async fn with_auth_token_file_every_call_needs_the_bearer_token_and_health_does_
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
     }
     // Refusals are counted like any other final status.
-    let (_, metrics) = common::http_get(sidecar.admin_addr, "/metrics")
-        .await
-        .unwrap();
+    let metrics = sidecar.admin_get("/metrics").await.unwrap().body;
     let refused_bumps = metrics.lines().any(|l| {
         l.starts_with("coherence_grpc_requests_total{")
             && l.contains("method=\"Bump\"")

@@ -2,12 +2,9 @@
 //! `max_batch_keys` and a Check entry without a version are each refused with
 //! `INVALID_ARGUMENT` naming the field and index — and the sidecar keeps serving.
 
-mod common;
-
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
-use coherence_testkit::RedisServer;
-use common::{grpc_url, start_sidecar, start_sidecar_with};
+use coherence_testkit::{RedisServer, TestSidecar};
 use tonic::transport::Channel;
 
 async fn connect(url: String) -> CacheVersionsClient<Channel> {
@@ -91,9 +88,9 @@ async fn watch(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_limits_refuse_bad_input_naming_field_and_index_and_keep_serving() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar(&redis.url(), "limits").await;
-    let mut bad = connect(grpc_url(&sidecar)).await;
-    let mut other = connect(grpc_url(&sidecar)).await;
+    let sidecar = TestSidecar::start_named(&redis, "limits").await;
+    let mut bad = connect(sidecar.grpc_url()).await;
+    let mut other = connect(sidecar.grpc_url()).await;
 
     // Empty key, at index 1 of each call.
     assert_invalid(
@@ -187,12 +184,15 @@ async fn default_limits_refuse_bad_input_naming_field_and_index_and_keep_serving
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_configurable() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar_with(&redis.url(), "small-limits", |s| {
-        s.max_key_bytes = 8;
-        s.max_batch_keys = 2;
-    })
-    .await;
-    let mut client = connect(grpc_url(&sidecar)).await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("small-limits")
+        .settings(|s| {
+            s.max_key_bytes = 8;
+            s.max_batch_keys = 2;
+        })
+        .start()
+        .await;
+    let mut client = connect(sidecar.grpc_url()).await;
     assert!(get(&mut client, keys(&["12345678", "b"])).await.is_ok());
     assert_invalid(
         get(&mut client, keys(&["123456789"])).await,
@@ -203,5 +203,66 @@ async fn limits_are_configurable() {
         &["keys", "3 items", "max_batch_keys (2)"],
     );
     assert!(bump(&mut client, keys(&["a", "b"])).await.is_ok());
+    sidecar.shutdown().await;
+}
+
+/// What a stream keeps while open is limited: Watch prefixes and Subscribe topics in count
+/// (`max_watch_prefixes`) and bytes (`max_watch_prefix_bytes`); and a version token longer
+/// than any the sidecar issues (128 bytes) is refused rather than read from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_filters_and_version_tokens_are_limited() {
+    use coherence_proto::v1::notifications_client::NotificationsClient;
+    let redis = RedisServer::start();
+    let sidecar = TestSidecar::builder(&redis.url())
+        .namespace("filter-limits")
+        .settings(|s| {
+            s.max_watch_prefixes = 3;
+            s.max_watch_prefix_bytes = 10;
+        })
+        .start()
+        .await;
+    let mut client = connect(sidecar.grpc_url()).await;
+    assert!(watch(&mut client, keys(&["a", "b", "c"])).await.is_ok());
+    assert_invalid(
+        watch(&mut client, keys(&["a", "b", "c", "d"])).await,
+        &["prefixes", "4 items", "max_watch_prefixes (3)"],
+    );
+    assert!(watch(&mut client, keys(&["12345", "67890"])).await.is_ok());
+    assert_invalid(
+        watch(&mut client, keys(&["12345", "678901"])).await,
+        &["prefixes", "11 bytes", "max_watch_prefix_bytes (10)"],
+    );
+    let mut notes = NotificationsClient::connect(sidecar.grpc_url())
+        .await
+        .unwrap();
+    let subscribe = |topics: &[&str]| pb::SubscribeRequest {
+        topics: keys(topics),
+    };
+    assert_invalid(
+        notes.subscribe(subscribe(&["a", "b", "c", "d"])).await,
+        &["topics", "max_watch_prefixes (3)"],
+    );
+    assert_invalid(
+        notes.subscribe(subscribe(&["123456", "789012"])).await,
+        &["topics", "max_watch_prefix_bytes (10)"],
+    );
+
+    let longest = "t".repeat(128);
+    let checked = check(&mut client, vec![entry("content", Some(&longest))])
+        .await
+        .expect("a 128-byte token is checked");
+    assert!(!checked.results[0].current);
+    assert_invalid(
+        check(
+            &mut client,
+            vec![
+                entry("content", Some("x")),
+                entry("media", Some(&"t".repeat(129))),
+            ],
+        )
+        .await,
+        &["entries[1].version.token", "129 bytes"],
+    );
+    assert!(get(&mut client, keys(&["content"])).await.is_ok());
     sidecar.shutdown().await;
 }

@@ -1,19 +1,21 @@
 //! `coherencectl servers`, `role` and `jobs` against real sidecars and Redis.
 
-mod common;
+mod common {
+    pub mod ctl;
+}
 
-use coherence_testkit::RedisServer;
-use common::{coherencectl, grpc_url, start_sidecar, stderr, stdout};
+use coherence_testkit::{RedisServer, TestSidecar, WAIT};
+use common::ctl::{coherencectl, stderr, stdout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_role_and_jobs_subcommands_show_the_kit() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "ctl-a").await;
-    let b = start_sidecar(&redis.url(), "ctl-b").await;
-    let (on_a, on_b) = (grpc_url(&a), grpc_url(&b));
+    let a = TestSidecar::start_named(&redis, "ctl-a").await;
+    let b = TestSidecar::start_named(&redis, "ctl-b").await;
+    let (on_a, on_b) = (a.grpc_url(), b.grpc_url());
 
     // Both registered (default refresh 1 s): the list shows both and one leader.
-    let listed = coherence_testkit::eventually(common::WAIT, || {
+    let listed = coherence_testkit::eventually(WAIT, || {
         let on_a = on_a.clone();
         async move {
             let out = stdout(&coherencectl(&on_a, &["servers"]).await);
@@ -33,7 +35,7 @@ async fn servers_role_and_jobs_subcommands_show_the_kit() {
         assert_eq!(role.status.code(), Some(0), "{}", stderr(&role));
         serde_json::from_str::<serde_json::Value>(stdout(&role).trim()).unwrap()
     };
-    let two_servers = coherence_testkit::eventually(common::WAIT, || async {
+    let two_servers = coherence_testkit::eventually(WAIT, || async {
         let parsed = role_of_b().await;
         ["SCHEDULING_PUBLISHER", "SUBSCRIBER"].contains(&parsed["role"].as_str().unwrap_or(""))
     })

@@ -30,38 +30,78 @@ async fn check(
         .expect("check")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bounded_mirror_evicts_but_never_vouches_for_a_superseded_version() {
-    let fleet = Fleet::start(2, |s| s.mirror_max_keys = MAX_KEYS).await;
+/// A reads every key of `names`, B bumps them all: every old version turns stale on A, every
+/// new one is current, and some were read from Redis because they had been evicted.
+async fn evicting_mirrors_never_vouch_for_a_superseded_version(fleet: &Fleet, names: &[&str]) {
     let (a, b) = (&fleet.clients[0], &fleet.clients[1]);
-    let names: Vec<String> = (0..KEYS).map(|i| format!("item:{i}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let old = a.get(&names).await.expect("get");
-    let new = b.bump(&names).await.expect("bump");
+    let old = a.get(names).await.expect("get");
+    let new = b.bump(names).await.expect("bump");
 
     // Every old version turns stale on A once B's invalidations arrive (bounded staleness).
     let all_stale = coherence_testkit::eventually(Duration::from_secs(10), || async {
-        check(a, &names, &old).await.iter().all(|r| !r.current)
+        check(a, names, &old).await.iter().all(|r| !r.current)
     })
     .await;
     assert!(all_stale, "a superseded version stayed current on A");
-    let results = check(a, &names, &new).await;
+    let results = check(a, names, &new).await;
+    let not_current: Vec<_> = results.iter().filter(|r| !r.current).collect();
     assert!(
-        results.iter().all(|r| r.current),
-        "a new version is not current"
+        not_current.is_empty(),
+        "{} new versions are not current, e.g. {:?}",
+        not_current.len(),
+        not_current.first()
     );
     let from_redis = results
         .iter()
         .filter(|r| r.source == CheckSource::Redis)
         .count();
     assert!(from_redis > 0, "evicted keys are read from Redis");
+    for sidecar in &fleet.sidecars {
+        assert!(metric_of(sidecar, "coherence_mirror_evictions_total") > 0.0);
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_mirror_evicts_but_never_vouches_for_a_superseded_version() {
+    let fleet = Fleet::start(2, |s| s.mirror_max_keys = MAX_KEYS).await;
+    let names: Vec<String> = (0..KEYS).map(|i| format!("item:{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    evicting_mirrors_never_vouch_for_a_superseded_version(&fleet, &names).await;
     let shards = fleet.settings.shards as usize;
     let bound = MAX_KEYS.div_ceil(shards) * shards;
     for sidecar in &fleet.sidecars {
         let held = sidecar.state.mirror.len();
         assert!(held <= bound, "mirror holds {held} versions, bound {bound}");
-        assert!(metric_of(sidecar, "coherence_mirror_evictions_total") > 0.0);
+    }
+    fleet.shutdown().await;
+}
+
+/// `mirror_max_bytes`: with 1 KiB keys, `mirror_max_keys` alone would let the mirror grow to
+/// ~1 KiB per entry; the byte bound holds it (the gauge `coherence_buffer_bytes{buffer="mirror"}`
+/// reports the same count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_of_long_keys_stays_within_its_byte_bound() {
+    const MAX_BYTES: usize = 256 * 1024;
+    let fleet = Fleet::start(2, |s| s.mirror_max_bytes = MAX_BYTES).await;
+    // 600 KiB of keys, more than twice the bound (and few enough for one Check to be read
+    // within check_deadline on a debug build).
+    let names: Vec<String> = (0..600)
+        .map(|i| format!("item:{i}:{}", "x".repeat(1_000)))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    evicting_mirrors_never_vouch_for_a_superseded_version(&fleet, &names).await;
+    for sidecar in &fleet.sidecars {
+        let held = sidecar.state.mirror.bytes();
+        assert!(
+            held <= MAX_BYTES,
+            "mirror holds {held} bytes, bound {MAX_BYTES}"
+        );
+        assert!(held > MAX_BYTES / 2, "the mirror filled up ({held} bytes)");
+        sidecar.state.record_mirror_size();
+        assert_eq!(
+            metric_of(sidecar, "coherence_buffer_bytes{buffer=\"mirror\"}"),
+            held as f64
+        );
     }
     fleet.shutdown().await;
 }

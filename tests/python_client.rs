@@ -6,14 +6,11 @@
 //! client fail closed), then runs `python3 -m pytest clients/python` with their addresses in
 //! `COHERENCE_TEST_*` variables (clients/python/tests/conftest.py reads them).
 
-mod common;
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use coherence_testkit::RedisServer;
-use common::{grpc_url, start_sidecar};
+use coherence_testkit::{RedisServer, TestSidecar};
 
 /// The whole suite, under load from other test binaries: generous, but bounded.
 const SUITE_LIMIT: Duration = Duration::from_secs(600);
@@ -48,10 +45,10 @@ async fn the_python_client_passes_its_suite_against_real_sidecars() {
     let python = python();
     require_python_packages(&python);
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "py-a").await;
-    let b = start_sidecar(&redis.url(), "py-b").await;
+    let a = TestSidecar::start_named(&redis, "py-a").await;
+    let b = TestSidecar::start_named(&redis, "py-b").await;
     let fault_redis = RedisServer::start();
-    let fault = start_sidecar(&fault_redis.url(), "py-fault").await;
+    let fault = TestSidecar::start_named(&fault_redis, "py-fault").await;
     let fault_pid = fault_redis.pid().expect("the fault Redis runs");
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -65,9 +62,9 @@ async fn the_python_client_passes_its_suite_against_real_sidecars() {
             "clients/python",
         ])
         .current_dir(root)
-        .env("COHERENCE_TEST_SIDECAR_A", grpc_url(&a))
-        .env("COHERENCE_TEST_SIDECAR_B", grpc_url(&b))
-        .env("COHERENCE_TEST_FAULT_SIDECAR", grpc_url(&fault))
+        .env("COHERENCE_TEST_SIDECAR_A", a.grpc_url())
+        .env("COHERENCE_TEST_SIDECAR_B", b.grpc_url())
+        .env("COHERENCE_TEST_FAULT_SIDECAR", fault.grpc_url())
         .env("COHERENCE_TEST_FAULT_REDIS_PID", fault_pid.to_string())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())

@@ -2,12 +2,8 @@
 //! (killed for real) and ready again once it is back on the same port; health reports SERVING
 //! only while ready.
 
-mod common;
-
 use coherence_sidecar::process::sidecar::SERVICE_NAME;
-use coherence_sidecar::Sidecar;
-use coherence_testkit::{eventually, RedisServer};
-use common::{grpc_url, http_get, start_sidecar, start_unready, WAIT};
+use coherence_testkit::{eventually, Await, RedisServer, TestSidecar, WAIT};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -20,11 +16,13 @@ struct Readiness {
     service: ServingStatus,
 }
 
-async fn readiness(sidecar: &Sidecar) -> Readiness {
-    let (readyz, _) = http_get(sidecar.admin_addr, "/readyz")
+async fn readiness(sidecar: &TestSidecar) -> Readiness {
+    let readyz = sidecar
+        .admin_get("/readyz")
         .await
-        .expect("/readyz answers");
-    let channel = tonic::transport::Endpoint::from_shared(grpc_url(sidecar))
+        .expect("/readyz answers")
+        .status;
+    let channel = tonic::transport::Endpoint::from_shared(sidecar.grpc_url())
         .unwrap()
         .connect()
         .await
@@ -61,20 +59,20 @@ const NOT_READY: Readiness = Readiness {
     service: ServingStatus::NotServing,
 };
 
-async fn becomes(sidecar: &Sidecar, wanted: Readiness) -> bool {
+async fn becomes(sidecar: &TestSidecar, wanted: Readiness) -> bool {
     eventually(WAIT, || async { readiness(sidecar).await == wanted }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_while_redis_is_down_and_ready_again_when_it_is_back() {
     let mut redis = RedisServer::start();
-    let sidecar = start_sidecar(&redis.url(), "readiness").await;
+    let sidecar = TestSidecar::start_named(&redis, "readiness").await;
     // Health mirrors readiness within one 50 ms tick.
     assert!(
         becomes(&sidecar, READY).await,
         "health never caught up with readiness"
     );
-    assert_eq!(http_get(sidecar.admin_addr, "/livez").await.unwrap().0, 200);
+    assert_eq!(sidecar.admin_get("/livez").await.unwrap().status, 200);
 
     redis.kill();
     assert!(
@@ -82,7 +80,7 @@ async fn not_ready_while_redis_is_down_and_ready_again_when_it_is_back() {
         "still ready with Redis down"
     );
     assert_eq!(
-        http_get(sidecar.admin_addr, "/livez").await.unwrap().0,
+        sidecar.admin_get("/livez").await.unwrap().status,
         200,
         "alive even when not ready"
     );
@@ -99,7 +97,11 @@ async fn not_ready_while_redis_is_down_and_ready_again_when_it_is_back() {
 async fn health_is_not_serving_until_redis_is_reachable() {
     let mut redis = RedisServer::start();
     redis.kill();
-    let sidecar = start_unready(&redis.url(), "late-redis", |_| {}).await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("late-redis")
+        .wait(Await::Started)
+        .start()
+        .await;
     assert_eq!(readiness(&sidecar).await, NOT_READY);
     redis.restart();
     assert!(

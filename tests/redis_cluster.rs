@@ -5,19 +5,19 @@
 //!
 //! Run only these: `cargo test --test redis_cluster --test redis_sentinel`.
 
-mod common;
+mod common {
+    pub mod topology;
+}
 
 use std::time::Duration;
 
 use coherence_client::{CheckSource, Client, Consistency};
-use coherence_sidecar::Sidecar;
 use coherence_testkit::cluster::key_slot;
 use coherence_testkit::tls::TestCertificates;
-use coherence_testkit::RedisCluster;
+use coherence_testkit::{RedisCluster, TestSidecar, WAIT};
 use common::topology::{assert_never_current, seen_everywhere};
-use common::{grpc_url, start_sidecar_with, WAIT};
 
-async fn fleet(cluster: &RedisCluster, n: usize) -> (Vec<Sidecar>, Vec<Client>) {
+async fn fleet(cluster: &RedisCluster, n: usize) -> (Vec<TestSidecar>, Vec<Client>) {
     fleet_with(cluster, n, 0).await
 }
 
@@ -26,18 +26,21 @@ async fn fleet_with(
     cluster: &RedisCluster,
     n: usize,
     read_lease_ms: u64,
-) -> (Vec<Sidecar>, Vec<Client>) {
+) -> (Vec<TestSidecar>, Vec<Client>) {
     let mut sidecars = Vec::new();
     let mut clients = Vec::new();
     for i in 0..n {
-        let sidecar = start_sidecar_with(&cluster.url(), &format!("s{i}"), |s| {
-            s.namespace = "cl".into();
-            s.shards = 8;
-            s.read_lease_ms = read_lease_ms;
-        })
-        .await;
+        let sidecar = TestSidecar::builder(&cluster.url())
+            .server_id(&format!("s{i}"))
+            .settings(|s| {
+                s.namespace = "cl".into();
+                s.shards = 8;
+                s.read_lease_ms = read_lease_ms;
+            })
+            .start()
+            .await;
         clients.push(
-            Client::connect(grpc_url(&sidecar))
+            Client::connect(sidecar.grpc_url())
                 .await
                 .unwrap()
                 .with_timeout(Duration::from_secs(10)),
@@ -48,7 +51,7 @@ async fn fleet_with(
 }
 
 /// One key per shard (by the sidecar's own shard function).
-fn key_per_shard(sidecar: &Sidecar) -> Vec<String> {
+fn key_per_shard(sidecar: &TestSidecar) -> Vec<String> {
     let ks = &sidecar.state.keyspace;
     let mut keys: Vec<Option<String>> = vec![None; ks.shard_count() as usize];
     let mut i = 0;
@@ -144,20 +147,23 @@ async fn read_leases_on_a_cluster_answer_strong_locally_and_bumps_wait_for_the_h
     }
 }
 
-/// Only one seed in the URL: the other masters are discovered from `CLUSTER SLOTS`, and their
+/// Only one node in the URL: the other masters are discovered from `CLUSTER SLOTS`, and their
 /// certificates (signed by the private CA, not a web PKI root) must be checked against
-/// `redis_ca_file` as the seed's is.
+/// `redis_ca_file` as the named node's is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_cluster_checks_the_masters_it_discovers_against_the_configured_ca() {
     let certs = TestCertificates::make();
     let cluster = RedisCluster::start_tls(3, 0, &certs);
-    let seed = format!("rediss+cluster://127.0.0.1:{}", cluster.client_port(0));
-    let sidecar = start_sidecar_with(&seed, "tls-cluster", |s| {
-        s.namespace = "tlscl".into();
-        s.shards = 8;
-        s.redis_ca_file = Some(certs.ca());
-    })
-    .await;
+    let url = format!("rediss+cluster://127.0.0.1:{}", cluster.client_port(0));
+    let sidecar = TestSidecar::builder(&url)
+        .server_id("tls-cluster")
+        .settings(|s| {
+            s.namespace = "tlscl".into();
+            s.shards = 8;
+            s.redis_ca_file = Some(certs.ca());
+        })
+        .start()
+        .await;
     let masters: std::collections::BTreeSet<usize> = (0..8)
         .filter_map(|s| cluster.master_of_slot(key_slot(&sidecar.state.keyspace.shard_keys(s).seq)))
         .collect();
@@ -165,7 +171,7 @@ async fn rediss_cluster_checks_the_masters_it_discovers_against_the_configured_c
         masters.iter().any(|m| *m != 0),
         "some shards live on a master the URL does not name: {masters:?}"
     );
-    let client = Client::connect(grpc_url(&sidecar))
+    let client = Client::connect(sidecar.grpc_url())
         .await
         .unwrap()
         .with_timeout(Duration::from_secs(10));

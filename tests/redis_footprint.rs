@@ -2,18 +2,18 @@
 //! Redis `version_ttl` after their last `Get` or `Bump` — safely: a key that comes back gets a
 //! version never issued before, and no mirror calls the retired one current again.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use coherence_client::{Client, Consistency, MirrorOptions, Version, WatchEvent};
 use coherence_sidecar::process::config::Settings;
-use coherence_testkit::{eventually, RedisServer};
-use common::{grpc_url, start_sidecar_with, WAIT};
+use coherence_testkit::{eventually, RedisServer, TestSidecar, WAIT};
 use futures::StreamExt;
 
 /// No background script calls or registry writes while a test counts writes.
 fn quiet(s: &mut Settings) {
+    // The observer's canary bumps and audit reads are Redis calls of their own too.
+    s.canary_interval_ms = 0;
+    s.audit_sample_rate = 0.0;
     s.heartbeat_interval_ms = 600_000;
     s.max_staleness_ms = 1_200_000;
     s.reconcile_interval_ms = 600_000;
@@ -43,8 +43,12 @@ fn dbsize(redis: &RedisServer) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_checks_of_unknown_keys_write_nothing_to_redis() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar_with(&redis.url(), "a", quiet).await;
-    let client = Client::connect(grpc_url(&sidecar))
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("a")
+        .settings(quiet)
+        .start()
+        .await;
+    let client = Client::connect(sidecar.grpc_url())
         .await
         .unwrap()
         .with_timeout(Duration::from_secs(30));
@@ -100,7 +104,7 @@ async fn ten_thousand_checks_of_unknown_keys_write_nothing_to_redis() {
 }
 
 /// Polls until `key`'s version key is gone from Redis (expired), within `limit`.
-async fn expired(redis: &RedisServer, sidecar: &coherence_sidecar::Sidecar, key: &str) -> bool {
+async fn expired(redis: &RedisServer, sidecar: &TestSidecar, key: &str) -> bool {
     let keyspace = &sidecar.state.keyspace;
     let version_key = keyspace.version_key(keyspace.shard_of(key), key);
     eventually(WAIT, || async {
@@ -114,10 +118,18 @@ async fn an_expired_key_comes_back_with_a_version_never_issued_and_the_retired_o
 ) {
     let redis = RedisServer::start();
     let ttl = |s: &mut Settings| s.version_ttl_ms = 1_000;
-    let a = start_sidecar_with(&redis.url(), "a", ttl).await;
-    let b = start_sidecar_with(&redis.url(), "b", ttl).await;
-    let via_a = Client::connect(grpc_url(&a)).await.unwrap();
-    let via_b = Client::connect(grpc_url(&b)).await.unwrap();
+    let a = TestSidecar::builder(&redis.url())
+        .server_id("a")
+        .settings(ttl)
+        .start()
+        .await;
+    let b = TestSidecar::builder(&redis.url())
+        .server_id("b")
+        .settings(ttl)
+        .start()
+        .await;
+    let via_a = Client::connect(a.grpc_url()).await.unwrap();
+    let via_b = Client::connect(b.grpc_url()).await.unwrap();
     let mirrored = via_a.clone().with_mirror(MirrorOptions::default());
     assert!(mirrored.wait_trusted(WAIT).await);
 
@@ -168,8 +180,12 @@ async fn an_expired_key_comes_back_with_a_version_never_issued_and_the_retired_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gets_that_reach_redis_keep_a_version_alive() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar_with(&redis.url(), "a", |s| s.version_ttl_ms = 1_500).await;
-    let client = Client::connect(grpc_url(&sidecar)).await.unwrap();
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("a")
+        .settings(|s| s.version_ttl_ms = 1_500)
+        .start()
+        .await;
+    let client = Client::connect(sidecar.grpc_url()).await.unwrap();
     let first = client.get_one("page:1").await.unwrap();
     // Strong gets read Redis each time and refresh the key's time to live: three TTLs later
     // the version is the same.
@@ -199,14 +215,17 @@ async fn gets_that_reach_redis_keep_a_version_alive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_distinct_keys_read_once_leave_redis_as_it_was() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar_with(&redis.url(), "a", |s| {
-        s.version_ttl_ms = 2_000;
-        s.replay_log_len = 100;
-        s.mirror_max_keys = 10_000;
-        // 10,000 new keys per script call on a busy box: not a latency test.
-        s.request_timeout_ms = 10_000;
-    })
-    .await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("a")
+        .settings(|s| {
+            s.version_ttl_ms = 2_000;
+            s.replay_log_len = 100;
+            s.mirror_max_keys = 10_000;
+            // 10,000 new keys per script call on a busy box: not a latency test.
+            s.request_timeout_ms = 10_000;
+        })
+        .start()
+        .await;
     let (keys_before, memory_before) =
         (dbsize(&redis), info_field(&redis, "memory", "used_memory"));
     let started = Instant::now();

@@ -4,18 +4,18 @@
 //! with a private CA, an ACL user on the sentinels, a password on the data nodes — each piece
 //! is required and the whole follows a failover.
 
-mod common;
+mod common {
+    pub mod topology;
+}
 
 use std::time::{Duration, Instant};
 
 use coherence_client::Client;
 use coherence_sidecar::process::config::Settings;
-use coherence_sidecar::Sidecar;
 use coherence_testkit::sentinel::SentinelOptions;
 use coherence_testkit::tls::TestCertificates;
-use coherence_testkit::RedisSentinels;
+use coherence_testkit::{Await, RedisSentinels, TestSidecar, WAIT};
 use common::topology::{assert_never_current, seen_everywhere};
-use common::{grpc_url, start_sidecar_with, start_unready, WAIT};
 
 /// How long the fleet may take to serve from its mirrors again after the failover completed.
 const RECOVERY_BOUND: Duration = Duration::from_secs(15);
@@ -23,16 +23,19 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(15);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_to_a_lagging_replica_keeps_superseded_versions_stale_and_recovers() {
     let mut set = RedisSentinels::start();
-    let mut sidecars: Vec<Sidecar> = Vec::new();
+    let mut sidecars: Vec<TestSidecar> = Vec::new();
     let mut clients = Vec::new();
     for i in 0..3 {
-        let sidecar = start_sidecar_with(&set.url(), &format!("s{i}"), |s| {
-            s.namespace = "sent".into();
-            s.shards = 4;
-        })
-        .await;
+        let sidecar = TestSidecar::builder(&set.url())
+            .server_id(&format!("s{i}"))
+            .settings(|s| {
+                s.namespace = "sent".into();
+                s.shards = 4;
+            })
+            .start()
+            .await;
         clients.push(
-            Client::connect(grpc_url(&sidecar))
+            Client::connect(sidecar.grpc_url())
                 .await
                 .unwrap()
                 .with_timeout(Duration::from_secs(5)),
@@ -176,11 +179,15 @@ async fn sentinels_over_tls_with_their_own_acl_user_lead_to_the_master_and_throu
         ),
     ];
     for (what, spoil) in refused {
-        let sidecar = start_unready(&url, "spoiled", |s| {
-            locked_down(s);
-            spoil(s);
-        })
-        .await;
+        let sidecar = TestSidecar::builder(&url)
+            .server_id("spoiled")
+            .settings(|s| {
+                locked_down(s);
+                spoil(s);
+            })
+            .wait(Await::Started)
+            .start()
+            .await;
         assert!(
             !sidecar
                 .state
@@ -192,8 +199,12 @@ async fn sentinels_over_tls_with_their_own_acl_user_lead_to_the_master_and_throu
         sidecar.shutdown().await;
     }
 
-    let sidecar = start_sidecar_with(&url, "tls-sentinel", locked_down).await;
-    let client = Client::connect(grpc_url(&sidecar))
+    let sidecar = TestSidecar::builder(&url)
+        .server_id("tls-sentinel")
+        .settings(locked_down)
+        .start()
+        .await;
+    let client = Client::connect(sidecar.grpc_url())
         .await
         .unwrap()
         .with_timeout(Duration::from_secs(5));

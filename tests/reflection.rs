@@ -2,10 +2,7 @@
 //! and v1alpha (which grpcurl before 1.8.8 and other older tools speak exclusively) list the
 //! coherence and health services.
 
-mod common;
-
-use coherence_testkit::RedisServer;
-use common::{grpc_url, start_sidecar};
+use coherence_testkit::{RedisServer, TestSidecar};
 use tonic::transport::Channel;
 
 /// Expands to the service names a reflection client of module `$pb` lists.
@@ -39,8 +36,8 @@ macro_rules! list_services {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_v1_and_v1alpha_list_the_services() {
     let redis = RedisServer::start();
-    let sidecar = start_sidecar(&redis.url(), "reflection").await;
-    let channel = Channel::from_shared(grpc_url(&sidecar))
+    let sidecar = TestSidecar::start_named(&redis, "reflection").await;
+    let channel = Channel::from_shared(sidecar.grpc_url())
         .unwrap()
         .connect()
         .await

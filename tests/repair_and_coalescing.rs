@@ -224,8 +224,12 @@ fn script_calls(fleet: &Fleet) -> u64 {
 }
 
 /// Settings under which the sidecar makes no script call of its own while a test counts them:
-/// no heartbeat fence after the first, no reconciliation, no server-registry refresh.
+/// no heartbeat fence after the first, no reconciliation, no server-registry refresh, no canary
+/// bump or audit read.
 fn no_background_script_calls(s: &mut coherence_sidecar::process::config::Settings) {
+    // The observer's canary bumps and audit reads are Redis calls of their own too.
+    s.canary_interval_ms = 0;
+    s.audit_sample_rate = 0.0;
     s.heartbeat_interval_ms = 600_000;
     s.max_staleness_ms = 1_200_000;
     s.reconcile_interval_ms = 600_000;

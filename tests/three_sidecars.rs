@@ -2,13 +2,10 @@
 //! old version turn `current = false`, of the new one `current = true`, and a Watch on a third
 //! sidecar receives the invalidation.
 
-mod common;
-
 use std::time::Duration;
 
 use coherence_client::{Client, Consistency, Version, WatchEvent};
-use coherence_testkit::{eventually, RedisServer};
-use common::{grpc_url, start_sidecar, WAIT};
+use coherence_testkit::{eventually, RedisServer, TestSidecar, WAIT};
 use futures::StreamExt;
 
 async fn is_current(client: &Client, key: &str, version: &Version) -> bool {
@@ -21,19 +18,19 @@ async fn is_current(client: &Client, key: &str, version: &Version) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bump_through_b_makes_the_old_version_stale_on_a_and_c_and_c_watchers_hear_it() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
-    let c = start_sidecar(&redis.url(), "c").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
+    let c = TestSidecar::start_named(&redis, "c").await;
     let timeout = Duration::from_secs(5);
-    let via_a = Client::connect(grpc_url(&a))
+    let via_a = Client::connect(a.grpc_url())
         .await
         .unwrap()
         .with_timeout(timeout);
-    let via_b = Client::connect(grpc_url(&b))
+    let via_b = Client::connect(b.grpc_url())
         .await
         .unwrap()
         .with_timeout(timeout);
-    let via_c = Client::connect(grpc_url(&c))
+    let via_c = Client::connect(c.grpc_url())
         .await
         .unwrap()
         .with_timeout(timeout);

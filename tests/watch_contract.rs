@@ -8,17 +8,16 @@
 //! subscription come up. The early stream must hear of the bump, and a `MirroredClient` that
 //! filled the key from that `Get` must never call the superseded version current.
 
-mod common;
+mod common {
+    pub mod acl;
+}
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use coherence_client::{Client, MirrorOptions, Version, WatchEvent};
-use coherence_testkit::RedisServer;
-use common::{
-    allow_subscribe, grpc_url, start_sidecar, start_sidecar_with, start_unready,
-    user_without_subscribe, WAIT,
-};
+use coherence_testkit::{RedisServer, TestSidecar, WAIT};
+use common::acl::{allow_subscribe, sidecar_that_cannot_subscribe};
 use futures::StreamExt;
 
 const KEY: &str = "content";
@@ -26,10 +25,10 @@ const KEY: &str = "content";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_opened_before_its_sidecar_is_ready_hears_of_bumps_it_could_not_see() {
     let redis = RedisServer::start();
-    let other = start_sidecar(&redis.url(), "other").await;
-    let early = start_unready(&user_without_subscribe(&redis), "early", |_| {}).await;
-    let via_early = Client::connect(grpc_url(&early)).await.unwrap();
-    let via_other = Client::connect(grpc_url(&other)).await.unwrap();
+    let other = TestSidecar::start_named(&redis, "other").await;
+    let early = sidecar_that_cannot_subscribe(&redis).await;
+    let via_early = Client::connect(early.grpc_url()).await.unwrap();
+    let via_other = Client::connect(other.grpc_url()).await.unwrap();
 
     // A raw stream and a mirror, both opened while the sidecar cannot subscribe.
     let mut stream = via_early.watch(&[]).await.expect("Watch is served early");
@@ -114,11 +113,14 @@ fn token_seq(version: &Version) -> (String, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_beside_hot_bumps_announces_nothing_out_of_order() {
     let redis = RedisServer::start();
-    let watched =
-        start_sidecar_with(&redis.url(), "watched", |s| s.reconcile_interval_ms = 10).await;
-    let bumper = start_sidecar(&redis.url(), "bumper").await;
-    let via_watched = Client::connect(grpc_url(&watched)).await.unwrap();
-    let via_bumper = Client::connect(grpc_url(&bumper)).await.unwrap();
+    let watched = TestSidecar::builder(&redis.url())
+        .server_id("watched")
+        .settings(|s| s.reconcile_interval_ms = 10)
+        .start()
+        .await;
+    let bumper = TestSidecar::start_named(&redis, "bumper").await;
+    let via_watched = Client::connect(watched.grpc_url()).await.unwrap();
+    let via_bumper = Client::connect(bumper.grpc_url()).await.unwrap();
     let keys: Vec<String> = (0..8).map(|i| format!("hot:{i}")).collect();
     let names: Vec<&str> = keys.iter().map(String::as_str).collect();
     // The watched sidecar mirrors the keys, so reconciliation reads them every round.

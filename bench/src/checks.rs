@@ -43,6 +43,19 @@ pub struct Targets {
     pub version_keys: Arc<Vec<String>>,
 }
 
+impl Targets {
+    /// Each key with its current token, as one-entry batches for `Versions::check`.
+    pub fn single_entries(&self) -> Arc<Vec<[(String, String); 1]>> {
+        Arc::new(
+            self.keys
+                .iter()
+                .zip(self.tokens.iter())
+                .map(|(k, v)| [(k.clone(), v.token().to_string())])
+                .collect(),
+        )
+    }
+}
+
 /// Runs a warm-up and then the measurement.
 /// One call of a measured operation, boxed so that operations can be built by functions.
 pub(crate) type OpFuture = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>>;
@@ -143,12 +156,7 @@ async fn mirror(plan: &Plan, t: &Targets, c: usize, report: &mut Report) {
     .await;
 
     let versions = Arc::clone(&t.versions);
-    let entries: Vec<[(String, String); 1]> = t
-        .keys
-        .iter()
-        .zip(t.tokens.iter())
-        .map(|(k, v)| [(k.clone(), v.token().to_string())])
-        .collect();
+    let entries = t.single_entries();
     let sidecar_hit = Arc::new(move |i: u64| {
         let entry = &entries[i as usize % entries.len()];
         // A mirror hit completes without awaiting anything; anything else is not a hit.
@@ -202,7 +210,7 @@ fn misses(s: &Samples, note: &str) -> String {
 }
 
 /// A gRPC check of `batch` consecutive keys of the set per call.
-fn grpc_check(
+pub(crate) fn grpc_check(
     client: Client,
     t: &Targets,
     batch: usize,

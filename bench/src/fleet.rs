@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use coherence_sidecar::process::config::Config;
-use coherence_sidecar::Sidecar;
+use coherence_sidecar::process::config::Settings;
+use coherence_testkit::TestSidecar;
 use tokio::runtime::Handle;
 
 /// Sidecars of one namespace, all against one Redis.
 pub struct Fleet {
     server: Handle,
-    pub sidecars: Vec<Sidecar>,
+    pub sidecars: Vec<TestSidecar>,
     redis_url: String,
     namespace: String,
 }
@@ -29,35 +29,30 @@ impl Fleet {
 
     /// Grows the fleet to `n` sidecars, each ready (subscribed and fenced) before this returns.
     pub async fn grow_to(&mut self, n: usize) -> anyhow::Result<()> {
-        self.grow_with(n, |_| {}).await
+        self.grow_to_with(n, |_, _| {}).await
     }
 
     /// [`Fleet::grow_to`], each new sidecar's settings adjusted by `tune` (its Redis URL may
     /// be changed, to go through a proxy).
-    pub async fn grow_with(
+    pub async fn grow_with(&mut self, n: usize, tune: impl Fn(&mut Settings)) -> anyhow::Result<()> {
+        self.grow_to_with(n, |_, s| tune(s)).await
+    }
+
+    /// [`Fleet::grow_to`], with the settings of sidecar `i` adjusted by `tune(i, settings)`.
+    pub async fn grow_to_with(
         &mut self,
         n: usize,
-        tune: impl Fn(&mut coherence_sidecar::process::config::Settings),
+        tune: impl Fn(usize, &mut Settings),
     ) -> anyhow::Result<()> {
         while self.sidecars.len() < n {
-            let mut settings = Config::defaults();
-            settings.redis_url = self.redis_url.clone();
-            settings.namespace = self.namespace.clone();
-            settings.server_id = format!("{}-{}", self.namespace, self.sidecars.len());
-            settings.listen = "127.0.0.1:0".parse()?;
-            settings.admin_listen = "127.0.0.1:0".parse()?;
-            tune(&mut settings);
-            let config = Config::validate(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let sidecar = self
-                .server
-                .spawn(Sidecar::start(config))
-                .await?
-                .context("start a sidecar")?;
-            anyhow::ensure!(
-                sidecar.wait_ready(Duration::from_secs(20)).await,
-                "sidecar {} not ready within 20 s",
-                self.sidecars.len()
-            );
+            // Started (and awaited ready) on the server runtime: the sidecar's tasks live there.
+            let index = self.sidecars.len();
+            let start = TestSidecar::builder(&self.redis_url)
+                .namespace(&self.namespace)
+                .server_id(&format!("{}-{}", self.namespace, self.sidecars.len()))
+                .settings(|s| tune(index, s))
+                .try_start();
+            let sidecar = self.server.spawn(start).await?.context("start a sidecar")?;
             self.sidecars.push(sidecar);
         }
         Ok(())
@@ -65,7 +60,7 @@ impl Fleet {
 
     /// `http://` address of sidecar `i`.
     pub fn url(&self, i: usize) -> String {
-        format!("http://{}", self.sidecars[i].grpc_addr)
+        self.sidecars[i].grpc_url()
     }
 
     /// Shuts every sidecar down (on the server runtime), bounded.

@@ -14,11 +14,13 @@ mod fleet;
 mod floor;
 mod leases;
 mod memory;
+mod observer;
 mod pg;
 mod plan;
 mod propagation;
 mod report;
 mod scale;
+mod soak;
 mod stats;
 mod strong;
 
@@ -79,6 +81,12 @@ fn runtime(name: &str, workers: Option<usize>) -> anyhow::Result<tokio::runtime:
 async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Report> {
     let mut report = Report::default();
     report.fact(machine_line());
+    if plan.runs("soak") {
+        soak::run(plan, &mut report).await?;
+        if plan.args.sections.iter().all(|s| s == "soak") {
+            return Ok(report);
+        }
+    }
     if plan.runs("memory") {
         // First, while the heap is still small and nothing freed can be reused.
         memory::mirror_per_key(&mut report);
@@ -152,6 +160,9 @@ async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Repo
 
     if plan.runs("check") {
         checks::run(plan, &targets, &mut report).await;
+    }
+    if plan.runs("observer") {
+        observer::run(plan, server.clone(), &redis.url(), &targets, &mut report).await;
     }
     if plan.runs("strong") {
         strong::run(plan, &targets, &mut report).await;

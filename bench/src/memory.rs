@@ -6,7 +6,6 @@
 //! the allocator's overhead (glibc malloc here) but nothing else. The sidecar's RSS is that of
 //! a real `coherence-sidecar` process started from the release build next to this binary.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use anyhow::Context;
 use coherence_client::{Client, Consistency, Version};
 use coherence_sidecar::redis::keyspace::Keyspace;
 use coherence_sidecar::versions::mirror::Mirror;
+use coherence_testkit::SidecarProcess;
 
 use crate::driver::{closed_loop, paced};
 use crate::fleet::{own_rss_bytes, rss_bytes_of};
@@ -107,27 +107,13 @@ async fn sidecar_process(
         "{} not built (cargo build --release -p coherence-sidecar)",
         binary.display()
     );
-    let port = coherence_testkit::free_port();
-    let admin = coherence_testkit::free_port();
-    let mut child = tokio::process::Command::new(&binary)
-        .args([
-            "--redis-url",
-            redis_url,
-            "--namespace",
-            "bench",
-            "--server-id",
-            "rss",
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start coherence-sidecar")?;
-    let pid = child.id().context("no pid")?;
-    let client = Client::connect_lazy(format!("127.0.0.1:{port}"))?;
+    // Its log lines are kept in this process (bounded); warnings only, as a deployment runs.
+    let mut sidecar = SidecarProcess::builder(&binary, redis_url)
+        .args(&["--namespace", "bench", "--server-id", "rss"])
+        .env("RUST_LOG", "warn")
+        .spawn();
+    let pid = sidecar.pid();
+    let client = Client::connect_lazy(sidecar.grpc_addr().to_string())?;
     let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     let tokens: Vec<Version> = loop {
@@ -212,8 +198,7 @@ async fn sidecar_process(
         "coherence-sidecar process RSS under load (checks + 10k bumps/s): peak {:.1} MiB",
         peak as f64 / 1048576.0
     ));
-    let _ = child.start_kill();
-    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    sidecar.kill();
     Ok(())
 }
 

@@ -45,15 +45,19 @@ pub struct Args {
     /// Connections in the PostgreSQL pool (checks use them round robin by worker).
     #[arg(long, default_value_t = 4)]
     pub pg_pool: usize,
-    /// Sections to run (comma-separated): check, bump, propagation, memory, strong, scale,
-    /// leases.
+    /// Sections to run (comma-separated): check, observer, bump, propagation, memory, strong,
+    /// scale, leases; and soak, never by default (two phases of --soak-minutes each; needs the
+    /// coherence-sidecar binary beside this one).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "check,bump,propagation,memory,strong,scale,leases"
+        default_value = "check,observer,bump,propagation,memory,strong,scale,leases"
     )]
     pub sections: Vec<String>,
-    /// Where to write results.csv, results.md and chart.svg.
+    /// Minutes of each soak phase (steady, then a Redis fault every 30 s).
+    #[arg(long, default_value_t = 10.0)]
+    pub soak_minutes: f64,
+    /// Where to write results.csv, results.md and chart.svg (and soak.md).
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
 }

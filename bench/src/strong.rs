@@ -60,13 +60,7 @@ pub async fn run(plan: &Plan, t: &Targets, report: &mut Report) {
 
         let op = {
             let versions = Arc::clone(&t.versions);
-            let entries: Arc<Vec<[(String, String); 1]>> = Arc::new(
-                t.keys
-                    .iter()
-                    .zip(t.tokens.iter())
-                    .map(|(k, v)| [(k.clone(), v.token().to_string())])
-                    .collect(),
-            );
+            let entries = t.single_entries();
             move |_, i: u64| {
                 let versions = Arc::clone(&versions);
                 let entries = Arc::clone(&entries);

@@ -6,10 +6,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use coherence_client::{Client, Consistency, MirrorOptions};
-use coherence_sidecar::process::config::Config;
-use coherence_sidecar::Sidecar;
-use coherence_testkit::RedisServer;
+use coherence_client::{Consistency, MirrorOptions};
+use coherence_testkit::{RedisServer, TestSidecar};
 
 const LOCAL_ROUNDS: u32 = 2_000_000;
 const GRPC_ROUNDS: u32 = 5_000;
@@ -21,21 +19,8 @@ fn per_op(elapsed: Duration, rounds: u32) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let redis = RedisServer::start();
-    let mut settings = Config::defaults();
-    settings.redis_url = redis.url();
-    settings.server_id = "bench".into();
-    settings.listen = "127.0.0.1:0".parse().unwrap();
-    settings.admin_listen = "127.0.0.1:0".parse().unwrap();
-    let sidecar = Sidecar::start(Config::validate(settings).unwrap())
-        .await
-        .unwrap();
-    assert!(
-        sidecar.wait_ready(Duration::from_secs(20)).await,
-        "sidecar not ready"
-    );
-    let client = Client::connect(format!("http://{}", sidecar.grpc_addr))
-        .await
-        .unwrap();
+    let sidecar = TestSidecar::start_named(&redis, "bench").await;
+    let client = sidecar.client().await;
     let mirrored = client.clone().with_mirror(MirrorOptions::default());
     assert!(
         mirrored.wait_trusted(Duration::from_secs(10)).await,

@@ -1,6 +1,6 @@
 //! `CoherentCache`: the app's side of the protocol, done once and right.
 //!
-//! Apps should not have to remember the rules of DESIGN.md each time they cache something:
+//! Apps should not have to remember the rules of docs/design.md each time they cache something:
 //! stamp before load (read the version, then load, then store the value with that version),
 //! serve a value only while its version is current, one load per key at a time (single
 //! flight, so an invalidation does not stampede the database), never cache what no version

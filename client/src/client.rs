@@ -15,6 +15,7 @@ use crate::call::{poll_events, Target};
 use crate::error::Error;
 use crate::jobs::Jobs;
 use crate::notifications::Notifications;
+use crate::observer::Observer;
 use crate::servers::Servers;
 use crate::transport::{transport, unix_path, AuthToken, Transport};
 use tonic::transport::{Channel, Endpoint};
@@ -266,6 +267,12 @@ impl Client {
     /// This server's role and the live servers, from the same sidecar.
     pub fn servers(&self) -> Servers {
         Servers::new(self.transport(), self.target.clone())
+    }
+
+    /// The consistency observer of the same sidecar: submit sampled mirror answers, read its
+    /// SLO counts.
+    pub fn observer(&self) -> Observer {
+        Observer::new(self.transport(), self.target.clone())
     }
 
     /// The notifications backplane of the same sidecar: publish to every server, subscribe.

@@ -139,6 +139,7 @@ mod jobs;
 mod keep_alive;
 mod mirror;
 mod notifications;
+mod observer;
 mod servers;
 mod shortcuts;
 mod transport;
@@ -156,5 +157,6 @@ pub use mirror::{
     MirrorEvent, MirrorHook, MirrorOptions, MirrorStats, MirroredClient, DEFAULT_MAX_STALENESS,
 };
 pub use notifications::{NotificationEvent, NotificationStream, Notifications};
+pub use observer::Observer;
 pub use servers::{Role, RoleMode, RoleStatus, RoleStream, ServerInfo, ServerList, Servers};
 pub use transport::{connect_channel, AuthToken, TokenError};

@@ -1,5 +1,5 @@
 //! The notifications backplane, typed (service `coherence.v1.Notifications`): small messages
-//! fanned out to every server of the namespace, the role the seed gives SignalR's backplane.
+//! fanned out to every server of the namespace, the role Umbraco gives SignalR's backplane.
 //!
 //! Delivery is **at most once**: a message is lost when a sidecar's subscription is down or a
 //! subscriber falls behind, and the subscriber is then told so ([`NotificationEvent::Missed`]).

@@ -1,5 +1,5 @@
 //! Servers and roles, typed (service `coherence.v1.Servers`): which servers of the namespace
-//! are alive, and whether this one should run scheduled and back-office work (the seed's
+//! are alive, and whether this one should run scheduled and back-office work (Umbraco's
 //! `SchedulingPublisher`).
 //!
 //! A role is never assumed: a sidecar that cannot prove its role (Redis unreachable, leader
@@ -25,7 +25,7 @@ pub struct Servers {
     target: Target,
 }
 
-/// A server's role, as in the seed's `ServerRole`.
+/// A server's role, as in Umbraco's `ServerRole`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// The only live server: does everything a scheduling publisher does.

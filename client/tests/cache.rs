@@ -1,27 +1,21 @@
 //! `CoherentCache` against real sidecars on a real Redis.
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coherence_client::{Client, CoherentCache, MirrorOptions, MirroredClient};
-use coherence_testkit::{eventually, free_port, RedisServer};
-use support::{start_sidecar, start_sidecar_on, url};
+use coherence_testkit::{eventually, free_port, RedisServer, TestSidecar};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn mirrored(sidecar: &coherence_sidecar::Sidecar) -> MirroredClient {
+async fn mirrored(sidecar: &TestSidecar) -> MirroredClient {
     mirrored_with_timeout(sidecar, coherence_client::DEFAULT_TIMEOUT).await
 }
 
 /// A trusted mirrored client whose sidecar calls give up after `timeout`.
-async fn mirrored_with_timeout(
-    sidecar: &coherence_sidecar::Sidecar,
-    timeout: Duration,
-) -> MirroredClient {
-    let client = Client::connect(url(sidecar))
+async fn mirrored_with_timeout(sidecar: &TestSidecar, timeout: Duration) -> MirroredClient {
+    let client = Client::connect(sidecar.grpc_url())
         .await
         .unwrap()
         .with_timeout(timeout)
@@ -37,7 +31,7 @@ fn item_key(id: &u32) -> String {
 #[tokio::test(flavor = "current_thread")]
 async fn single_flight_1000_concurrent_misses_cause_one_load() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
     let cache: CoherentCache<u32, u64> = CoherentCache::new(mirrored(&a).await, item_key);
     let loads = Arc::new(AtomicUsize::new(0));
     let started = Arc::new(AtomicUsize::new(0));
@@ -116,10 +110,10 @@ async fn single_flight_1000_concurrent_misses_cause_one_load() {
 #[tokio::test]
 async fn a_bump_racing_the_load_leaves_the_entry_stale() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
     let cache: CoherentCache<u32, &'static str> = CoherentCache::new(mirrored(&a).await, item_key);
-    let other = Client::connect(url(&b)).await.unwrap();
+    let other = Client::connect(b.grpc_url()).await.unwrap();
 
     // The write (and its bump) lands after the version was read but while the old row is
     // being loaded: the entry must be stamped with the old version.
@@ -199,7 +193,7 @@ async fn invalidate_after_write_reports_keys_it_could_not_bump() {
 #[tokio::test]
 async fn a_loader_error_reaches_the_caller_and_is_not_cached() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
     let cache: CoherentCache<u32, u64> = CoherentCache::new(mirrored(&a).await, item_key);
     let err = cache
         .get_or_load(3, || async { Err::<u64, _>("database down") })
@@ -218,12 +212,12 @@ async fn a_loader_error_reaches_the_caller_and_is_not_cached() {
 async fn the_cache_rides_out_a_sidecar_restart_without_stale_reads() {
     let redis = RedisServer::start();
     let max_staleness = coherence_client::DEFAULT_MAX_STALENESS;
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
     let addr = a.grpc_addr;
     let client = mirrored_with_timeout(&a, Duration::from_millis(300)).await;
     let cache: CoherentCache<u32, u64> = CoherentCache::new(client, item_key);
-    let other = Client::connect(url(&b)).await.unwrap();
+    let other = Client::connect(b.grpc_url()).await.unwrap();
     let truth = AtomicU64::new(1);
     let read = || async {
         cache
@@ -250,7 +244,11 @@ async fn the_cache_rides_out_a_sidecar_restart_without_stale_reads() {
     }
     assert!(cache.stats().uncached_loads >= 1, "{:?}", cache.stats());
 
-    let a = start_sidecar_on(&redis.url(), "a", addr).await;
+    let a = TestSidecar::builder(&redis.url())
+        .server_id("a")
+        .listen(addr)
+        .start()
+        .await;
     assert!(
         cache.client().wait_trusted(WAIT).await,
         "no recovery: {:?}",
@@ -287,7 +285,7 @@ async fn the_natural_move_closure_loader_compiles_and_runs_once_per_load() {
         }
     }
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
     let cache: CoherentCache<u32, String> = CoherentCache::new(mirrored(&a).await, item_key);
     let db = Arc::new(Db {
         loads: AtomicUsize::new(0),
@@ -325,8 +323,8 @@ async fn the_natural_move_closure_loader_compiles_and_runs_once_per_load() {
 #[tokio::test]
 async fn stats_tell_superseded_entries_from_ones_nobody_could_vouch_for() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
     let client = mirrored_with_timeout(&a, Duration::from_millis(300)).await;
     let cache: CoherentCache<u32, u64> = CoherentCache::new(client, item_key);
     for id in [1, 2] {
@@ -339,7 +337,7 @@ async fn stats_tell_superseded_entries_from_ones_nobody_could_vouch_for() {
     }
 
     // A write elsewhere supersedes item 1: stale.
-    Client::connect(url(&b))
+    Client::connect(b.grpc_url())
         .await
         .unwrap()
         .bump(&["item:1"])

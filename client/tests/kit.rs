@@ -1,31 +1,27 @@
 //! The typed kit wrappers against real sidecars on one Redis: job leases with fencing tokens,
 //! recurring runs granted once per period, roles, and the notifications backplane.
 
-mod support;
-
 use std::time::Duration;
 
 use coherence_client::{Acquired, Claimed, Client, Error, LeaseLoss, NotificationEvent, Role};
-use coherence_sidecar::Sidecar;
-use coherence_testkit::{eventually, RedisServer};
+use coherence_testkit::{eventually, RedisServer, TestSidecar};
 use futures::StreamExt;
-use support::{start_sidecar, url};
 
 const TTL: Duration = Duration::from_secs(30);
 
 /// Sidecars "a" and "b" on one fresh Redis (kept alive by the first element).
-async fn two_sidecars() -> (RedisServer, Sidecar, Sidecar) {
+async fn two_sidecars() -> (RedisServer, TestSidecar, TestSidecar) {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
     (redis, a, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_goes_to_one_holder_and_a_stale_token_is_refused() {
     let (_redis, a, b) = two_sidecars().await;
-    let jobs_a = Client::connect(url(&a)).await.unwrap().jobs();
-    let jobs_b = Client::connect(url(&b)).await.unwrap().jobs();
+    let jobs_a = Client::connect(a.grpc_url()).await.unwrap().jobs();
+    let jobs_b = Client::connect(b.grpc_url()).await.unwrap().jobs();
 
     let Acquired::Granted(mut first) = jobs_a.try_acquire("reindex", TTL).await.unwrap() else {
         panic!("nobody held the lease");
@@ -66,8 +62,8 @@ async fn a_lease_goes_to_one_holder_and_a_stale_token_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recurring_run_is_granted_to_one_server_per_period() {
     let (_redis, a, b) = two_sidecars().await;
-    let jobs_a = Client::connect(url(&a)).await.unwrap().jobs();
-    let jobs_b = Client::connect(url(&b))
+    let jobs_a = Client::connect(a.grpc_url()).await.unwrap().jobs();
+    let jobs_b = Client::connect(b.grpc_url())
         .await
         .unwrap()
         .jobs()
@@ -118,8 +114,8 @@ async fn a_recurring_run_is_granted_to_one_server_per_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_server_is_single_and_lists_itself() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let servers = Client::connect(url(&a)).await.unwrap().servers();
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let servers = Client::connect(a.grpc_url()).await.unwrap().servers();
     let mut roles = servers.watch_role().await.unwrap();
     let settled = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(status) = roles.next().await {
@@ -144,8 +140,8 @@ async fn a_lone_server_is_single_and_lists_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_published_through_one_server_reaches_a_subscriber_on_another() {
     let (_redis, a, b) = two_sidecars().await;
-    let via_a = Client::connect(url(&a)).await.unwrap().notifications();
-    let via_b = Client::connect(url(&b)).await.unwrap().notifications();
+    let via_a = Client::connect(a.grpc_url()).await.unwrap().notifications();
+    let via_b = Client::connect(b.grpc_url()).await.unwrap().notifications();
     let mut events = via_b.subscribe(&["content-published"]).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
     assert!(
@@ -182,8 +178,8 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_holds_a_lease_well_past_its_ttl() {
     let (_redis, a, b) = two_sidecars().await;
-    let jobs_a = Client::connect(url(&a)).await.unwrap().jobs();
-    let jobs_b = Client::connect(url(&b)).await.unwrap().jobs();
+    let jobs_a = Client::connect(a.grpc_url()).await.unwrap().jobs();
+    let jobs_b = Client::connect(b.grpc_url()).await.unwrap().jobs();
     let ttl = Duration::from_millis(2400);
     let Acquired::Granted(lease) = jobs_a.try_acquire("kept", ttl).await.unwrap() else {
         panic!("nobody held the lease");
@@ -217,8 +213,8 @@ async fn keep_alive_holds_a_lease_well_past_its_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_reports_a_lease_taken_over_as_refused() {
     let (_redis, a, b) = two_sidecars().await;
-    let jobs_a = Client::connect(url(&a)).await.unwrap().jobs();
-    let jobs_b = Client::connect(url(&b)).await.unwrap().jobs();
+    let jobs_a = Client::connect(a.grpc_url()).await.unwrap().jobs();
+    let jobs_b = Client::connect(b.grpc_url()).await.unwrap().jobs();
     let Acquired::Granted(lease) = jobs_a.try_acquire("taken", TTL).await.unwrap() else {
         panic!("nobody held the lease");
     };
@@ -243,7 +239,7 @@ async fn keep_alive_reports_a_lease_taken_over_as_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_reports_loss_when_renewals_cannot_reach_redis() {
     let (redis, a, b) = two_sidecars().await;
-    let jobs_a = Client::connect(url(&a))
+    let jobs_a = Client::connect(a.grpc_url())
         .await
         .unwrap()
         .with_timeout(Duration::from_millis(300))

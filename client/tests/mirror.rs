@@ -1,27 +1,24 @@
 //! The in-process mirror against real sidecars on a real Redis.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coherence_client::{Client, MirrorEvent, MirrorOptions};
 use coherence_sidecar::versions::state::WatchItem;
-use coherence_testkit::{eventually, RedisServer};
-use support::{start_sidecar, start_sidecar_on, url};
+use coherence_testkit::{eventually, RedisServer, TestSidecar};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn mirror_answers_locally_and_sees_bumps_from_other_servers() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
-    let mirrored = Client::connect(url(&a))
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
+    let mirrored = Client::connect(a.grpc_url())
         .await
         .unwrap()
         .with_mirror(MirrorOptions::default());
-    let other = Client::connect(url(&b)).await.unwrap();
+    let other = Client::connect(b.grpc_url()).await.unwrap();
     assert!(
         mirrored.wait_trusted(WAIT).await,
         "mirror never became trusted"
@@ -56,8 +53,8 @@ async fn mirror_answers_locally_and_sees_bumps_from_other_servers() {
 #[tokio::test]
 async fn own_bump_is_visible_at_once() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let mirrored = Client::connect(url(&a))
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let mirrored = Client::connect(a.grpc_url())
         .await
         .unwrap()
         .with_mirror(MirrorOptions::default());
@@ -77,13 +74,13 @@ async fn own_bump_is_visible_at_once() {
 #[tokio::test]
 async fn strong_checks_always_ask_the_sidecar() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
-    let mirrored = Client::connect(url(&a))
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
+    let mirrored = Client::connect(a.grpc_url())
         .await
         .unwrap()
         .with_mirror(MirrorOptions::default());
-    let other = Client::connect(url(&b)).await.unwrap();
+    let other = Client::connect(b.grpc_url()).await.unwrap();
     assert!(mirrored.wait_trusted(WAIT).await);
     let stamp = mirrored.get_one("strong").await.unwrap();
     for _ in 0..20 {
@@ -102,11 +99,14 @@ async fn strong_checks_always_ask_the_sidecar() {
 #[tokio::test]
 async fn resync_empties_the_mirror() {
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);
     let options = MirrorOptions::default().on_event(move |e| seen.lock().unwrap().push(e.clone()));
-    let mirrored = Client::connect(url(&a)).await.unwrap().with_mirror(options);
+    let mirrored = Client::connect(a.grpc_url())
+        .await
+        .unwrap()
+        .with_mirror(options);
     assert!(mirrored.wait_trusted(WAIT).await);
     let keys = ["r1", "r2", "r3"];
     let stamps = mirrored.client().get(&keys).await.unwrap();
@@ -150,15 +150,15 @@ async fn resync_empties_the_mirror() {
 async fn sidecar_restart_under_the_client_no_stale_read_then_recovery() {
     let redis = RedisServer::start();
     let max_staleness = Duration::from_millis(500);
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
     let addr = a.grpc_addr;
-    let mirrored = Client::connect(url(&a))
+    let mirrored = Client::connect(a.grpc_url())
         .await
         .unwrap()
         .with_timeout(Duration::from_millis(300))
         .with_mirror(MirrorOptions::default().max_staleness(max_staleness));
-    let other = Client::connect(url(&b)).await.unwrap();
+    let other = Client::connect(b.grpc_url()).await.unwrap();
     assert!(mirrored.wait_trusted(WAIT).await);
     let old = mirrored.get_one("restart").await.unwrap();
     assert!(mirrored.is_current("restart", &old).await);
@@ -183,7 +183,11 @@ async fn sidecar_restart_under_the_client_no_stale_read_then_recovery() {
         "fail closed: no sidecar, no vouching"
     );
 
-    let a = start_sidecar_on(&redis.url(), "a", addr).await;
+    let a = TestSidecar::builder(&redis.url())
+        .server_id("a")
+        .listen(addr)
+        .start()
+        .await;
     assert!(
         mirrored.wait_trusted(WAIT).await,
         "the mirror never recovered: {:?}",
@@ -217,13 +221,13 @@ async fn sidecar_restart_under_the_client_no_stale_read_then_recovery() {
 async fn own_bumps_stay_visible_under_concurrent_checks_and_late_invalidations() {
     use coherence_client::{Consistency, Version};
     let redis = RedisServer::start();
-    let a = start_sidecar(&redis.url(), "a").await;
-    let b = start_sidecar(&redis.url(), "b").await;
-    let mirrored = Client::connect(url(&a))
+    let a = TestSidecar::start_named(&redis, "a").await;
+    let b = TestSidecar::start_named(&redis, "b").await;
+    let mirrored = Client::connect(a.grpc_url())
         .await
         .unwrap()
         .with_mirror(MirrorOptions::default());
-    let other = Client::connect(url(&b)).await.unwrap();
+    let other = Client::connect(b.grpc_url()).await.unwrap();
     assert!(mirrored.wait_trusted(WAIT).await);
     const KEY: &str = "hot";
     let first = mirrored.get_one(KEY).await.unwrap();

@@ -5,16 +5,13 @@
 //! cache. No read may return a value older than the last write that completed more than
 //! `max_staleness` before the read began.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coherence_client::{Client, CoherentCache, MirrorOptions, DEFAULT_MAX_STALENESS};
-use coherence_testkit::RedisServer;
-use support::{start_sidecar, url};
+use coherence_testkit::{RedisServer, TestSidecar};
 
 const KEYS: u32 = 4;
 const SERVERS: usize = 3;
@@ -76,8 +73,11 @@ async fn readers_and_writers(
     let mut sidecars = Vec::new();
     let mut caches: Vec<CoherentCache<u32, u64>> = Vec::new();
     for i in 0..SERVERS {
-        let sidecar = start_sidecar(&redis.url(), &format!("s{i}")).await;
-        let client = Client::connect(url(&sidecar))
+        let sidecar = TestSidecar::builder(&redis.url())
+            .server_id(&format!("s{i}"))
+            .start()
+            .await;
+        let client = Client::connect(sidecar.grpc_url())
             .await
             .unwrap()
             .with_mirror(mirror.clone().max_staleness(DEFAULT_MAX_STALENESS));

@@ -19,9 +19,14 @@
 //! - [`versions`]: cache versions — Get, Check, Bump, the mirror and what keeps it fresh;
 //! - [`load_balancing`]: server roles, distributed jobs, the notifications backplane;
 //! - [`redis`]: reaching Redis — deployments, credentials, the verified connection, key names;
+//! - [`buffers`]: buffers slow or untrusted parties fill, bounded in bytes;
 //! - [`metrics`], [`secrets`], [`token`], [`invalid_setting`]: what every layer records, what
-//!   none may print, random tokens, and how a refused setting is named.
+//!   none may print, random tokens, and how a refused setting is named;
+//! - [`fault_injection`]: test-only switches that turn a safety mechanism off (cargo feature
+//!   `fault-injection`; without it, nothing).
 
+pub mod buffers;
+pub mod fault_injection;
 pub mod grpc;
 pub mod invalid_setting;
 pub mod load_balancing;

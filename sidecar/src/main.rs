@@ -1,39 +1,109 @@
 //! `coherence-sidecar`: runs the sidecar until SIGTERM or Ctrl-C.
 //!
+//! `coherence-sidecar functions load [settings]` instead installs this build's Redis Functions
+//! library (for `redis_scripts = "functions"`) on the Redis the settings name — with an
+//! administrator's credential, given like the sidecar's own (`--redis-url`,
+//! `COHERENCE_REDIS_USERNAME`, `COHERENCE_REDIS_PASSWORD_FILE`, ...) — and exits: 0 when loaded,
+//! 1 when Redis refused or could not be reached, 64 for a bad setting. `functions print`
+//! prints the library's code (for `redis-cli -x FUNCTION LOAD REPLACE`).
+//!
 //! Logs go to stderr (stdout only carries what `--print-config` and friends print), as text
 //! or JSON lines (`log_format`), coloured only on a terminal, and — like panic messages —
 //! through a [`Scrubber`] that masks every secret of the configuration.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use coherence_sidecar::process::config::{Config, ConfigOrAction, EXIT_CONFIG};
+use coherence_sidecar::redis::scripts;
 use coherence_sidecar::secrets::Scrubber;
 use coherence_sidecar::Sidecar;
 
 fn main() -> ExitCode {
-    let config = match Config::from_args(std::env::args_os()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "functions") {
+        return functions_command(&args);
+    }
+    let (config, scrubber, runtime) = match prepare(args) {
+        Ok(prepared) => prepared,
+        Err(exit) => return exit,
+    };
+    init_logs(&config.settings.log_format, &scrubber);
+    runtime.block_on(run(config, scrubber))
+}
+
+/// The configuration from `args` (and the environment), the scrubber of its secrets (installed
+/// for panics) and a runtime; or the exit code when there is nothing to run: help or a printed
+/// configuration (0), a bad one (64), no runtime (1).
+fn prepare(
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<(Config, Scrubber, tokio::runtime::Runtime), ExitCode> {
+    let config = match Config::from_args(args) {
         Ok(ConfigOrAction::Run(config)) => config,
         Ok(ConfigOrAction::Print(text)) => {
             print!("{text}");
-            return ExitCode::SUCCESS;
+            return Err(ExitCode::SUCCESS);
         }
         Err(err) => {
             eprintln!("coherence-sidecar: configuration error: {err}");
-            return ExitCode::from(EXIT_CONFIG as u8);
+            return Err(ExitCode::from(EXIT_CONFIG as u8));
         }
     };
     let scrubber = Scrubber::new(config.secrets().iter().map(String::as_str));
     scrubber.install_panic_hook();
-    init_logs(&config.settings.log_format, &scrubber);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => Ok((config, scrubber, runtime)),
         Err(err) => {
             eprintln!("coherence-sidecar: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
+            Err(ExitCode::FAILURE)
         }
+    }
+}
+
+/// `functions load|print [settings]`.
+fn functions_command(args: &[OsString]) -> ExitCode {
+    let usage = "usage: coherence-sidecar functions load|print [--redis-url URL and the other Redis settings]";
+    let action = args.get(2).and_then(|a| a.to_str());
+    if action == Some("print") {
+        print!("{}", scripts::library_code());
+        return ExitCode::SUCCESS;
+    }
+    if action != Some("load") {
+        eprintln!("coherence-sidecar: {usage}");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    }
+    // The sidecar's own settings (flags, environment, --config file): only the Redis ones count.
+    let settings = args[..1].iter().chain(&args[3..]).cloned();
+    let (config, scrubber, runtime) = match prepare(settings) {
+        Ok(prepared) => prepared,
+        Err(exit) => return exit,
     };
-    runtime.block_on(run(config, scrubber))
+    let loaded = runtime.block_on(async {
+        let timeouts = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(10)));
+        let mut conn = config.redis.target.connect_commands(&timeouts).await?;
+        scripts::load_library(&mut conn).await
+    });
+    match loaded {
+        Ok(library) => {
+            println!(
+                "loaded the Redis Functions library {library} on {}",
+                config.redis.url_for_logs
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            let err = scrubber.scrub(&err.to_string());
+            eprintln!(
+                "coherence-sidecar: cannot load the Redis Functions library {} on {}: {err}",
+                scripts::library_name(),
+                config.redis.url_for_logs
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logs(format: &str, scrubber: &Scrubber) {

@@ -1,21 +1,25 @@
 //! Security defaults of the listeners: the admin listener serves metrics and health and
 //! nothing else, and binding the gRPC API beyond loopback is warned about loudly.
 
-mod ops;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coherence_testkit::RedisServer;
+use coherence_testkit::{Await, RedisServer, TestSidecar};
 
 #[tokio::test]
 async fn admin_listener_serves_metrics_and_health_only() {
     let redis = RedisServer::start();
-    let sidecar = ops::start(ops::settings(&redis.url())).await;
+    let sidecar = TestSidecar::builder(&redis.url())
+        .wait(Await::Started)
+        .start()
+        .await;
     assert!(sidecar.wait_ready(Duration::from_secs(20)).await);
     for path in ["/metrics", "/livez", "/readyz"] {
-        let r = ops::http_get(sidecar.admin_addr, path, None).await;
+        let r = sidecar
+            .admin_get(path)
+            .await
+            .expect("the admin listener answers");
         assert_eq!(r.status, 200, "{path}: {}", r.body);
     }
     for path in [
@@ -27,7 +31,10 @@ async fn admin_listener_serves_metrics_and_health_only() {
         "/versions/content",
         "/healthz",
     ] {
-        let r = ops::http_get(sidecar.admin_addr, path, None).await;
+        let r = sidecar
+            .admin_get(path)
+            .await
+            .expect("the admin listener answers");
         assert_eq!(r.status, 404, "{path} answered {}: {}", r.status, r.body);
     }
     // Nothing the app caches leaks through metrics: no key names, no version tokens.
@@ -36,7 +43,7 @@ async fn admin_listener_serves_metrics_and_health_only() {
         .bump(&["customer-secret-key".to_string()])
         .await
         .unwrap();
-    let text = ops::scrape(&sidecar).await;
+    let text = sidecar.scrape().await;
     assert!(!text.contains("customer-secret-key"), "{text}");
     assert!(!text.contains(&versions[0].to_string()), "{text}");
     sidecar.shutdown().await;
@@ -67,14 +74,19 @@ async fn grpc_bound_beyond_loopback_is_warned_about_and_loopback_is_not() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let loopback = ops::start(ops::settings(&redis.url())).await;
+    let loopback = TestSidecar::builder(&redis.url())
+        .wait(Await::Started)
+        .start()
+        .await;
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(!text.contains("non-loopback"), "{text}");
     loopback.shutdown().await;
 
-    let mut s = ops::settings(&redis.url());
-    s.listen = "0.0.0.0:0".parse().unwrap();
-    let exposed = ops::start(s).await;
+    let exposed = TestSidecar::builder(&redis.url())
+        .listen(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+        .wait(Await::Started)
+        .start()
+        .await;
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let warning = text
         .lines()

@@ -5,16 +5,15 @@
 //! drops readiness, ends open Watch streams with a final status and exits within the drain
 //! bound even while a client holds a stream open.
 
-use std::net::SocketAddr;
-use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use coherence_testkit::sentinel::SentinelOptions;
-use coherence_testkit::{eventually, free_port, RedisCluster, RedisSentinels, RedisServer};
+use coherence_testkit::{
+    eventually, RedisCluster, RedisSentinels, RedisServer, SidecarProcess, SidecarProcessBuilder,
+};
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -22,15 +21,12 @@ use tonic_health::pb::HealthCheckRequest;
 const WAIT: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "hunter2";
 
+const BINARY: &str = env!("CARGO_BIN_EXE_coherence-sidecar");
+
 /// The sidecar binary with no `COHERENCE_*` variable inherited from the test's environment.
 fn sidecar_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_coherence-sidecar"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("COHERENCE_") {
-            command.env_remove(name);
-        }
-    }
-    command.env("NO_COLOR", "1").kill_on_drop(true);
+    let mut command = Command::from(coherence_testkit::process::sidecar_command(BINARY));
+    command.kill_on_drop(true);
     command
 }
 
@@ -99,6 +95,47 @@ async fn bad_configuration_exits_64_naming_the_setting() {
     assert_config_error(
         &run(&[], &[("COHERENCE_MAX_STALENESS_MS", "50")]).await,
         "max_staleness_ms",
+    );
+    assert_config_error(
+        &run(&["--redis-scripts", "lua"], &[]).await,
+        "redis_scripts",
+    );
+}
+
+/// `functions load` takes the sidecar's Redis settings: a bad one exits 64 naming it, an
+/// unreachable Redis exits 1 naming the library and the Redis (never its password), a bad
+/// action is a usage error (64); `functions print` prints the library.
+#[tokio::test]
+async fn functions_load_exits_64_on_bad_settings_and_1_when_redis_cannot_be_reached() {
+    assert_config_error(
+        &run(
+            &["functions", "load", "--redis-url", "redis//:hunter2@h:1"],
+            &[],
+        )
+        .await,
+        "redis_url",
+    );
+    let usage = run(&["functions", "unload"], &[]).await;
+    assert_eq!(usage.status.code(), Some(64), "{usage:?}");
+    let unreachable = run(
+        &[
+            "functions",
+            "load",
+            "--redis-url",
+            &format!("redis://:{PASSWORD}@127.0.0.1:1"),
+        ],
+        &[],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(1), "{stderr}");
+    let library = coherence_sidecar::redis::scripts::library_name();
+    assert!(stderr.contains(&library), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "the password leaked: {stderr}");
+    let printed = run(&["functions", "print"], &[]).await;
+    assert!(printed.status.success());
+    assert!(
+        String::from_utf8_lossy(&printed.stdout).starts_with(&format!("#!lua name={library}\n"))
     );
 }
 
@@ -245,7 +282,7 @@ async fn no_form_of_redis_url_prints_its_password_whatever_is_wrong_with_it() {
 /// Runs the binary until its output shows `lines` lines containing `needle` (or [`WAIT`]
 /// passes), then kills it; returns everything it printed.
 async fn output_after(url: &str, extra: &[&str], needle: &str, lines: usize) -> String {
-    let mut sidecar = SidecarProcess::spawn(url, extra);
+    let mut sidecar = spawn(url, extra).spawn();
     let seen = eventually(WAIT, || async {
         sidecar.output().matches(needle).count() >= lines
     })
@@ -319,10 +356,8 @@ async fn failing_connections_never_log_the_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_have_no_colour_off_a_terminal_and_json_lines_on_request() {
     let redis = RedisServer::start();
-    let mut plain = SidecarProcess::spawn_with(&redis.url(), &[], |c| {
-        c.env_remove("NO_COLOR");
-    });
-    assert!(plain.wait_serving().await, "{}", plain.output());
+    let mut plain = spawn(&redis.url(), &[]).env_remove("NO_COLOR").spawn();
+    assert!(wait_serving(&plain).await, "{}", plain.output());
     plain.signal("-TERM");
     assert!(plain.wait_exit(WAIT).await.is_some());
     let output = plain.output();
@@ -332,10 +367,10 @@ async fn logs_have_no_colour_off_a_terminal_and_json_lines_on_request() {
         "ANSI escapes in piped logs: {output:?}"
     );
 
-    let mut json = SidecarProcess::spawn_with(&redis.url(), &["--log-format", "json"], |c| {
-        c.env_remove("NO_COLOR");
-    });
-    assert!(json.wait_serving().await, "{}", json.output());
+    let mut json = spawn(&redis.url(), &["--log-format", "json"])
+        .env_remove("NO_COLOR")
+        .spawn();
+    assert!(wait_serving(&json).await, "{}", json.output());
     json.signal("-TERM");
     assert!(json.wait_exit(WAIT).await.is_some());
     let output = json.output();
@@ -356,107 +391,35 @@ async fn logs_have_no_colour_off_a_terminal_and_json_lines_on_request() {
     assert!(!output.contains('\x1b'), "{output:?}");
 }
 
-/// A sidecar process on free ports, its output collected as it runs.
-struct SidecarProcess {
-    child: Child,
-    grpc: SocketAddr,
-    output: Arc<Mutex<String>>,
+/// The binary as a server against `redis_url` with `extra` flags, logging at debug level.
+fn spawn(redis_url: &str, extra: &[&str]) -> SidecarProcessBuilder {
+    SidecarProcess::builder(BINARY, redis_url)
+        .args(&["--server-id", "process-test"])
+        .args(extra)
+        .env("RUST_LOG", "debug")
 }
 
-impl SidecarProcess {
-    fn spawn(redis_url: &str, extra: &[&str]) -> SidecarProcess {
-        SidecarProcess::spawn_with(redis_url, extra, |_| {})
-    }
-
-    /// [`SidecarProcess::spawn`], the command adjusted first.
-    fn spawn_with(
-        redis_url: &str,
-        extra: &[&str],
-        adjust: impl FnOnce(&mut Command),
-    ) -> SidecarProcess {
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin = format!("127.0.0.1:{}", free_port());
-        let mut command = sidecar_command();
-        adjust(&mut command);
-        let mut child = command
-            .args(["--redis-url", redis_url, "--listen", &grpc.to_string()])
-            .args(["--admin-listen", &admin, "--server-id", "process-test"])
-            .args(extra)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the sidecar binary");
-        let output = Arc::new(Mutex::new(String::new()));
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        for pipe in [
-            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            Box::new(stderr),
-        ] {
-            let output = Arc::clone(&output);
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut all = output.lock().unwrap();
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-            });
-        }
-        SidecarProcess {
-            child,
-            grpc,
-            output,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.grpc)
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    async fn health(&self) -> Option<HealthClient<tonic::transport::Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(self.url())
-            .ok()?
-            .connect()
-            .await
-            .ok()?;
-        Some(HealthClient::new(channel))
-    }
-
-    /// Waits until `grpc.health.v1` reports SERVING.
-    async fn wait_serving(&self) -> bool {
-        eventually(WAIT, || async {
-            let Some(mut health) = self.health().await else {
-                return false;
-            };
-            let request = HealthCheckRequest {
-                service: String::new(),
-            };
-            matches!(health.check(request).await, Ok(r) if r.get_ref().status == ServingStatus::Serving as i32)
-        })
+async fn health(sidecar: &SidecarProcess) -> Option<HealthClient<tonic::transport::Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(sidecar.grpc_url())
+        .ok()?
+        .connect()
         .await
-    }
+        .ok()?;
+    Some(HealthClient::new(channel))
+}
 
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the sidecar is running");
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; its exit code and how long it took.
-    async fn wait_exit(&mut self, limit: Duration) -> Option<(Option<i32>, Duration)> {
-        let started = Instant::now();
-        let status = tokio::time::timeout(limit, self.child.wait()).await.ok()?;
-        Some((status.unwrap().code(), started.elapsed()))
-    }
+/// Waits until `grpc.health.v1` reports SERVING.
+async fn wait_serving(sidecar: &SidecarProcess) -> bool {
+    eventually(WAIT, || async {
+        let Some(mut health) = health(sidecar).await else {
+            return false;
+        };
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        matches!(health.check(request).await, Ok(r) if r.get_ref().status == ServingStatus::Serving as i32)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,13 +429,13 @@ async fn a_redis_password_in_the_url_never_appears_in_the_output() {
         .cmd(&["CONFIG", "SET", "requirepass", PASSWORD])
         .unwrap();
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port());
-    let mut sidecar = SidecarProcess::spawn(&url, &[]);
+    let mut sidecar = spawn(&url, &[]).spawn();
     assert!(
-        sidecar.wait_serving().await,
+        wait_serving(&sidecar).await,
         "not ready with the password: {}",
         sidecar.output()
     );
-    let client = coherence_client::Client::connect(sidecar.url())
+    let client = coherence_client::Client::connect(sidecar.grpc_url())
         .await
         .unwrap();
     client.bump(&["content"]).await.unwrap();
@@ -491,7 +454,7 @@ async fn a_redis_password_in_the_url_never_appears_in_the_output() {
         .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
         .query(&mut admin)
         .unwrap();
-    assert!(sidecar.wait_serving().await, "{}", sidecar.output());
+    assert!(wait_serving(&sidecar).await, "{}", sidecar.output());
     let reconnected = eventually(WAIT, || async {
         client.bump(&["content"]).await.is_ok() && sidecar.output().matches("verified").count() >= 2
     })
@@ -512,14 +475,15 @@ async fn a_redis_password_in_the_url_never_appears_in_the_output() {
 async fn sigterm_drops_readiness_ends_watch_streams_and_exits_within_the_drain_bound() {
     let redis = RedisServer::start();
     let drain = Duration::from_millis(2_000);
-    let mut sidecar = SidecarProcess::spawn(
+    let mut sidecar = spawn(
         &redis.url(),
         &["--drain-timeout-ms", &drain.as_millis().to_string()],
-    );
-    assert!(sidecar.wait_serving().await, "{}", sidecar.output());
+    )
+    .spawn();
+    assert!(wait_serving(&sidecar).await, "{}", sidecar.output());
 
     // A health watch the server never ends by itself: the drain must not wait for it forever.
-    let mut health = sidecar.health().await.unwrap();
+    let mut health = health(&sidecar).await.unwrap();
     let mut health_events = health
         .watch(HealthCheckRequest {
             service: String::new(),
@@ -530,7 +494,7 @@ async fn sigterm_drops_readiness_ends_watch_streams_and_exits_within_the_drain_b
     let first = health_events.next().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);
 
-    let client = coherence_client::Client::connect(sidecar.url())
+    let client = coherence_client::Client::connect(sidecar.grpc_url())
         .await
         .unwrap();
     let mut watch = client.watch(&[]).await.unwrap();

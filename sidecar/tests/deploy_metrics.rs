@@ -100,7 +100,7 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
 
     let redis = RedisServer::start();
     let (a, b) = ops::sidecars_after_traffic(&redis.url()).await;
-    let exported = ops::exported_names(&ops::scrape(&a).await);
+    let exported = ops::exported_names(&a.scrape().await);
     let missing_dashboard: Vec<_> = dashboard.difference(&exported).collect();
     let missing_rules: Vec<_> = rules.difference(&exported).collect();
     assert!(

@@ -9,12 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coherence_sidecar::metrics::Metrics;
-use coherence_sidecar::process::config::{Config, Settings};
+use coherence_sidecar::process::config::Config;
 use coherence_sidecar::redis::link::RedisLink;
 use coherence_sidecar::redis::link::VerifyError;
 use coherence_sidecar::versions::CheckSource;
-use coherence_sidecar::Sidecar;
-use coherence_testkit::{eventually, RedisServer};
+use coherence_testkit::{eventually, Await, RedisServer, TestSidecar, TestSidecarBuilder};
 
 /// A Redis link as a sidecar configured with `allow_evicting_policy` builds it.
 fn link(redis: &RedisServer, allow_evicting_policy: bool) -> RedisLink {
@@ -41,19 +40,16 @@ async fn noeviction_is_accepted() {
     assert!(link(&redis, false).connect_and_verify().await.is_ok());
 }
 
-fn settings(redis: &RedisServer) -> Settings {
-    let mut s = Config::defaults();
-    s.redis_url = redis.url();
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    s.admin_listen = "127.0.0.1:0".parse().unwrap();
-    s.namespace = "eviction".into();
-    s
+fn sidecar(redis: &RedisServer) -> TestSidecarBuilder {
+    TestSidecar::builder(&redis.url())
+        .namespace("eviction")
+        .wait(Await::Started)
 }
 
 #[tokio::test]
 async fn start_refuses_an_evicting_policy_and_says_why() {
     let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
-    let err = match Sidecar::start(Config::validate(settings(&redis)).unwrap()).await {
+    let err = match sidecar(&redis).try_start().await {
         Ok(_) => panic!("started on an allkeys-lru redis"),
         Err(err) => err.to_string(),
     };
@@ -98,9 +94,10 @@ fn the_binary_exits_with_code_64_on_an_evicting_policy() {
 #[tokio::test]
 async fn an_explicitly_allowed_evicting_policy_starts_and_serves() {
     let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
-    let mut s = settings(&redis);
-    s.allow_evicting_policy = true;
-    let sidecar = Sidecar::start(Config::validate(s).unwrap()).await.unwrap();
+    let sidecar = sidecar(&redis)
+        .settings(|s| s.allow_evicting_policy = true)
+        .start()
+        .await;
     assert!(sidecar.wait_ready(Duration::from_secs(20)).await);
     sidecar.shutdown().await;
 }
@@ -108,9 +105,7 @@ async fn an_explicitly_allowed_evicting_policy_starts_and_serves() {
 #[tokio::test]
 async fn a_policy_turned_evicting_while_running_fails_closed_until_fixed() {
     let redis = RedisServer::start();
-    let sidecar = Sidecar::start(Config::validate(settings(&redis)).unwrap())
-        .await
-        .unwrap();
+    let sidecar = sidecar(&redis).start().await;
     assert!(sidecar.wait_ready(Duration::from_secs(20)).await);
     let keys = vec!["content".to_string()];
     let version = sidecar.versions.bump(&keys).await.unwrap()[0].to_string();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::jobs_client::JobsClient;
 use coherence_testkit::RedisServer;
-use kit_support::{channel, settings, start};
+use kit_support::sidecar;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -47,8 +47,8 @@ async fn claim_run_grants_exactly_one_runner_per_period_across_three_sidecars() 
     let mut sidecars = Vec::new();
     let mut clients = Vec::new();
     for id in ["a", "b", "c"] {
-        let sidecar = start(settings(&redis, id)).await;
-        clients.push(JobsClient::new(channel(&sidecar).await));
+        let sidecar = sidecar(&redis, id).start().await;
+        clients.push(JobsClient::new(sidecar.channel().await));
         sidecars.push(sidecar);
     }
 
@@ -152,11 +152,11 @@ async fn claim_run_grants_exactly_one_runner_per_period_across_three_sidecars() 
 #[tokio::test]
 async fn fencing_tokens_strictly_increase_on_every_grant_from_any_sidecar() {
     let redis = RedisServer::start();
-    let a = start(settings(&redis, "a")).await;
-    let b = start(settings(&redis, "b")).await;
+    let a = sidecar(&redis, "a").start().await;
+    let b = sidecar(&redis, "b").start().await;
     let mut clients = [
-        JobsClient::new(channel(&a).await),
-        JobsClient::new(channel(&b).await),
+        JobsClient::new(a.channel().await),
+        JobsClient::new(b.channel().await),
     ];
     let mut last = 0;
     for i in 0..40 {
@@ -230,10 +230,10 @@ async fn fencing_tokens_strictly_increase_on_every_grant_from_any_sidecar() {
 async fn a_holder_killed_mid_run_is_replaced_after_its_lease_and_its_late_renew_is_refused() {
     const LEASE_MS: u64 = 800;
     let redis = RedisServer::start();
-    let a = start(settings(&redis, "a")).await;
-    let b = start(settings(&redis, "b")).await;
-    let mut on_a = JobsClient::new(channel(&a).await);
-    let mut on_b = JobsClient::new(channel(&b).await);
+    let a = sidecar(&redis, "a").start().await;
+    let b = sidecar(&redis, "b").start().await;
+    let mut on_a = JobsClient::new(a.channel().await);
+    let mut on_b = JobsClient::new(b.channel().await);
 
     let before_a_claimed = Instant::now();
     let first = claim(&mut on_a, "nightly", 60_000, LEASE_MS).await;
@@ -311,8 +311,8 @@ async fn a_holder_killed_mid_run_is_replaced_after_its_lease_and_its_late_renew_
 #[tokio::test]
 async fn bad_job_requests_are_refused_naming_the_field() {
     let redis = RedisServer::start();
-    let a = start(settings(&redis, "a")).await;
-    let mut client = JobsClient::new(channel(&a).await);
+    let a = sidecar(&redis, "a").start().await;
+    let mut client = JobsClient::new(a.channel().await);
     let cases: Vec<(tonic::Status, &str)> = vec![
         (
             client

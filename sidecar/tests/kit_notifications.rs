@@ -9,7 +9,7 @@ use coherence_proto::v1 as pb;
 use coherence_proto::v1::notification_event::Event;
 use coherence_proto::v1::notifications_client::NotificationsClient;
 use coherence_testkit::RedisServer;
-use kit_support::{channel, settings, start};
+use kit_support::sidecar;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
@@ -61,12 +61,12 @@ async fn publish(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_published_on_a_arrives_exactly_once_at_subscribers_on_b_and_c() {
     let redis = RedisServer::start();
-    let a = start(settings(&redis, "a")).await;
-    let b = start(settings(&redis, "b")).await;
-    let c = start(settings(&redis, "c")).await;
-    let on_a = NotificationsClient::new(channel(&a).await);
-    let on_b = NotificationsClient::new(channel(&b).await);
-    let on_c = NotificationsClient::new(channel(&c).await);
+    let a = sidecar(&redis, "a").start().await;
+    let b = sidecar(&redis, "b").start().await;
+    let c = sidecar(&redis, "c").start().await;
+    let on_a = NotificationsClient::new(a.channel().await);
+    let on_b = NotificationsClient::new(b.channel().await);
+    let on_c = NotificationsClient::new(c.channel().await);
     let mut streams = vec![
         subscribe(&on_b, &["orders"]).await,
         subscribe(&on_c, &["orders", "prices"]).await,
@@ -120,10 +120,11 @@ async fn a_message_published_on_a_arrives_exactly_once_at_subscribers_on_b_and_c
 #[tokio::test]
 async fn oversize_payloads_and_bad_topics_are_refused_naming_the_field() {
     let redis = RedisServer::start();
-    let mut s = settings(&redis, "a");
-    s.max_payload_bytes = 1_000;
-    let a = start(s).await;
-    let client = NotificationsClient::new(channel(&a).await);
+    let a = sidecar(&redis, "a")
+        .settings(|s| s.max_payload_bytes = 1_000)
+        .start()
+        .await;
+    let client = NotificationsClient::new(a.channel().await);
     assert!(
         publish(&client, "t", &[7; 1_000]).await.is_ok(),
         "a payload at the limit is accepted"
@@ -152,10 +153,10 @@ async fn oversize_payloads_and_bad_topics_are_refused_naming_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_is_told_it_may_have_missed_messages_after_a_reconnect() {
     let redis = RedisServer::start();
-    let a = start(settings(&redis, "a")).await;
-    let b = start(settings(&redis, "b")).await;
-    let on_a = NotificationsClient::new(channel(&a).await);
-    let on_b = NotificationsClient::new(channel(&b).await);
+    let a = sidecar(&redis, "a").start().await;
+    let b = sidecar(&redis, "b").start().await;
+    let on_a = NotificationsClient::new(a.channel().await);
+    let on_b = NotificationsClient::new(b.channel().await);
     let mut stream = subscribe(&on_b, &["orders"]).await;
     publish(&on_a, "orders", b"before").await.unwrap();
     assert!(matches!(next(&mut stream).await, Event::Notification(n) if n.payload == b"before"));

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::servers_client::ServersClient;
-use coherence_testkit::{eventually, RedisServer};
+use coherence_testkit::{eventually, RedisServer, SidecarProcess};
 use futures::future::join_all;
-use kit_support::{channel, settings, start, SidecarProcess};
+use kit_support::sidecar;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -61,9 +61,16 @@ async fn one_scheduling_publisher_at_every_sampled_instant_and_takeover_after_si
     let redis = RedisServer::start();
     let flags = election_flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut processes: Vec<SidecarProcess> = ["a", "b", "c"]
+    let ids = ["a", "b", "c"];
+    let mut processes: Vec<SidecarProcess> = ids
         .iter()
-        .map(|id| SidecarProcess::spawn(&redis, id, &flags))
+        .map(|id| {
+            SidecarProcess::builder(env!("CARGO_BIN_EXE_coherence-sidecar"), &redis.url())
+                .args(&["--server-id", id, "--namespace", "kit"])
+                .args(&flags)
+                .env("RUST_LOG", "warn")
+                .spawn()
+        })
         .collect();
     let mut clients = Vec::new();
     for process in &processes {
@@ -138,10 +145,7 @@ async fn one_scheduling_publisher_at_every_sampled_instant_and_takeover_after_si
             .unwrap()
             .into_inner();
         list.servers.len() == 2
-            && !list
-                .servers
-                .iter()
-                .any(|s| s.server_id == processes[leader].server_id)
+            && !list.servers.iter().any(|s| s.server_id == ids[leader])
             && list.servers.iter().any(|s| s.server_id == list.leader_id)
     })
     .await;
@@ -152,14 +156,14 @@ async fn one_scheduling_publisher_at_every_sampled_instant_and_takeover_after_si
 async fn alone_is_single_then_publisher_and_graceful_leave_hands_over_at_once() {
     let redis = RedisServer::start();
     let tune = |id: &str| {
-        let mut s = settings(&redis, id);
-        s.lease_ms = 5_000;
-        s.server_refresh_ms = REFRESH_MS;
-        s.server_ttl_ms = TTL_MS;
-        s
+        sidecar(&redis, id).settings(|s| {
+            s.lease_ms = 5_000;
+            s.server_refresh_ms = REFRESH_MS;
+            s.server_ttl_ms = TTL_MS;
+        })
     };
-    let a = start(tune("a")).await;
-    let on_a = ServersClient::new(channel(&a).await);
+    let a = tune("a").start().await;
+    let on_a = ServersClient::new(a.channel().await);
     let single = eventually(Duration::from_secs(10), || async {
         role_of(&on_a).await.role() == pb::Role::Single
     })
@@ -174,8 +178,8 @@ async fn alone_is_single_then_publisher_and_graceful_leave_hands_over_at_once() 
     .await;
     assert!(metrics, "{}", a.state.metrics.encode());
 
-    let b = start(tune("b")).await;
-    let on_b = ServersClient::new(channel(&b).await);
+    let b = tune("b").start().await;
+    let on_b = ServersClient::new(b.channel().await);
     let two = eventually(Duration::from_secs(10), || async {
         roles(&[on_a.clone(), on_b.clone()]).await
             == [pb::Role::SchedulingPublisher, pb::Role::Subscriber]
@@ -205,18 +209,18 @@ async fn alone_is_single_then_publisher_and_graceful_leave_hands_over_at_once() 
 async fn a_sidecar_that_cannot_reach_redis_reports_unknown_before_its_lease_can_expire() {
     let redis = RedisServer::start();
     let tune = |id: &str| {
-        let mut s = settings(&redis, id);
-        s.lease_ms = LEASE_MS;
-        s.server_refresh_ms = REFRESH_MS;
-        s.server_ttl_ms = TTL_MS;
-        s.request_timeout_ms = 300;
-        s
+        sidecar(&redis, id).settings(|s| {
+            s.lease_ms = LEASE_MS;
+            s.server_refresh_ms = REFRESH_MS;
+            s.server_ttl_ms = TTL_MS;
+            s.request_timeout_ms = 300;
+        })
     };
-    let a = start(tune("a")).await;
-    let b = start(tune("b")).await;
+    let a = tune("a").start().await;
+    let b = tune("b").start().await;
     let clients = [
-        ServersClient::new(channel(&a).await),
-        ServersClient::new(channel(&b).await),
+        ServersClient::new(a.channel().await),
+        ServersClient::new(b.channel().await),
     ];
     let settled = eventually(Duration::from_secs(10), || async {
         let r = roles(&clients).await;
@@ -295,15 +299,16 @@ async fn static_mode_pins_every_server_whatever_redis_says() {
     let mut redis = RedisServer::start();
     let mut sidecars = Vec::new();
     for id in ["a", "b", "c"] {
-        let mut s = settings(&redis, id);
-        s.role = "scheduling-publisher".into();
-        s.server_refresh_ms = REFRESH_MS;
-        s.server_ttl_ms = TTL_MS;
-        sidecars.push(start(s).await);
+        let s = sidecar(&redis, id).settings(|s| {
+            s.role = "scheduling-publisher".into();
+            s.server_refresh_ms = REFRESH_MS;
+            s.server_ttl_ms = TTL_MS;
+        });
+        sidecars.push(s.start().await);
     }
     let mut clients = Vec::new();
     for sidecar in &sidecars {
-        clients.push(ServersClient::new(channel(sidecar).await));
+        clients.push(ServersClient::new(sidecar.channel().await));
     }
     for status in join_all(clients.iter().map(role_of)).await {
         assert_eq!(status.role(), pb::Role::SchedulingPublisher, "{status:?}");

@@ -7,8 +7,9 @@ mod ops;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use coherence_testkit::RedisServer;
-use ops::{exported_names, sample, scrape, sidecars_after_traffic};
+use coherence_testkit::exposition::sample;
+use coherence_testkit::{http_get, Await, RedisServer, TestSidecar};
+use ops::{exported_names, sidecars_after_traffic};
 
 /// `promtool`, or a failure that says how to get it (never a silent skip).
 fn promtool() -> Command {
@@ -52,7 +53,7 @@ fn promtool_check_metrics(exposition: &str) -> (bool, String) {
 async fn promtool_accepts_a_live_scrape_with_red_metrics_for_every_call() {
     let redis = RedisServer::start();
     let (a, b) = sidecars_after_traffic(&redis.url()).await;
-    let text = scrape(&a).await;
+    let text = a.scrape().await;
 
     let (ok, lint) = promtool_check_metrics(&text);
     assert!(
@@ -80,10 +81,10 @@ async fn promtool_accepts_a_live_scrape_with_red_metrics_for_every_call() {
         "coherence_grpc_requests_total{{service=\"{svc}\",method=\"Watch\",code=\"CANCELLED\"}}"
     );
     let ok = coherence_testkit::eventually(std::time::Duration::from_secs(5), || async {
-        sample(&scrape(&a).await, &watch).is_some()
+        sample(&a.scrape().await, &watch).is_some()
     })
     .await;
-    assert!(ok, "{watch} missing:\n{}", scrape(&a).await);
+    assert!(ok, "{watch} missing:\n{}", a.scrape().await);
     let health = "coherence_grpc_requests_total{service=\"grpc.health.v1.Health\",method=\"Check\",code=\"OK\"}";
     assert!(sample(&text, health).is_some(), "{health} missing:\n{text}");
     // Unary calls are timed, streams are not.
@@ -119,12 +120,13 @@ async fn promtool_accepts_a_live_scrape_with_red_metrics_for_every_call() {
     }
 
     // Prometheus itself negotiates OpenMetrics.
-    let om = ops::http_get(
+    let om = http_get(
         a.admin_addr,
         "/metrics",
         Some("application/openmetrics-text;version=1.0.0"),
     )
-    .await;
+    .await
+    .expect("the admin listener answers");
     assert!(
         om.headers.contains("application/openmetrics-text"),
         "{}",
@@ -141,16 +143,20 @@ async fn fence_age_is_finite_while_redis_is_unreachable() {
     // number that a `> threshold` alert can fire on (it used to be encoded as `inf`, which the
     // OpenMetrics format Prometheus negotiates does not allow: only `+Inf`).
     let port = coherence_testkit::free_port();
-    let mut s = ops::settings(&format!("redis://127.0.0.1:{port}"));
-    s.heartbeat_interval_ms = 20;
-    s.max_staleness_ms = 100;
-    let sidecar = ops::start(s).await;
+    let sidecar = TestSidecar::builder(&format!("redis://127.0.0.1:{port}"))
+        .settings(|s| {
+            s.heartbeat_interval_ms = 20;
+            s.max_staleness_ms = 100;
+        })
+        .wait(Await::Started)
+        .start()
+        .await;
     let ok = coherence_testkit::eventually(std::time::Duration::from_secs(10), || async {
-        sample(&scrape(&sidecar).await, "coherence_fence_age_seconds")
+        sample(&sidecar.scrape().await, "coherence_fence_age_seconds")
             .is_some_and(|v| v.is_finite() && v > 0.05)
     })
     .await;
-    let text = scrape(&sidecar).await;
+    let text = sidecar.scrape().await;
     assert!(ok, "fence age did not grow:\n{text}");
     let (lint_ok, lint) = promtool_check_metrics(&text);
     assert!(lint_ok && lint.trim().is_empty(), "{lint}\n{text}");

@@ -5,14 +5,14 @@
 //! completed (guarantee 3). Also: leases off, and a fleet mixing holders with sidecars that hold
 //! none.
 
-mod kit_support;
+mod lease_support;
 
 use std::time::Duration;
 
 use coherence_client::{CheckResult, CheckSource, Client, Consistency, Version};
 use coherence_sidecar::Sidecar;
 use coherence_testkit::{eventually, Flow, Link, RedisProxy, RedisServer};
-use kit_support::{metric, settings, start, SidecarProcess};
+use lease_support::{metric, settings, start, SidecarProcess};
 
 /// The lease period of these tests, in ms.
 const LEASE_MS: u64 = 1_000;

@@ -1,12 +1,10 @@
 //! `rediss://` with a private CA (`redis_ca_file`), against a real redis-server serving TLS
 //! with certificates made for the test by `openssl`.
 
-mod ops;
-
 use std::time::Duration;
 
 use coherence_testkit::tls::TestCertificates;
-use coherence_testkit::{free_port, RedisServer};
+use coherence_testkit::{free_port, Await, RedisServer, TestSidecar};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_private_ca_file_connects_and_without_it_is_refused() {
@@ -16,9 +14,11 @@ async fn rediss_with_a_private_ca_file_connects_and_without_it_is_refused() {
     let redis = RedisServer::start_with(&tls_args.iter().map(String::as_str).collect::<Vec<_>>());
     let url = format!("rediss://127.0.0.1:{tls_port}");
 
-    let mut s = ops::settings(&url);
-    s.redis_ca_file = Some(certs.ca());
-    let sidecar = ops::start(s).await;
+    let sidecar = TestSidecar::builder(&url)
+        .settings(|s| s.redis_ca_file = Some(certs.ca()))
+        .wait(Await::Started)
+        .start()
+        .await;
     assert!(
         sidecar.wait_ready(Duration::from_secs(20)).await,
         "not ready over TLS"
@@ -37,7 +37,10 @@ async fn rediss_with_a_private_ca_file_connects_and_without_it_is_refused() {
     sidecar.shutdown().await;
 
     // Without the CA the server's certificate is not trusted: the sidecar never gets ready.
-    let untrusting = ops::start(ops::settings(&url)).await;
+    let untrusting = TestSidecar::builder(&url)
+        .wait(Await::Started)
+        .start()
+        .await;
     assert!(
         !untrusting.wait_ready(Duration::from_secs(3)).await,
         "connected to a server whose certificate no configured root signs"

@@ -4,22 +4,10 @@
 
 use std::time::Duration;
 
-use coherence_sidecar::process::config::Config;
-use coherence_sidecar::Sidecar;
-use coherence_testkit::RedisServer;
+use coherence_testkit::{RedisServer, TestSidecar};
 
-async fn sidecar(redis: &RedisServer, id: &str) -> Sidecar {
-    let mut s = Config::defaults();
-    s.redis_url = redis.url();
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    s.admin_listen = "127.0.0.1:0".parse().unwrap();
-    s.server_id = id.into();
-    let sidecar = Sidecar::start(Config::validate(s).unwrap()).await.unwrap();
-    assert!(
-        sidecar.wait_ready(Duration::from_secs(10)).await,
-        "{id} not ready"
-    );
-    sidecar
+async fn sidecar(redis: &RedisServer, id: &str) -> TestSidecar {
+    TestSidecar::start_named(redis, id).await
 }
 
 #[tokio::test]

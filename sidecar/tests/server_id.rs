@@ -5,72 +5,46 @@
 //! dies, the waiting one takes the id over once the registration is older than server_ttl_ms.
 //! All real processes against a real Redis; Redis keyspace notifications witness every DEL.
 
-mod ops;
-
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::servers_client::ServersClient;
-use coherence_testkit::{eventually, free_port, RedisServer};
+use coherence_testkit::exposition::sample;
+use coherence_testkit::{eventually, http_get, RedisServer, SidecarProcess, WAIT};
 use futures::StreamExt;
-use ops::{http_get, sample};
 
-const WAIT: Duration = Duration::from_secs(20);
 const ID: &str = "twin";
 const LEADER_KEY: &str = "coh:{dup:servers}:leader";
 const INFO_KEY: &str = "coh:{dup:servers}:s:twin";
 const CONFLICT: &str = "coherence_server_id_conflict";
 
-/// A sidecar process of namespace `dup` with server_id [`ID`], its stderr in a file.
-struct Process {
-    child: Child,
-    grpc: SocketAddr,
-    admin: SocketAddr,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
+/// A sidecar process of namespace `dup` with server_id [`ID`], and the probes these tests ask
+/// of it.
+struct Process(SidecarProcess);
 
 impl Process {
     fn spawn(redis: &RedisServer) -> Process {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("stderr.log");
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_coherence-sidecar"))
-            .args(["--redis-url", &redis.url(), "--namespace", "dup"])
-            .args(["--server-id", ID, "--listen", &grpc.to_string()])
-            .args(["--admin-listen", &admin.to_string()])
-            .args(["--lease-ms", "1500", "--server-refresh-ms", "100"])
-            .args(["--server-ttl-ms", "1000"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn coherence-sidecar");
-        Process {
-            child,
-            grpc,
-            admin,
-            log,
-            _dir: dir,
-        }
+        let process =
+            SidecarProcess::builder(env!("CARGO_BIN_EXE_coherence-sidecar"), &redis.url())
+                .args(&["--namespace", "dup", "--server-id", ID])
+                .args(&["--lease-ms", "1500", "--server-refresh-ms", "100"])
+                .args(&["--server-ttl-ms", "1000"])
+                .spawn();
+        Process(process)
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.output()
     }
 
     async fn ready(&self) -> Option<(u16, String)> {
-        let connected = tokio::net::TcpStream::connect(self.admin).await.is_ok();
+        let connected = tokio::net::TcpStream::connect(self.0.admin_addr())
+            .await
+            .is_ok();
         if !connected {
             return None;
         }
-        let response = http_get(self.admin, "/readyz", None).await;
+        let response = http_get(self.0.admin_addr(), "/readyz", None).await?;
         Some((response.status, response.body))
     }
 
@@ -84,14 +58,15 @@ impl Process {
     }
 
     async fn conflict(&self) -> Option<f64> {
-        tokio::net::TcpStream::connect(self.admin).await.ok()?;
-        sample(&http_get(self.admin, "/metrics", None).await.body, CONFLICT)
+        tokio::net::TcpStream::connect(self.0.admin_addr())
+            .await
+            .ok()?;
+        let metrics = http_get(self.0.admin_addr(), "/metrics", None).await?;
+        sample(&metrics.body, CONFLICT)
     }
 
     async fn role(&self) -> Option<pb::RoleStatus> {
-        let mut client = ServersClient::connect(format!("http://{}", self.grpc))
-            .await
-            .ok()?;
+        let mut client = ServersClient::connect(self.0.grpc_url()).await.ok()?;
         Some(
             client
                 .get_role(pb::GetRoleRequest {})
@@ -102,27 +77,12 @@ impl Process {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.0.signal(signal);
     }
 
     async fn wait_exit(&mut self) {
-        let exited = eventually(WAIT, || {
-            let done = matches!(self.child.try_wait(), Ok(Some(_)));
-            async move { done }
-        })
-        .await;
+        let exited = self.0.wait_exit(WAIT).await.is_some();
         assert!(exited, "the sidecar did not exit: {}", self.log());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

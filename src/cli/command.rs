@@ -1,7 +1,7 @@
 //! The subcommands. Add one by adding a variant here (with its arguments in its own module)
 //! and an arm in [`Command::run`].
 
-use super::{bump, check, get, jobs, servers, watch, GlobalOptions};
+use super::{bump, check, get, jobs, servers, slo, watch, GlobalOptions};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -19,6 +19,9 @@ pub enum Command {
     Role(servers::RoleArgs),
     /// Distributed job leases with fencing tokens: acquire, renew, release, claim.
     Jobs(jobs::JobsArgs),
+    /// The fleet's measured consistency: audit verdicts, nines (with their sample count) and
+    /// canary propagation p50/p99, from every sidecar reachable (exit 1 on a violation).
+    Slo(slo::SloArgs),
 }
 
 impl Command {
@@ -32,6 +35,7 @@ impl Command {
             Command::Servers(args) => servers::servers(args, global).await,
             Command::Role(args) => servers::role(args, global).await,
             Command::Jobs(args) => jobs::run(args, global).await,
+            Command::Slo(args) => slo::run(args, global).await,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod kit;
 pub mod output;
 pub mod servers;
+pub mod slo;
 pub mod watch;
 
 use std::process::ExitCode;

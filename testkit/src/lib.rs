@@ -8,7 +8,8 @@
 //! Redis to delay, stall or drop what that client receives; [`FreezingProxy`] sits in front of
 //! any server (a sidecar's gRPC port) to make open connections go silent without closing.
 //!
-//! [`TestSidecar`] is the one way tests and benchmarks run a sidecar in process:
+//! [`TestSidecar`] is the one way tests and benchmarks run a sidecar in process (and
+//! [`SidecarProcess`] the one way they run the `coherence-sidecar` binary as a server):
 //!
 //! ```no_run
 //! # async fn example() {
@@ -52,9 +53,12 @@
 //! those tests share and nobody else needs.
 
 pub mod cluster;
+pub mod exposition;
+pub mod fault_history;
 pub mod freeze;
 pub mod fuzz;
 pub mod http;
+pub mod process;
 pub mod proxy;
 pub mod resp;
 pub mod sentinel;
@@ -64,6 +68,7 @@ pub mod tls;
 pub use cluster::RedisCluster;
 pub use freeze::{FreezeStats, FreezingProxy};
 pub use http::{http_get, HttpResponse};
+pub use process::{SidecarProcess, SidecarProcessBuilder};
 pub use proxy::{Flow, Link, ProxyStats, RedisProxy};
 pub use sentinel::RedisSentinels;
 pub use sidecar::{Await, TestSidecar, TestSidecarBuilder, TestSidecarError, WAIT};

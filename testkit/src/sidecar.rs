@@ -66,6 +66,14 @@ impl TestSidecar {
         TestSidecar::builder(&redis.url()).start().await
     }
 
+    /// A ready sidecar named `server_id` against `redis` (several sidecars of one namespace).
+    pub async fn start_named(redis: &RedisServer, server_id: &str) -> TestSidecar {
+        TestSidecar::builder(&redis.url())
+            .server_id(server_id)
+            .start()
+            .await
+    }
+
     /// Settings for a sidecar against the Redis at `redis_url` (any URL the sidecar accepts:
     /// a test Redis, a cluster, sentinels, one nobody listens on).
     pub fn builder(redis_url: &str) -> TestSidecarBuilder {
@@ -74,6 +82,15 @@ impl TestSidecar {
         settings.server_id = "test".to_string();
         settings.listen = ListenAddr::Tcp(loopback_any_port());
         settings.admin_listen = loopback_any_port();
+        TestSidecarBuilder {
+            settings,
+            wait: Await::Ready,
+        }
+    }
+
+    /// A builder that starts from complete `settings`, listeners included: e.g. to start a
+    /// sidecar again on the ports it had (see [`TestSidecarBuilder::into_settings`]).
+    pub fn with_settings(settings: Settings) -> TestSidecarBuilder {
         TestSidecarBuilder {
             settings,
             wait: Await::Ready,
@@ -115,6 +132,17 @@ impl TestSidecar {
     /// `GET path` on the admin listener; `None` when nothing answered in time.
     pub async fn admin_get(&self, path: &str) -> Option<HttpResponse> {
         http_get(self.sidecar.admin_addr, path, None).await
+    }
+
+    /// The `/metrics` text (Prometheus text format 0.0.4, as curl and promtool get it);
+    /// panics unless the admin listener answers 200.
+    pub async fn scrape(&self) -> String {
+        let response = self
+            .admin_get("/metrics")
+            .await
+            .expect("the admin listener answers /metrics");
+        assert_eq!(response.status, 200, "{}", response.body);
+        response.body
     }
 
     /// Graceful shutdown, as the binary does on SIGTERM.
@@ -167,9 +195,10 @@ impl TestSidecarBuilder {
         self
     }
 
-    /// The settings as they stand, e.g. to start the binary with them.
-    pub fn as_settings(&self) -> &Settings {
-        &self.settings
+    /// The settings as they stand, for code that keeps or derives settings (a fleet that
+    /// restarts its sidecars, keyspace arithmetic).
+    pub fn into_settings(self) -> Settings {
+        self.settings
     }
 
     /// Starts the sidecar; panics (failing the test) on invalid settings, a failed start, or

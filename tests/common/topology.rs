@@ -2,9 +2,7 @@
 //! every sidecar, and does no sidecar call a superseded version current.
 
 use coherence_client::{CheckSource, Client, Consistency, Version};
-use coherence_sidecar::Sidecar;
-
-use super::WAIT;
+use coherence_testkit::{TestSidecar, WAIT};
 
 /// Waits until every client answers `current` for `new` from its mirror and `stale` for `old`.
 pub async fn seen_everywhere(clients: &[Client], key: &str, old: &Version, new: &Version) -> bool {
@@ -28,7 +26,7 @@ pub async fn seen_everywhere(clients: &[Client], key: &str, old: &Version, new: 
 /// Once every sidecar serves again (answers come from Redis, not failed closed while
 /// reconnecting), none may call `superseded` current.
 pub async fn assert_never_current(
-    sidecars: &[Sidecar],
+    sidecars: &[TestSidecar],
     clients: &[Client],
     key: &str,
     superseded: &Version,

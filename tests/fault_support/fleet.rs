@@ -7,27 +7,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coherence_client::{CheckSource, Client, Consistency, Version};
-use coherence_sidecar::process::config::{Config, Settings};
-use coherence_sidecar::Sidecar;
-use coherence_testkit::{RedisCluster, RedisProxy, RedisServer};
+use coherence_sidecar::process::config::Settings;
+use coherence_sidecar::process::sidecar::StartError;
+use coherence_testkit::{
+    Await, RedisCluster, RedisProxy, RedisServer, TestSidecar, TestSidecarError,
+};
 
 use super::history::{BumpRecord, CheckAnswer, History, Limits, Read, ReadRecord, Via};
+pub use coherence_testkit::fault_history::record::{
+    record_bumps, record_checks, record_gets, record_mirror_check,
+};
 
 /// Settings every fault test starts from: short fences so that staleness matters and faults
 /// are noticed quickly, a few shards so the 2-core test machine is not swamped by heartbeats.
 pub fn fault_settings(redis_url: &str, server_id: &str) -> Settings {
-    let mut s = Config::defaults();
-    s.redis_url = redis_url.to_string();
-    s.listen = "127.0.0.1:0".parse().expect("address");
-    s.admin_listen = "127.0.0.1:0".parse().expect("address");
-    s.namespace = "faults".into();
-    s.server_id = server_id.into();
-    s.shards = 8;
-    s.heartbeat_interval_ms = 50;
-    s.max_staleness_ms = 300;
-    s.check_deadline_ms = 250;
-    s.request_timeout_ms = 1_000;
-    s
+    TestSidecar::builder(redis_url)
+        .server_id(server_id)
+        .namespace("faults")
+        .settings(|s| {
+            s.shards = 8;
+            s.heartbeat_interval_ms = 50;
+            s.max_staleness_ms = 300;
+            s.check_deadline_ms = 250;
+            s.request_timeout_ms = 1_000;
+        })
+        .into_settings()
 }
 
 /// `n` distinct keys that all fall into shard 0 (for bursts of one script call).
@@ -59,7 +63,7 @@ impl Backend {
 /// A test Redis (or cluster) and the sidecars (with a gRPC client each) that use it.
 pub struct Fleet {
     pub backend: Backend,
-    pub sidecars: Vec<Sidecar>,
+    pub sidecars: Vec<TestSidecar>,
     pub clients: Vec<Client>,
     /// The settings the sidecars share (each has its own server id, addresses and Redis URL).
     pub settings: Settings,
@@ -147,7 +151,7 @@ impl Fleet {
         let sidecar = start_sidecar(s.clone()).await;
         s.listen = sidecar.grpc_addr.into();
         s.admin_listen = sidecar.admin_addr;
-        let client = Client::connect(format!("http://{}", sidecar.grpc_addr))
+        let client = Client::connect(sidecar.grpc_url())
             .await
             .expect("client connects")
             .with_timeout(Duration::from_secs(10));
@@ -167,11 +171,24 @@ impl Fleet {
     /// ports; returns once a call through its client succeeds again. Its checks may fail
     /// meanwhile: the history is told of the outage.
     pub async fn restart_sidecar(&mut self, i: usize, down: Duration) {
+        self.restart_sidecar_with(i, down, |_| {}).await;
+    }
+
+    /// As [`Fleet::restart_sidecar`], running `while_down` on the Redis deployment once the
+    /// sidecar has been down for `down` (a blocking call: restarting Redis, restoring a
+    /// snapshot).
+    pub async fn restart_sidecar_with(
+        &mut self,
+        i: usize,
+        down: Duration,
+        while_down: impl FnOnce(&mut Backend),
+    ) {
         self.history.outage_begins(Via::Sidecar(i));
         let old = self.sidecars.remove(i);
         old.shutdown().await;
         // The length of the outage, not a synchronisation.
         tokio::time::sleep(down).await;
+        tokio::task::block_in_place(|| while_down(&mut self.backend));
         let sidecar = start_sidecar(self.own_settings[i].clone()).await;
         self.sidecars.insert(i, sidecar);
         let client = &self.clients[i];
@@ -397,15 +414,15 @@ impl Fleet {
 
 /// Starts a sidecar; retries a bind that fails because the previous holder of a fixed port
 /// is still letting go of it.
-async fn start_sidecar(settings: Settings) -> Sidecar {
+async fn start_sidecar(settings: Settings) -> TestSidecar {
     let mut attempts = 0;
     loop {
-        let config = Config::validate(settings.clone()).expect("valid settings");
-        match Sidecar::start(config).await {
+        let start = TestSidecar::with_settings(settings.clone())
+            .wait(Await::Started)
+            .try_start();
+        match start.await {
             Ok(sidecar) => return sidecar,
-            Err(err @ coherence_sidecar::process::sidecar::StartError::Bind { .. })
-                if attempts < 50 =>
-            {
+            Err(err @ TestSidecarError::Start(StartError::Bind { .. })) if attempts < 50 => {
                 attempts += 1;
                 eprintln!("retrying a sidecar start: {err}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -415,117 +432,17 @@ async fn start_sidecar(settings: Settings) -> Sidecar {
     }
 }
 
-/// Records one bump of several keys as one record per key.
-pub fn record_bumps(
-    history: &History,
-    keys: &[&str],
-    start: Instant,
-    via: &[Via],
-    result: &Result<Vec<Version>, coherence_client::Error>,
-) {
-    let end = Instant::now();
-    for (i, key) in keys.iter().enumerate() {
-        history.record_bump(BumpRecord {
-            key: key.to_string(),
-            start,
-            end,
-            via: via.to_vec(),
-            outcome: match result {
-                Ok(versions) => Ok(versions.get(i).map(|v| v.token().to_string())),
-                Err(err) => Err(err.to_string()),
-            },
-        });
-    }
-}
-
-/// Records one check of several entries through a sidecar as one record per entry.
-pub fn record_checks(
-    history: &History,
-    via: Via,
-    strong: bool,
-    entries: &[(&str, &Version)],
-    start: Instant,
-    result: &Result<Vec<coherence_client::CheckResult>, coherence_client::Error>,
-) {
-    let end = Instant::now();
-    for (i, (key, token)) in entries.iter().enumerate() {
-        history.record_read(ReadRecord {
-            key: key.to_string(),
-            via,
-            strong,
-            start,
-            end,
-            read: Read::Check {
-                token: token.token().to_string(),
-                answer: match result {
-                    Ok(results) => Ok(CheckAnswer {
-                        current: results[i].current,
-                        version: results[i].version.as_ref().map(|v| v.token().to_string()),
-                        source: Some(results[i].source),
-                    }),
-                    Err(err) => Err(err.to_string()),
-                },
-            },
-        });
-    }
-}
-
-/// Records a client mirror's answer to `is_current` (it says neither where the answer came
-/// from nor which version it takes as current).
-pub fn record_mirror_check(
-    history: &History,
-    via: Via,
-    strong: bool,
-    key: &str,
-    token: &str,
-    start: Instant,
-    current: bool,
-) {
-    history.record_read(ReadRecord {
-        key: key.to_string(),
-        via,
-        strong,
-        start,
-        end: Instant::now(),
-        read: Read::Check {
-            token: token.to_string(),
-            answer: Ok(CheckAnswer {
-                current,
-                version: None,
-                source: None,
-            }),
-        },
-    });
-}
-
-/// Records one get of several keys as one record per key.
-pub fn record_gets(
-    history: &History,
-    via: Via,
-    strong: bool,
-    keys: &[&str],
-    start: Instant,
-    result: &Result<Vec<Version>, coherence_client::Error>,
-) {
-    let end = Instant::now();
-    for (i, key) in keys.iter().enumerate() {
-        history.record_read(ReadRecord {
-            key: key.to_string(),
-            via,
-            strong,
-            start,
-            end,
-            read: Read::Get {
-                answer: match result {
-                    Ok(versions) => Ok(versions[i].token().to_string()),
-                    Err(err) => Err(err.to_string()),
-                },
-            },
-        });
-    }
-}
-
 /// The sum of a metric's samples (every label set) on one sidecar, from its Prometheus text.
-pub fn metric_of(sidecar: &Sidecar, name: &str) -> f64 {
-    coherence_testkit::metric_sum(&sidecar.state.metrics.encode(), name)
+pub fn metric_of(sidecar: &TestSidecar, name: &str) -> f64 {
+    sidecar
+        .state
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -9,10 +9,10 @@
 #![allow(dead_code, unused_imports)] // each test binary uses its own part of the support code
 
 pub mod fleet;
-pub mod history;
-pub mod order;
-pub mod report;
 pub mod workload;
+
+// The history checker lives in coherence-testkit, shared with coherence-bench's soak.
+pub use coherence_testkit::fault_history::{history, order, report};
 
 pub use fleet::{fault_settings, keys_of_one_shard, metric_of, Backend, Fleet};
 pub use history::{Floors, Via};

@@ -47,8 +47,8 @@ impl WorkloadOptions {
 struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    fn new(id: u64) -> Rng {
+        Rng(id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
     fn below(&mut self, n: usize) -> usize {
@@ -113,12 +113,15 @@ pub struct Workload {
 }
 
 /// Options of a client mirror as the workload attaches it: bounded by the sidecar's
-/// `max_staleness`, quick to notice a silent stream and to reconnect.
+/// `max_staleness`, quick to notice a silent stream and to reconnect, 5 % of its local current
+/// answers handed to the sidecar's auditor.
 pub fn mirror_options(max_staleness: Duration) -> MirrorOptions {
     MirrorOptions::default()
         .max_staleness(max_staleness)
         .idle_timeout(Duration::from_secs(1))
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(500))
+        // Audited more than by default, so that a fault run judges a few hundred of them.
+        .audit_sample_rate(0.05)
 }
 
 /// A client mirror over `client` with [`mirror_options`].
@@ -140,12 +143,16 @@ impl Workload {
             keys: (0..options.keys).map(|i| format!("key:{i}")).collect(),
             tokens: (0..options.keys).map(|_| Mutex::new(Vec::new())).collect(),
         });
-        // Seed every key with a token so checkers have something to check from the start.
+        // Give every key a token so checkers have something to check from the start.
         let names: Vec<&str> = pool.keys.iter().map(String::as_str).collect();
         let start = Instant::now();
-        let seeded = fleet.clients[0].get(&names).await;
-        record_gets(&history, Via::Sidecar(0), false, &names, start, &seeded);
-        for (i, v) in seeded.expect("seed the keys").iter().enumerate() {
+        let first = fleet.clients[0].get(&names).await;
+        record_gets(&history, Via::Sidecar(0), false, &names, start, &first);
+        for (i, v) in first
+            .expect("a first version of every key")
+            .iter()
+            .enumerate()
+        {
             pool.remember(i, v.token());
         }
         let max_staleness = fleet.limits().max_staleness;
@@ -171,7 +178,7 @@ impl Workload {
         let db = Arc::new((0..ITEMS).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
-        let mut spawn = |role: Role, seed: u64| {
+        let mut spawn = |role: Role, id: u64| {
             let ctx = Ctx {
                 clients: fleet.clients.clone(),
                 mirrors: mirrors.clone(),
@@ -180,16 +187,16 @@ impl Workload {
                 history: Arc::clone(&history),
                 pool: Arc::clone(&pool),
                 stop: Arc::clone(&stop),
-                rng: Rng::new(seed),
+                rng: Rng::new(id),
             };
-            tasks.push((format!("{role:?}#{seed}"), tokio::spawn(ctx.run(role))));
+            tasks.push((format!("{role:?}#{id}"), tokio::spawn(ctx.run(role))));
         };
-        for seed in 0..2 {
-            spawn(Role::Bumper, seed + 1);
+        for id in 0..2 {
+            spawn(Role::Bumper, id + 1);
         }
         spawn(Role::Getter, 11);
-        for seed in 0..5 {
-            spawn(Role::Checker, seed + 21);
+        for id in 0..5 {
+            spawn(Role::Checker, id + 21);
         }
         if fleet.clients.len() > 1 {
             spawn(Role::Racer, 31);

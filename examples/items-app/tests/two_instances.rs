@@ -9,9 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use coherence_example_items::{AppConfig, Item, RunningApp};
-use coherence_sidecar::process::config::Config;
-use coherence_sidecar::Sidecar;
-use coherence_testkit::RedisServer;
+use coherence_testkit::{RedisServer, TestSidecar};
 use tokio_postgres::NoTls;
 
 const MAX_STALENESS: Duration = coherence_client::DEFAULT_MAX_STALENESS;
@@ -81,23 +79,10 @@ impl Drop for TestDatabase {
     }
 }
 
-async fn start_sidecar(redis_url: &str, server_id: &str) -> Sidecar {
-    let mut settings = Config::defaults();
-    settings.redis_url = redis_url.to_string();
-    settings.server_id = server_id.to_string();
-    settings.listen = "127.0.0.1:0".parse().unwrap();
-    settings.admin_listen = "127.0.0.1:0".parse().unwrap();
-    let sidecar = Sidecar::start(Config::validate(settings).unwrap())
-        .await
-        .unwrap();
-    assert!(sidecar.wait_ready(Duration::from_secs(20)).await);
-    sidecar
-}
-
-async fn start_app(sidecar: &Sidecar, database_url: String) -> RunningApp {
+async fn start_app(sidecar: &TestSidecar, database_url: String) -> RunningApp {
     let app = RunningApp::start(AppConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        sidecar: format!("http://{}", sidecar.grpc_addr),
+        sidecar: sidecar.grpc_url(),
         database_url,
         max_items: 1000,
     })
@@ -164,8 +149,8 @@ impl Http {
 async fn an_edit_through_one_instance_is_seen_through_the_other() {
     let database = TestDatabase::create().await;
     let redis = RedisServer::start();
-    let sidecar_1 = start_sidecar(&redis.url(), "one").await;
-    let sidecar_2 = start_sidecar(&redis.url(), "two").await;
+    let sidecar_1 = TestSidecar::start_named(&redis, "one").await;
+    let sidecar_2 = TestSidecar::start_named(&redis, "two").await;
     // Started together, as a deployment would: both create the schema at once.
     let (app_1, app_2) = tokio::join!(
         start_app(&sidecar_1, database.url()),

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_server::CacheVersions;
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::grpc::admission::StreamSlots;
+use crate::grpc::prefix_set::PrefixSet;
 use crate::grpc::validation::Limits;
-use crate::redis::link::LinkError;
-use crate::versions::state::WatchItem;
+use crate::grpc::watch::{HeartbeatBounds, WatchFeed, WatchStream};
+use crate::versions::batcher::BatchError;
 use crate::versions::version::VersionAt;
 use crate::versions::{CheckSource, Versions};
 
@@ -19,14 +20,22 @@ use crate::versions::{CheckSource, Versions};
 pub struct CacheVersionsService {
     versions: Arc<Versions>,
     limits: Limits,
+    /// `max_watch_streams`.
+    watch_slots: StreamSlots,
     shutdown: watch::Receiver<bool>,
 }
 
 impl CacheVersionsService {
-    pub fn new(versions: Arc<Versions>, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        versions: Arc<Versions>,
+        limits: Limits,
+        watch_slots: StreamSlots,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         CacheVersionsService {
             versions,
             limits,
+            watch_slots,
             shutdown,
         }
     }
@@ -45,8 +54,12 @@ fn version(v: VersionAt) -> pb::Version {
     }
 }
 
-fn unavailable(err: LinkError) -> Status {
-    Status::unavailable(err.to_string())
+/// Overload is `RESOURCE_EXHAUSTED` (retry later, elsewhere); Redis trouble `UNAVAILABLE`.
+fn unavailable(err: BatchError) -> Status {
+    match err {
+        BatchError::Overloaded { .. } => Status::resource_exhausted(err.to_string()),
+        BatchError::Link(_) => Status::unavailable(err.to_string()),
+    }
 }
 
 fn is_strong(consistency: i32) -> bool {
@@ -92,6 +105,8 @@ impl CacheVersions for CacheVersionsService {
                         "entries[{i}].version: missing"
                     )));
                 };
+                self.limits
+                    .check_token(&format!("entries[{i}].version.token"), &v.token)?;
                 entries.push((entry.key, v.token));
             }
             let outcomes = self
@@ -135,100 +150,31 @@ impl CacheVersions for CacheVersionsService {
         finish(result)
     }
 
-    type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
+    type WatchStream = WatchStream;
 
     async fn watch(
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
-        self.limits
-            .check_keys("prefixes", req.prefixes.iter().map(String::as_str), true)?;
-        let state = Arc::clone(self.versions.state());
-        let events = state.events.subscribe();
-        let (tx, rx) = mpsc::channel(1024);
-        let shutdown = self.shutdown.clone();
-        let bounds = HeartbeatBounds {
-            max_staleness_ms: millis(state.settings.max_staleness),
-            heartbeat_interval_ms: millis(state.settings.heartbeat_interval),
+        self.limits.check_prefixes(&req.prefixes)?;
+        let slot = self.watch_slots.take()?;
+        let state = self.versions.state();
+        let feed = WatchFeed {
+            events: state.events.reader(),
+            prefixes: PrefixSet::new(&req.prefixes),
+            bounds: HeartbeatBounds {
+                max_staleness_ms: millis(state.settings.max_staleness),
+                heartbeat_interval_ms: millis(state.settings.heartbeat_interval),
+            },
+            shutdown: self.shutdown.clone(),
+            slot,
+            open: state.metrics.watch_streams.clone(),
         };
-        tokio::spawn(async move {
-            state.metrics.watch_streams.inc();
-            forward_events(events, tx, req.prefixes, bounds, shutdown).await;
-            state.metrics.watch_streams.dec();
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(feed.into_stream()))
     }
 }
 
 fn millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The sidecar's settings every heartbeat repeats, so that clients need not be told them.
-#[derive(Debug, Clone, Copy)]
-struct HeartbeatBounds {
-    max_staleness_ms: u64,
-    heartbeat_interval_ms: u64,
-}
-
-/// Forwards hub events matching `prefixes` to one Watch stream until the client goes away or
-/// the sidecar shuts down (then the stream ends with `UNAVAILABLE`).
-async fn forward_events(
-    mut events: broadcast::Receiver<WatchItem>,
-    tx: mpsc::Sender<Result<pb::WatchEvent, Status>>,
-    prefixes: Vec<String>,
-    bounds: HeartbeatBounds,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    use pb::watch_event::Event;
-    let matches =
-        |key: &str| prefixes.is_empty() || prefixes.iter().any(|p| key.starts_with(p.as_str()));
-    loop {
-        let event = tokio::select! {
-            item = events.recv() => match item {
-                Ok(WatchItem::Invalidated(inv)) => {
-                    if !matches(&inv.key) {
-                        continue;
-                    }
-                    Event::Invalidated(pb::Invalidation {
-                        key: inv.key.clone(),
-                        version: Some(pb::Version {
-                            token: inv.version.to_string(),
-                            epoch: inv.epoch.to_string(),
-                            as_of_sequence: inv.seq,
-                        }),
-                        sequence: inv.seq,
-                        shard: inv.shard,
-                        bumped_at_unix_ms: inv.bumped_at_unix_ms,
-                    })
-                }
-                Ok(WatchItem::Resync(reason)) => Event::Resync(pb::Resync { reason: reason.to_string() }),
-                Ok(WatchItem::Heartbeat { fence_age_ms, sent_at_unix_us }) => {
-                    Event::Heartbeat(pb::Heartbeat {
-                        fence_age_ms,
-                        sent_at_unix_us,
-                        max_staleness_ms: bounds.max_staleness_ms,
-                        heartbeat_interval_ms: bounds.heartbeat_interval_ms,
-                    })
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => Event::Resync(pb::Resync {
-                    reason: format!("watcher fell behind and missed {n} events"),
-                }),
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = async { let _ = shutdown.wait_for(|down| *down).await; } => {
-                let _ = tx.send(Err(Status::unavailable("sidecar is shutting down"))).await;
-                return;
-            }
-            _ = tx.closed() => return,
-        };
-        if tx
-            .send(Ok(pb::WatchEvent { event: Some(event) }))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
 }

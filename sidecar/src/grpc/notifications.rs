@@ -2,14 +2,17 @@
 //! streams fed by the sidecar's notification hub.
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::notifications_server::Notifications as NotificationsApi;
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use futures::Stream;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tonic::{Request, Response, Status};
 
+use crate::buffers::ring::{Received, RingReader};
+use crate::grpc::admission::StreamSlots;
 use crate::grpc::validation::Limits;
 use crate::load_balancing::notifications::{FrameError, NoteEvent, Notifications, PublishError};
 
@@ -18,6 +21,8 @@ pub struct NotificationsService {
     hub: Arc<Notifications>,
     limits: Limits,
     max_payload_bytes: usize,
+    /// `max_subscribe_streams`.
+    subscribe_slots: StreamSlots,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -26,12 +31,14 @@ impl NotificationsService {
         hub: Arc<Notifications>,
         limits: Limits,
         max_payload_bytes: usize,
+        subscribe_slots: StreamSlots,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         NotificationsService {
             hub,
             limits,
             max_payload_bytes,
+            subscribe_slots,
             shutdown,
         }
     }
@@ -75,76 +82,86 @@ impl NotificationsApi for NotificationsService {
         Ok(Response::new(pb::PublishResponse { receiving_sidecars }))
     }
 
-    type SubscribeStream = ReceiverStream<Result<pb::NotificationEvent, Status>>;
+    type SubscribeStream = SubscribeStream;
 
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
-        if req.topics.is_empty() {
-            return Err(Status::invalid_argument("topics: name at least one topic"));
-        }
-        self.limits.check_count("topics", req.topics.len())?;
-        for (i, topic) in req.topics.iter().enumerate() {
-            self.limits.check_name(&format!("topics[{i}]"), topic)?;
-        }
+        self.limits.check_topics(&req.topics)?;
+        let slot = self.subscribe_slots.take()?;
         // Listen first, then wait for the subscription: nothing after `subscribed` is missed
         // silently.
-        let events = self.hub.events();
-        let live = self.hub.live();
-        let (tx, rx) = mpsc::channel(1024);
-        let hub = Arc::clone(&self.hub);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(forward(hub, events, live, tx, req.topics, shutdown));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let feed = SubscribeFeed {
+            events: self.hub.events(),
+            live: self.hub.live(),
+            hub: Arc::clone(&self.hub),
+            wanted: req.topics.iter().cloned().collect(),
+            topics: req.topics,
+            subscribed: false,
+            shutdown: self.shutdown.clone(),
+            _slot: slot,
+        };
+        Ok(Response::new(feed.into_stream()))
     }
 }
 
-type EventSender = mpsc::Sender<Result<pb::NotificationEvent, Status>>;
+/// The response stream of Subscribe.
+pub type SubscribeStream =
+    Pin<Box<dyn Stream<Item = Result<pb::NotificationEvent, Status>> + Send>>;
 
-async fn send(tx: &EventSender, event: pb::notification_event::Event) -> bool {
-    tx.send(Ok(pb::NotificationEvent { event: Some(event) }))
-        .await
-        .is_ok()
-}
-
-/// Feeds one Subscribe stream until the client goes away or the sidecar shuts down.
-async fn forward(
+/// One Subscribe stream: `Subscribed` once the hub is live, then the hub's ring read at the
+/// pace the client reads (no queue of its own, like a Watch stream: a client that stops
+/// reading pins only HTTP/2 send buffers, and gets `MissedMessages` for what the ring dropped
+/// meanwhile).
+struct SubscribeFeed {
+    events: RingReader<NoteEvent>,
+    live: watch::Receiver<bool>,
     hub: Arc<Notifications>,
-    mut events: broadcast::Receiver<NoteEvent>,
-    mut live: watch::Receiver<bool>,
-    tx: EventSender,
     topics: Vec<String>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    use pb::notification_event::Event;
-    let metrics = hub.metrics().clone();
-    let went_live = async { live.wait_for(|up| *up).await.is_ok() };
-    tokio::select! {
-        up = went_live => if !up { return },
-        _ = async { let _ = shutdown.wait_for(|down| *down).await; } => {
-            let _ = tx.send(Err(Status::unavailable("sidecar is shutting down"))).await;
-            return;
+    wanted: HashSet<String>,
+    subscribed: bool,
+    shutdown: watch::Receiver<bool>,
+    /// The stream's slot (`max_subscribe_streams`), released with the stream.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl SubscribeFeed {
+    fn into_stream(self) -> SubscribeStream {
+        Box::pin(futures::stream::unfold(Some(self), |feed| async move {
+            let mut feed = feed?;
+            match feed.next().await {
+                Some(event) => Some((Ok(pb::NotificationEvent { event: Some(event) }), Some(feed))),
+                None => Some((Err(Status::unavailable("sidecar is shutting down")), None)),
+            }
+        }))
+    }
+
+    /// The next event; `None` once the sidecar shuts down.
+    async fn next(&mut self) -> Option<pb::notification_event::Event> {
+        use pb::notification_event::Event;
+        if !self.subscribed {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|down| *down) => return None,
+                up = self.live.wait_for(|up| *up) => if up.is_err() { return None },
+            }
+            self.subscribed = true;
+            return Some(Event::Subscribed(pb::Subscribed {
+                topics: self.topics.clone(),
+            }));
         }
-        _ = tx.closed() => return,
-    }
-    if !send(
-        &tx,
-        Event::Subscribed(pb::Subscribed {
-            topics: topics.clone(),
-        }),
-    )
-    .await
-    {
-        return;
-    }
-    let wanted: HashSet<String> = topics.into_iter().collect();
-    loop {
-        let event = tokio::select! {
-            item = events.recv() => match item {
-                Ok(NoteEvent::Message(note)) => {
-                    if !wanted.contains(&note.topic) {
+        let metrics = self.hub.metrics();
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|down| *down) => return None,
+                received = self.events.recv() => received,
+            };
+            return Some(match received {
+                Received::Item(NoteEvent::Message(note)) => {
+                    if !self.wanted.contains(&note.topic) {
                         continue;
                     }
                     metrics.notifications_delivered.inc();
@@ -155,26 +172,27 @@ async fn forward(
                         published_at_unix_ms: note.published_at_unix_ms,
                     })
                 }
-                Ok(NoteEvent::Missed(reason)) => {
-                    metrics.notifications_missed.get_or_create(&[("reason", "reconnect")]).inc();
-                    Event::Missed(pb::MissedMessages { reason: reason.to_string() })
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    metrics.notifications_missed.get_or_create(&[("reason", "lagged")]).inc();
+                Received::Item(NoteEvent::Missed(reason)) => {
+                    metrics
+                        .notifications_missed
+                        .get_or_create(&[("reason", "reconnect")])
+                        .inc();
                     Event::Missed(pb::MissedMessages {
-                        reason: format!("this stream fell behind and {n} messages were dropped"),
+                        reason: reason.to_string(),
                     })
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = async { let _ = shutdown.wait_for(|down| *down).await; } => {
-                let _ = tx.send(Err(Status::unavailable("sidecar is shutting down"))).await;
-                return;
-            }
-            _ = tx.closed() => return,
-        };
-        if !send(&tx, event).await {
-            return;
+                Received::Lagged(n) => {
+                    metrics
+                        .notifications_missed
+                        .get_or_create(&[("reason", "lagged")])
+                        .inc();
+                    Event::Missed(pb::MissedMessages {
+                        reason: format!(
+                            "this stream fell behind and {n} messages were dropped (notification_buffer_bytes)"
+                        ),
+                    })
+                }
+            });
         }
     }
 }

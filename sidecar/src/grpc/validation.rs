@@ -4,14 +4,88 @@
 
 use tonic::Status;
 
+/// Longest version token accepted, in bytes. The sidecar's own tokens are at most 54 bytes
+/// (`<16 hex>.<u64>.<16 hex>`); a longer one cannot be current, and is refused rather than
+/// carried into a Redis read.
+pub const MAX_TOKEN_BYTES: usize = 128;
+
 /// The limits from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_key_bytes: usize,
     pub max_batch_keys: usize,
+    /// Most prefixes one Watch may name.
+    pub max_watch_prefixes: usize,
+    /// Most bytes all prefixes of one Watch may add up to.
+    pub max_watch_prefix_bytes: usize,
 }
 
 impl Limits {
+    /// The limits of `max_key_bytes` and `max_batch_keys` alone, the Watch limits as large
+    /// (for tests and tools that care about keys only).
+    pub fn for_keys(max_key_bytes: usize, max_batch_keys: usize) -> Limits {
+        Limits {
+            max_key_bytes,
+            max_batch_keys,
+            max_watch_prefixes: max_batch_keys,
+            max_watch_prefix_bytes: max_batch_keys.saturating_mul(max_key_bytes),
+        }
+    }
+
+    /// Checks the prefixes of a Watch: each at most `max_key_bytes` (empty allowed: every
+    /// key), at most `max_watch_prefixes` of them and `max_watch_prefix_bytes` in all.
+    pub fn check_prefixes(&self, prefixes: &[String]) -> Result<(), Status> {
+        self.check_stream_filters("prefixes", prefixes)?;
+        for (i, prefix) in prefixes.iter().enumerate() {
+            self.check_key(&format!("prefixes[{i}]"), prefix, true)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the topics of a Subscribe: at least one, each a valid name, and the same count
+    /// and byte limits as Watch prefixes (a stream holds them while open).
+    pub fn check_topics(&self, topics: &[String]) -> Result<(), Status> {
+        if topics.is_empty() {
+            return Err(Status::invalid_argument("topics: name at least one topic"));
+        }
+        self.check_stream_filters("topics", topics)?;
+        for (i, topic) in topics.iter().enumerate() {
+            self.check_name(&format!("topics[{i}]"), topic)?;
+        }
+        Ok(())
+    }
+
+    /// What a stream keeps for its whole life: at most `max_watch_prefixes` items of
+    /// `max_watch_prefix_bytes` in all.
+    fn check_stream_filters(&self, field: &str, items: &[String]) -> Result<(), Status> {
+        if items.len() > self.max_watch_prefixes {
+            return Err(Status::invalid_argument(format!(
+                "{field}: {} items, more than max_watch_prefixes ({})",
+                items.len(),
+                self.max_watch_prefixes
+            )));
+        }
+        let total: usize = items.iter().map(String::len).sum();
+        if total > self.max_watch_prefix_bytes {
+            return Err(Status::invalid_argument(format!(
+                "{field}: {total} bytes in all, more than max_watch_prefix_bytes ({})",
+                self.max_watch_prefix_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a version token named `field`: at most [`MAX_TOKEN_BYTES`].
+    pub fn check_token(&self, field: &str, token: &str) -> Result<(), Status> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "{field}: token is {} bytes, longer than {MAX_TOKEN_BYTES}",
+                token.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks a list of keys (or prefixes, with `allow_empty`) named `field`.
     pub fn check_keys<'a>(
         &self,
@@ -95,10 +169,7 @@ mod tests {
 
     #[test]
     fn names_field_and_index() {
-        let limits = Limits {
-            max_key_bytes: 4,
-            max_batch_keys: 2,
-        };
+        let limits = Limits::for_keys(4, 2);
         let err = limits
             .check_keys("keys", ["a", ""].into_iter(), false)
             .unwrap_err();
@@ -119,14 +190,64 @@ mod tests {
         assert!(limits
             .check_keys("prefixes", [""].into_iter(), true)
             .is_ok());
+        assert!(limits
+            .check_token("t", &"a".repeat(MAX_TOKEN_BYTES))
+            .is_ok());
+        let err = limits
+            .check_token("entries[3].version.token", &"a".repeat(MAX_TOKEN_BYTES + 1))
+            .unwrap_err();
+        assert!(err.message().contains("entries[3]"), "{}", err.message());
+    }
+
+    #[test]
+    fn watch_prefixes_are_limited_in_count_and_bytes() {
+        let limits = Limits {
+            max_watch_prefixes: 2,
+            max_watch_prefix_bytes: 5,
+            ..Limits::for_keys(4, 10)
+        };
+        let strings = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(limits.check_prefixes(&strings(&["ab", "cd"])).is_ok());
+        let err = limits
+            .check_prefixes(&strings(&["a", "b", "c"]))
+            .unwrap_err();
+        assert!(
+            err.message().contains("max_watch_prefixes"),
+            "{}",
+            err.message()
+        );
+        let err = limits
+            .check_prefixes(&strings(&["abc", "def"]))
+            .unwrap_err();
+        assert!(
+            err.message().contains("max_watch_prefix_bytes"),
+            "{}",
+            err.message()
+        );
+        let err = limits.check_prefixes(&strings(&["abcde"])).unwrap_err();
+        assert!(err.message().contains("prefixes[0]"), "{}", err.message());
+        let err = limits.check_topics(&strings(&["a", "b", "c"])).unwrap_err();
+        assert!(
+            err.message().contains("max_watch_prefixes"),
+            "{}",
+            err.message()
+        );
+        let err = limits.check_topics(&[]).unwrap_err();
+        assert!(err.message().contains("at least one"), "{}", err.message());
+    }
+
+    /// From the long fuzz run: a 2-byte-tagged enum whose varint decodes negative.
+    #[test]
+    fn a_negative_enum_re_encodes_longer_but_bounded() {
+        let bytes = [16, 128, 128, 128, 128, 216, 0];
+        let req = pb::GetRequest::decode(&bytes[..]).unwrap();
+        assert!(req.consistency < 0);
+        assert_eq!(req.encoded_len(), 11);
     }
 
     #[test]
     fn the_largest_limits_do_not_overflow_the_message_size() {
-        let limits = Limits {
-            max_key_bytes: usize::MAX,
-            max_batch_keys: usize::MAX,
-        };
+        let limits = Limits::for_keys(usize::MAX, usize::MAX);
         assert_eq!(limits.max_message_bytes(), usize::MAX);
     }
 
@@ -143,11 +264,19 @@ mod tests {
         (
             prop_oneof![1usize..64, Just(usize::MAX)],
             prop_oneof![1usize..8, Just(usize::MAX)],
+            prop_oneof![0usize..8, Just(usize::MAX)],
+            prop_oneof![0usize..64, Just(usize::MAX)],
         )
-            .prop_map(|(max_key_bytes, max_batch_keys)| Limits {
-                max_key_bytes,
-                max_batch_keys,
-            })
+            .prop_map(
+                |(max_key_bytes, max_batch_keys, max_watch_prefixes, max_watch_prefix_bytes)| {
+                    Limits {
+                        max_key_bytes,
+                        max_batch_keys,
+                        max_watch_prefixes,
+                        max_watch_prefix_bytes,
+                    }
+                },
+            )
     }
 
     /// A list of keys against the limits, with the answer worked out independently.
@@ -175,11 +304,43 @@ mod tests {
         Ok(())
     }
 
-    /// Decodes `bytes` as a request: no panic, and nothing bigger than what came in.
+    /// Watch prefixes (or, `topics`, Subscribe topics) against the limits, with the answer
+    /// worked out independently.
+    fn check_filters_against(
+        limits: &Limits,
+        items: &[String],
+        topics: bool,
+    ) -> Result<(), TestCaseError> {
+        let total: usize = items.iter().map(String::len).sum();
+        let expected = items.len() <= limits.max_watch_prefixes
+            && total <= limits.max_watch_prefix_bytes
+            && (!topics || !items.is_empty())
+            && items.iter().all(|i| {
+                i.len() <= limits.max_key_bytes
+                    && (!topics || (!i.is_empty() && !i.contains(['{', '}'])))
+            });
+        let (field, result) = if topics {
+            ("topics", limits.check_topics(items))
+        } else {
+            ("prefixes", limits.check_prefixes(items))
+        };
+        prop_assert_eq!(result.is_ok(), expected, "{:?}", result);
+        if let Err(status) = result {
+            prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            prop_assert!(status.message().starts_with(field));
+            prop_assert!(status.message().len() <= field.len() + MESSAGE_BYTES);
+        }
+        Ok(())
+    }
+
+    /// Decodes `bytes` as a request: no panic, and nothing much bigger than what came in. Not
+    /// "no bigger": a negative `int32` (an enum) re-encodes as 10 bytes however short its
+    /// varint came (the long run found a 7-byte request that re-encodes as 11), so a field of
+    /// at least 2 bytes grows at most 5.5 times.
     fn decode<M: Message + Default>(bytes: &[u8]) -> Result<Option<M>, TestCaseError> {
         match M::decode(bytes) {
             Ok(message) => {
-                prop_assert!(message.encoded_len() <= bytes.len());
+                prop_assert!(message.encoded_len() <= 6 * bytes.len());
                 Ok(Some(message))
             }
             Err(_) => Ok(None),
@@ -220,9 +381,14 @@ mod tests {
             check_keys_against(limits, "keys", &req.keys, false)?;
         }
         if let Some(req) = decode::<pb::WatchRequest>(bytes)? {
-            check_keys_against(limits, "prefixes", &req.prefixes, true)?;
+            check_filters_against(limits, &req.prefixes, false)?;
         }
         if let Some(req) = decode::<pb::CheckRequest>(bytes)? {
+            for entry in &req.entries {
+                let token = entry.version.as_ref().map_or("", |v| v.token.as_str());
+                let result = limits.check_token("token", token);
+                prop_assert_eq!(result.is_ok(), token.len() <= MAX_TOKEN_BYTES);
+            }
             let keys: Vec<String> = req.entries.into_iter().map(|e| e.key).collect();
             check_keys_against(limits, "entries", &keys, false)?;
         }
@@ -230,9 +396,7 @@ mod tests {
             let _ = limits.check_name("topic", &req.topic);
         }
         if let Some(req) = decode::<pb::SubscribeRequest>(bytes)? {
-            for topic in &req.topics {
-                let _ = limits.check_name("topics", topic);
-            }
+            check_filters_against(limits, &req.topics, true)?;
         }
         decode::<pb::TryAcquireRequest>(bytes)?;
         decode::<pb::RenewRequest>(bytes)?;

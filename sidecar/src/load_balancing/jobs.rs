@@ -10,14 +10,9 @@
 //! (leases, periods, the token floor) comes from the Redis clock inside the script; no clock
 //! agreement between servers is assumed.
 
-use std::sync::LazyLock;
-
-use redis::Script;
-
 use crate::load_balancing::ServiceHandle;
 use crate::redis::link::LinkError;
-
-static JOBS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("jobs.lua")));
+use crate::redis::scripts::JOBS;
 
 /// Longest lease, run lease or period accepted, in milliseconds (one day).
 pub const MAX_MS: u64 = 24 * 60 * 60 * 1000;
@@ -124,18 +119,16 @@ impl Jobs {
         job: &str,
         args: &[String],
     ) -> Result<T, LinkError> {
-        let mut invocation = JOBS.prepare_invoke();
+        let mut call = JOBS.call();
         for key in job_keys(&self.handle.namespace, job) {
-            invocation.key(key);
+            call.key(key);
         }
         for arg in args {
-            invocation.arg(arg);
+            call.arg(arg);
         }
         self.handle
             .link
-            .run(name, self.handle.request_timeout, |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
-            })
+            .run_script(name, self.handle.request_timeout, call)
             .await
     }
 

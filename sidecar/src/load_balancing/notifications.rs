@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::watch;
 
+use crate::buffers::push::{PushQueue, Pushed};
+use crate::buffers::ring::{ByteRing, RingReader};
 use crate::load_balancing::ServiceHandle;
 use crate::redis::link::LinkError;
 
@@ -34,6 +36,20 @@ pub enum NoteEvent {
     Message(Arc<Note>),
     /// Messages may have been lost (the subscription connection was re-established).
     Missed(Arc<str>),
+}
+
+impl NoteEvent {
+    /// What the event weighs in the hub's ring: its bytes and a fixed overhead.
+    pub fn weight(&self) -> usize {
+        const OVERHEAD: usize = 128;
+        OVERHEAD
+            + match self {
+                NoteEvent::Message(note) => {
+                    note.topic.len() + note.publisher.len() + note.payload.len()
+                }
+                NoteEvent::Missed(reason) => reason.len(),
+            }
+    }
 }
 
 const FRAME_VERSION: u8 = 1;
@@ -108,21 +124,36 @@ impl Note {
 pub struct Notifications {
     handle: ServiceHandle,
     channel: String,
-    events: broadcast::Sender<NoteEvent>,
+    /// What Subscribe streams read, bounded by `notification_buffer_bytes`.
+    events: Arc<ByteRing<NoteEvent>>,
     live_tx: watch::Sender<bool>,
+    /// The subscription's push queue budget (`push_buffer_bytes`).
+    push_buffer_bytes: usize,
 }
 
 impl Notifications {
-    pub fn new(handle: ServiceHandle) -> Notifications {
+    /// A hub whose ring keeps `buffer_bytes` of notifications and whose subscription queues
+    /// at most `push_buffer_bytes`.
+    pub fn new(
+        handle: ServiceHandle,
+        buffer_bytes: usize,
+        push_buffer_bytes: usize,
+    ) -> Notifications {
         let channel = format!("coh:{{{}:notify}}", handle.namespace);
-        let (events, _) = broadcast::channel(4096);
+        let events = ByteRing::new(buffer_bytes, handle.metrics.buffer("notifications"));
         let (live_tx, _) = watch::channel(false);
         Notifications {
             handle,
             channel,
             events,
             live_tx,
+            push_buffer_bytes,
         }
+    }
+
+    fn send(&self, event: NoteEvent) {
+        let weight = event.weight();
+        self.events.push(event, weight);
     }
 
     /// Where the hub and its streams count.
@@ -131,8 +162,8 @@ impl Notifications {
     }
 
     /// Events for one Subscribe stream (subscribe before waiting for [`Self::live`]).
-    pub fn events(&self) -> broadcast::Receiver<NoteEvent> {
-        self.events.subscribe()
+    pub fn events(&self) -> RingReader<NoteEvent> {
+        self.events.reader()
     }
 
     /// Whether the subscription connection is up, and its changes.
@@ -229,9 +260,13 @@ impl Notifications {
         let Some((url, _)) = plan.into_iter().next() else {
             return Err(SessionError::Disconnected);
         };
-        let (tx, mut rx) = mpsc::unbounded_channel::<PushInfo>();
+        let pushes = PushQueue::new(
+            self.push_buffer_bytes,
+            self.handle.metrics.buffer("push_notifications"),
+            self.handle.metrics.limit_counter("push_buffer_bytes"),
+        );
         let config = AsyncConnectionConfig::new()
-            .set_push_sender(tx)
+            .set_push_sender(pushes.sender())
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)));
         let mut conn = self
@@ -253,15 +288,15 @@ impl Notifications {
                 .redis_reconnects
                 .get_or_create(&[("connection", "notifications")])
                 .inc();
-            let _ = self.events.send(NoteEvent::Missed(Arc::from(
+            self.send(NoteEvent::Missed(Arc::from(
                 "the sidecar's notification subscription was re-established; messages published meanwhile were lost",
             )));
         }
         loop {
             tokio::select! {
-                push = rx.recv() => match push {
-                    Some(push) => self.on_push(push)?,
-                    None => return Err(SessionError::Disconnected),
+                push = pushes.recv() => match push {
+                    Pushed::Message(push) => self.on_push(push)?,
+                    Pushed::Overflowed => return Err(SessionError::Overflowed),
                 },
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
@@ -289,7 +324,7 @@ impl Notifications {
         };
         match Note::decode(&frame) {
             Some(note) => {
-                let _ = self.events.send(NoteEvent::Message(Arc::new(note)));
+                self.send(NoteEvent::Message(Arc::new(note)));
             }
             None => tracing::debug!("ignoring a notification frame that is not ours"),
         }
@@ -305,6 +340,8 @@ enum SessionError {
     Link(#[from] LinkError),
     #[error("notification subscription connection dropped")]
     Disconnected,
+    #[error("notification subscription fell behind by more than push_buffer_bytes")]
+    Overflowed,
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@
 //! does not register, does not touch the lease, and refuses to serve: not ready
 //! ([`Servers::is_registered`] false), an error log line, `coherence_server_id_conflict` 1,
 //! role `UNKNOWN`. It takes the id over once the other process has left or its heartbeat is
-//! older than `server_ttl_ms` — so a sidecar restarted after a crash waits that long. The role is either pinned by configuration (static mode, like the
-//! seed's `StaticServerAccessor`) or elected: the same call renews a leader lease (SET NX PX,
+//! older than `server_ttl_ms` — so a sidecar restarted after a crash waits that long. The role is either pinned by configuration (static mode, like
+//! Umbraco's `StaticServerAccessor`) or elected: the same call renews a leader lease (SET NX PX,
 //! extended only by its holder). The holder is `SCHEDULING_PUBLISHER` (`SINGLE` when it is the
 //! only live server), the others `SUBSCRIBER`.
 //!
@@ -24,19 +24,17 @@
 //! successful heartbeat for `server_ttl_ms`, the role is `UNKNOWN`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::Script;
 use tokio::sync::{watch, Notify};
 
 use crate::invalid_setting::InvalidSetting;
 use crate::load_balancing::ServiceHandle;
 use crate::redis::link::LinkError;
+use crate::redis::scripts::SERVERS;
 
-static SERVERS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("servers.lua")));
-
-/// The seed's server roles.
+/// Umbraco's server roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     Single,
@@ -384,9 +382,8 @@ impl Servers {
     /// The live servers of the namespace and the current leader.
     pub async fn list(&self) -> Result<(Vec<ServerEntry>, String), LinkError> {
         let [live, info, leader] = self.keys("");
-        let mut invocation = SERVERS.prepare_invoke();
-        invocation
-            .key(live)
+        let mut call = SERVERS.call();
+        call.key(live)
             .key(info)
             .key(leader)
             .arg("list")
@@ -395,11 +392,7 @@ impl Servers {
         let reply: Vec<String> = self
             .handle
             .link
-            .run(
-                "servers_list",
-                self.handle.request_timeout,
-                |mut conn| async move { invocation.invoke_async(&mut conn).await },
-            )
+            .run_script("servers_list", self.handle.request_timeout, call)
             .await?;
         let mut fields = reply.into_iter();
         let leader = fields.next().unwrap_or_default();
@@ -421,9 +414,8 @@ impl Servers {
     /// One heartbeat: registers this server and renews (or tries to take) the leader lease.
     async fn tick(&self) -> Result<(), LinkError> {
         let [live, info, leader] = self.keys(self.server_id());
-        let mut invocation = SERVERS.prepare_invoke();
-        invocation
-            .key(live)
+        let mut call = SERVERS.call();
+        call.key(live)
             .key(info)
             .key(leader)
             .arg("tick")
@@ -442,9 +434,7 @@ impl Servers {
         let (leading, leader_id, live_servers, conflict): (u8, String, u32, u8) = self
             .handle
             .link
-            .run("servers_tick", timeout, |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
-            })
+            .run_script("servers_tick", timeout, call)
             .await?;
         self.set_conflict(conflict == 1);
         let lease = self.lease();
@@ -482,9 +472,8 @@ impl Servers {
     /// Leaves the registry and gives the lease up (graceful shutdown).
     async fn leave(&self) {
         let [live, info, leader] = self.keys(self.server_id());
-        let mut invocation = SERVERS.prepare_invoke();
-        invocation
-            .key(live)
+        let mut call = SERVERS.call();
+        call.key(live)
             .key(info)
             .key(leader)
             .arg("leave")
@@ -493,11 +482,7 @@ impl Servers {
         let left: Result<u8, _> = self
             .handle
             .link
-            .run(
-                "servers_leave",
-                Duration::from_millis(500),
-                |mut conn| async move { invocation.invoke_async(&mut conn).await },
-            )
+            .run_script("servers_leave", Duration::from_millis(500), call)
             .await;
         if let Err(err) = left {
             tracing::debug!(error = %err, "could not leave the server registry; it expires");

@@ -5,7 +5,9 @@
 //! cardinality stays fixed however many keys an application uses. [`exposition`] renders them
 //! in the two text formats `/metrics` speaks.
 
+pub mod audit;
 pub mod exposition;
+pub mod labels;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +20,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-/// Label sets of one, two and three labels.
-pub type Labels1 = [(&'static str, &'static str); 1];
-pub type Labels2 = [(&'static str, &'static str); 2];
-pub type Labels3 = [(&'static str, &'static str); 3];
+use crate::metrics::audit::AuditMetrics;
+
+pub use labels::{Labels1, Labels2, Labels3};
 
 /// The sidecar's metrics; cheap to clone (every handle is shared).
 #[derive(Clone)]
@@ -47,6 +48,12 @@ pub struct Metrics {
     pub redis_command_duration: Family<Labels1, Histogram>,
     pub redis_errors: Family<Labels1, Counter>,
     pub watch_streams: Gauge,
+    /// Bytes held by each bounded buffer (see `crate::buffers`), by `buffer`.
+    pub buffer_bytes: Family<Labels1, Gauge>,
+    /// Calls refused because a limit was reached, by `limit`.
+    pub limits_reached: Family<Labels1, Counter>,
+    /// Calls dropped before their Redis batch was sent, their caller gone.
+    pub calls_abandoned: Counter,
     pub ready: Gauge,
     pub read_leases_held: Gauge,
     /// Strong checks and gets by `source`: mirror (under a read lease) or redis.
@@ -54,6 +61,7 @@ pub struct Metrics {
     pub bump_ack_wait: Histogram,
     pub bumps_waited_for_expiry: Counter,
     pub load_balancing: LoadBalancingMetrics,
+    pub audit: AuditMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -84,6 +92,9 @@ impl Metrics {
             redis_command_duration: Family::new_with_constructor(latency_histogram),
             redis_errors: Family::default(),
             watch_streams: Gauge::default(),
+            buffer_bytes: Family::default(),
+            limits_reached: Family::default(),
+            calls_abandoned: Counter::default(),
             ready: Gauge::default(),
             read_leases_held: Gauge::default(),
             strong_answers: Family::default(),
@@ -91,6 +102,7 @@ impl Metrics {
             bump_ack_wait: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             bumps_waited_for_expiry: Counter::default(),
             load_balancing: LoadBalancingMetrics::default(),
+            audit: AuditMetrics::default(),
         };
         let r = &mut registry;
         r.register(
@@ -185,6 +197,21 @@ impl Metrics {
             m.watch_streams.clone(),
         );
         r.register(
+            "buffer_bytes",
+            "Bytes held by each bounded buffer (watch, notifications, push_invalidations, push_notifications, mirror, batch_get, batch_read, batch_bump); each is capped by its setting",
+            m.buffer_bytes.clone(),
+        );
+        r.register(
+            "limits_reached",
+            "Calls or streams refused, and buffers that overflowed, because a limit was reached, by limit",
+            m.limits_reached.clone(),
+        );
+        r.register(
+            "calls_abandoned",
+            "Get, Check and Bump calls dropped before their Redis batch was sent because the caller had gone away (cancelled, or its deadline passed)",
+            m.calls_abandoned.clone(),
+        );
+        r.register(
             "ready",
             "1 when the sidecar is ready to serve",
             m.ready.clone(),
@@ -229,7 +256,11 @@ impl Metrics {
         for op in ["read", "bump", "fence", "read_log"] {
             let _ = m.redis_errors.get_or_create(&[("op", op)]);
         }
+        for buffer in BUFFERS {
+            let _ = m.buffer_bytes.get_or_create(&[("buffer", buffer)]);
+        }
         m.load_balancing.register(r);
+        m.audit.register(r);
         Metrics {
             registry: Arc::new(registry),
             ..m
@@ -253,12 +284,43 @@ impl Metrics {
         }
     }
 
+    /// The gauge of one bounded buffer (one of [`BUFFERS`]).
+    pub fn buffer(&self, buffer: &'static str) -> Gauge {
+        self.buffer_bytes
+            .get_or_create(&[("buffer", buffer)])
+            .clone()
+    }
+
+    /// The counter of refusals and overflows at `limit`.
+    pub fn limit_counter(&self, limit: &'static str) -> Counter {
+        self.limits_reached
+            .get_or_create(&[("limit", limit)])
+            .clone()
+    }
+
+    /// Counts one refusal or overflow at `limit`.
+    pub fn limit_reached(&self, limit: &'static str) {
+        self.limit_counter(limit).inc();
+    }
+
     pub fn set_connected(&self, connection: &'static str, up: bool) {
         self.redis_connected
             .get_or_create(&[("connection", connection)])
             .set(i64::from(up));
     }
 }
+
+/// The bounded buffers, as the label `buffer` of `coherence_buffer_bytes` names them.
+pub const BUFFERS: &[&str] = &[
+    "watch",
+    "notifications",
+    "push_invalidations",
+    "push_notifications",
+    "mirror",
+    "batch_get",
+    "batch_read",
+    "batch_bump",
+];
 
 /// Metrics of the load-balancing services: roles, jobs and notifications.
 #[derive(Clone, Default)]

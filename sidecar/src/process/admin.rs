@@ -29,7 +29,7 @@ pub fn router(readiness: Arc<Readiness>) -> Router {
 async fn metrics(State(readiness): State<Arc<Readiness>>, headers: HeaderMap) -> impl IntoResponse {
     let state = readiness.versions();
     state.metrics.ready.set(i64::from(readiness.is_ready()));
-    state.metrics.mirror_keys.set(state.mirror.len() as i64);
+    state.record_mirror_size();
     let openmetrics = state.metrics.encode();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     if exposition::wants_openmetrics(accept) {
@@ -56,6 +56,11 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, &'stati
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else if !readiness.versions().link.is_connected() {
         (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n")
+    } else if !readiness.versions().link.scripts().usable() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis lacks this sidecar's functions library (run coherence-sidecar functions load)\n",
+        )
     } else if !readiness.is_registered() {
         (
             StatusCode::SERVICE_UNAVAILABLE,

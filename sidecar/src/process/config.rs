@@ -15,11 +15,13 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::grpc::transport::TransportLimits;
 use crate::invalid_setting::InvalidSetting;
 use crate::load_balancing::servers::ServersConfig;
 pub use crate::process::listen::ListenAddr;
 use crate::redis::access::AccessSettings;
 use crate::redis::config::{RedisConfig, RedisSettings};
+use crate::redis::scripts::ScriptMode;
 use crate::redis::url::redact_url;
 use crate::secrets::Secret;
 use crate::versions::leases::{LeaseSettings, MAX_READ_LEASE_MS};
@@ -58,7 +60,7 @@ macro_rules! settings {
     ($( $(#[$attr:meta])* $name:ident : $ty:ty = $default:expr, $default_doc:literal, $env:literal, $meaning:literal; )*) => {
         /// Command-line flags and environment variables (each unset unless given).
         #[derive(Debug, Parser)]
-        #[command(name = "coherence-sidecar", version, about = "coherence sidecar: cache version counters in Redis, served over localhost gRPC")]
+        #[command(name = "coherence-sidecar", version, about = "coherence sidecar: cache version counters in Redis, served over localhost gRPC", after_help = "Also: coherence-sidecar functions load [Redis settings] installs the Redis Functions library that redis_scripts = functions calls (run it with an administrator's credential); coherence-sidecar functions print prints it. See docs/security.md.")]
         pub struct Flags {
             /// Optional TOML configuration file.
             #[arg(long, env = "COHERENCE_CONFIG")]
@@ -140,6 +142,8 @@ settings! {
         "Longest Get and Bump wait for Redis before answering UNAVAILABLE.";
     mirror_max_keys: usize = 500_000, "500000", "COHERENCE_MIRROR_MAX_KEYS",
         "Most versions the in-memory mirror keeps (about 140 bytes each); past it an arbitrary eighth of a shard is dropped and read from Redis when next asked.";
+    mirror_max_bytes: usize = 64 << 20, "67108864 (64 MiB)", "COHERENCE_MIRROR_MAX_BYTES",
+        "Most bytes the mirror's versions may take (each counted as its key's length plus 112 bytes); past it an arbitrary eighth of a shard is dropped, as for mirror_max_keys.";
     replay_log_len: u64 = 10_000, "10000", "COHERENCE_REPLAY_LOG_LEN",
         "Invalidations kept per shard for gap repair (approximate, capped stream).";
     version_ttl_ms: u64 = 86_400_000, "86400000 (1 day)", "COHERENCE_VERSION_TTL_MS",
@@ -150,6 +154,8 @@ settings! {
         "Read leases: while this sidecar holds one (renewed every third of it), strong checks and gets are answered from its mirror, and every bump waits until each holder acknowledged it or its lease ran out (at most this long). 0 = off; 100 to 10000. Use the same value on every sidecar of a namespace; see docs/design.md, Read leases.";
     read_lease_margin_ms: u64 = 20, "20", "COHERENCE_READ_LEASE_MARGIN_MS",
         "Clock-drift margin of read leases: holders stop this much earlier, bumpers wait this much longer (beyond a 0.1 % rate error already allowed for). At most a quarter of read_lease_ms.";
+    redis_scripts: String = "eval".to_string(), "eval", "COHERENCE_REDIS_SCRIPTS",
+        "How the sidecar runs its Lua scripts: eval (EVALSHA, and SCRIPT LOAD when Redis lacks one) or functions (FCALL of the versioned Redis Functions library that coherence-sidecar functions load installs; Redis 7+; its ACL user then needs no EVAL, EVALSHA, SCRIPT LOAD or FUNCTION LOAD). See docs/security.md.";
     allow_evicting_policy: bool = false, "false", "COHERENCE_ALLOW_EVICTING_POLICY",
         "Serve even when Redis's maxmemory-policy can evict keys that have no time to live (allkeys-*): shard state and job run records (see docs/design.md).";
     drain_timeout_ms: u64 = 5_000, "5000", "COHERENCE_DRAIN_TIMEOUT_MS",
@@ -180,6 +186,34 @@ settings! {
         "Address shown for this server in server lists.";
     max_payload_bytes: usize = 65_536, "65536", "COHERENCE_MAX_PAYLOAD_BYTES",
         "Largest notification payload accepted by Publish, in bytes.";
+    max_watch_prefixes: usize = 1_000, "1000", "COHERENCE_MAX_WATCH_PREFIXES",
+        "Most key prefixes one Watch (or topics one Subscribe) may name; INVALID_ARGUMENT past it.";
+    max_watch_prefix_bytes: usize = 65_536, "65536", "COHERENCE_MAX_WATCH_PREFIX_BYTES",
+        "Most bytes the prefixes of one Watch (or topics of one Subscribe) may add up to; INVALID_ARGUMENT past it.";
+    watch_buffer_bytes: usize = 8 << 20, "8388608 (8 MiB)", "COHERENCE_WATCH_BUFFER_BYTES",
+        "Bytes of recent invalidations and heartbeats kept for Watch streams, shared by all of them; a stream further behind (its app does not read) gets a Resync and skips ahead. See docs/operations.md, memory budget.";
+    max_watch_streams: usize = 32, "32", "COHERENCE_MAX_WATCH_STREAMS",
+        "Most Watch streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 576 KiB (HTTP/2 send buffers, its prefixes) while its app does not read.";
+    notification_buffer_bytes: usize = 8 << 20, "8388608 (8 MiB)", "COHERENCE_NOTIFICATION_BUFFER_BYTES",
+        "Bytes of recent notifications kept for Subscribe streams, shared by all of them; a stream further behind gets MissedMessages and skips ahead.";
+    max_subscribe_streams: usize = 32, "32", "COHERENCE_MAX_SUBSCRIBE_STREAMS",
+        "Most Subscribe streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 576 KiB, as a Watch stream.";
+    push_buffer_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_PUSH_BUFFER_BYTES",
+        "Bytes of pub/sub messages from Redis queued for each of the two subscriptions (invalidations, notifications); past it the subscription is re-established and what was missed is repaired or announced.";
+    batch_queue_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_BATCH_QUEUE_BYTES",
+        "Most bytes of keys (each counted as its length + 64) waiting for or in a Redis round trip, for each of Get, Check and Bump; a call past it is refused at once: RESOURCE_EXHAUSTED for Get and Bump, current = false (fail closed) for Check. One call is always admitted when none waits.";
+    max_concurrent_streams: u32 = 1_024, "1024", "COHERENCE_MAX_CONCURRENT_STREAMS",
+        "Most gRPC calls and streams at once on one HTTP/2 connection (advertised as SETTINGS_MAX_CONCURRENT_STREAMS: a client waits or opens another connection).";
+    max_header_list_bytes: u32 = 16_384, "16384", "COHERENCE_MAX_HEADER_LIST_BYTES",
+        "Largest block of request headers (metadata) accepted on the gRPC port, in bytes; a larger one is refused.";
+    http2_keepalive_ms: u64 = 30_000, "30000", "COHERENCE_HTTP2_KEEPALIVE_MS",
+        "How often the gRPC server pings each HTTP/2 connection (0: never); see http2_keepalive_timeout_ms.";
+    http2_keepalive_timeout_ms: u64 = 10_000, "10000", "COHERENCE_HTTP2_KEEPALIVE_TIMEOUT_MS",
+        "A connection whose client does not answer a ping within this long is closed and its calls and streams end.";
+    audit_sample_rate: f64 = 0.01, "0.01", "COHERENCE_AUDIT_SAMPLE_RATE",
+        "Fraction (0 to 1) of the answers calling a version current that the consistency auditor samples and judges against the replay log (0: off). See docs/operations.md, The consistency SLO.";
+    canary_interval_ms: u64 = 1_000, "1000", "COHERENCE_CANARY_INTERVAL_MS",
+        "How often the propagation prober bumps this sidecar's canary key __coherence__/canary/<server_id> (0: never); every sidecar records how long its mirror took to apply each canary bump.";
     log_format: String = "text".to_string(), "text", "COHERENCE_LOG_FORMAT",
         "Log lines on stderr: text (coloured only when stderr is a terminal and NO_COLOR is unset) or json (one object per line, for log pipelines). RUST_LOG filters them.";
 }
@@ -265,6 +299,16 @@ impl Config {
                 *path = None;
             }
         }
+        if ScriptMode::parse(&settings.redis_scripts).is_none() {
+            return Err(invalid(
+                "redis_scripts",
+                format!(
+                    "{:?} is not one of {}",
+                    settings.redis_scripts,
+                    ScriptMode::NAMES.join(", ")
+                ),
+            ));
+        }
         let redis = RedisConfig::new(&settings.redis_settings())?;
         crate::redis::keyspace::validate_namespace(&settings.namespace)
             .map_err(|m| invalid("namespace", m))?;
@@ -283,8 +327,31 @@ impl Config {
         if settings.max_batch_keys == 0 {
             return Err(invalid("max_batch_keys", "must be at least 1".into()));
         }
-        if settings.mirror_max_keys == 0 {
-            return Err(invalid("mirror_max_keys", "must be at least 1".into()));
+        for (name, value) in [
+            ("mirror_max_keys", settings.mirror_max_keys),
+            ("mirror_max_bytes", settings.mirror_max_bytes),
+            ("max_watch_prefixes", settings.max_watch_prefixes),
+            ("watch_buffer_bytes", settings.watch_buffer_bytes),
+            ("max_watch_streams", settings.max_watch_streams),
+            (
+                "notification_buffer_bytes",
+                settings.notification_buffer_bytes,
+            ),
+            ("max_subscribe_streams", settings.max_subscribe_streams),
+            ("push_buffer_bytes", settings.push_buffer_bytes),
+            ("batch_queue_bytes", settings.batch_queue_bytes),
+            (
+                "max_concurrent_streams",
+                settings.max_concurrent_streams as usize,
+            ),
+            (
+                "max_header_list_bytes",
+                settings.max_header_list_bytes as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "must be at least 1".into()));
+            }
         }
         for (name, value) in [
             ("heartbeat_interval_ms", settings.heartbeat_interval_ms),
@@ -293,6 +360,10 @@ impl Config {
             ("request_timeout_ms", settings.request_timeout_ms),
             ("reconcile_interval_ms", settings.reconcile_interval_ms),
             ("replay_log_len", settings.replay_log_len),
+            (
+                "http2_keepalive_timeout_ms",
+                settings.http2_keepalive_timeout_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be greater than 0".into()));
@@ -318,6 +389,12 @@ impl Config {
             ));
         }
         validate_read_lease(&settings)?;
+        if !(0.0..=1.0).contains(&settings.audit_sample_rate) {
+            return Err(invalid(
+                "audit_sample_rate",
+                format!("{} is not between 0 and 1", settings.audit_sample_rate),
+            ));
+        }
         if settings.max_staleness_ms <= settings.heartbeat_interval_ms {
             return Err(invalid(
                 "max_staleness_ms",
@@ -354,6 +431,22 @@ impl Config {
         Duration::from_millis(self.settings.drain_timeout_ms)
     }
 
+    /// The gRPC server's transport limits. The server's own deadline for any call is a last
+    /// resort, well past every deadline the operations apply themselves (`request_timeout`,
+    /// `check_deadline`, and waits for read leases of at most 10 s).
+    pub fn transport_limits(&self) -> TransportLimits {
+        let s = &self.settings;
+        TransportLimits {
+            max_concurrent_streams: s.max_concurrent_streams,
+            max_header_list_bytes: s.max_header_list_bytes,
+            keepalive: (s.http2_keepalive_ms > 0)
+                .then(|| Duration::from_millis(s.http2_keepalive_ms)),
+            keepalive_timeout: Duration::from_millis(s.http2_keepalive_timeout_ms),
+            call_timeout: self.request_timeout().max(self.check_deadline())
+                + Duration::from_secs(30),
+        }
+    }
+
     /// The settings of the cache-version tasks.
     pub fn versions_settings(&self) -> VersionsSettings {
         let s = &self.settings;
@@ -371,6 +464,12 @@ impl Config {
                 period: Duration::from_millis(s.read_lease_ms),
                 margin: Duration::from_millis(s.read_lease_margin_ms),
             },
+            mirror_max_bytes: s.mirror_max_bytes,
+            watch_buffer_bytes: s.watch_buffer_bytes,
+            push_buffer_bytes: s.push_buffer_bytes,
+            batch_queue_bytes: s.batch_queue_bytes,
+            audit_sample_rate: s.audit_sample_rate,
+            canary_interval: Duration::from_millis(s.canary_interval_ms),
         }
     }
 
@@ -458,6 +557,7 @@ impl Settings {
                 sentinel_password_file: self.sentinel_password_file.as_deref(),
             },
             allow_evicting_policy: self.allow_evicting_policy,
+            scripts: ScriptMode::parse(&self.redis_scripts).unwrap_or_default(),
         }
     }
 }
@@ -600,6 +700,10 @@ mod tests {
         assert!(err.to_string().contains("read_lease_ms"), "{err}");
         let err = parse(&["--read-lease-ms", "200", "--read-lease-margin-ms", "60"]).unwrap_err();
         assert!(err.to_string().contains("read_lease_margin_ms"), "{err}");
+        let err = parse(&["--audit-sample-rate", "1.5"]).unwrap_err();
+        assert!(err.to_string().contains("audit_sample_rate"), "{err}");
+        let err = parse(&["--audit-sample-rate", "NaN"]).unwrap_err();
+        assert!(err.to_string().contains("audit_sample_rate"), "{err}");
         let err = parse(&["--max-staleness-ms", "50"]).unwrap_err();
         assert!(err.to_string().contains("max_staleness_ms"), "{err}");
     }

@@ -2,7 +2,8 @@
 //! `coherence_ready` gauge give.
 //!
 //! Ready means the sidecar can vouch for versions (Redis verified, subscription live, every
-//! shard synced: [`VersionsState::is_synced`]), its server_id is its own
+//! shard synced: [`VersionsState::is_synced`]; in functions mode, Redis has the library its
+//! calls need: [`crate::redis::scripts::ScriptRunner::usable`]), its server_id is its own
 //! ([`Servers::is_registered`]), and it is not shutting down.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +31,10 @@ impl Readiness {
     /// Ready to serve: not draining, server_id registered as ours, Redis verified,
     /// subscription live, every shard synced.
     pub fn is_ready(&self) -> bool {
-        !self.is_shutting_down() && self.servers.is_registered() && self.versions.is_synced()
+        !self.is_shutting_down()
+            && self.servers.is_registered()
+            && self.versions.is_synced()
+            && self.versions.link.scripts().usable()
     }
 
     /// Readiness drops for good: the sidecar is draining.

@@ -14,20 +14,23 @@ use std::time::Duration;
 use coherence_proto::v1::cache_versions_server::CacheVersionsServer;
 use coherence_proto::v1::jobs_server::JobsServer;
 use coherence_proto::v1::notifications_server::NotificationsServer;
+use coherence_proto::v1::observer_server::ObserverServer;
 use coherence_proto::v1::servers_server::ServersServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::grpc::admission::StreamSlots;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::cache_versions::CacheVersionsService;
 use crate::grpc::jobs::JobsService;
 use crate::grpc::metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::grpc::notifications::NotificationsService;
+use crate::grpc::observer::ObserverService;
 use crate::grpc::servers::ServersService;
+use crate::grpc::transport::TransportLimits;
 use crate::grpc::validation::Limits;
 use crate::load_balancing::jobs::Jobs;
 use crate::load_balancing::notifications::Notifications;
@@ -40,6 +43,7 @@ use crate::process::listen::{GrpcListener, ListenAddr};
 use crate::process::readiness::Readiness;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
+use crate::versions::audit::{canary, worker};
 use crate::versions::leases::holder;
 use crate::versions::state::VersionsState;
 use crate::versions::Versions;
@@ -165,7 +169,17 @@ impl Sidecar {
                 Arc::clone(versions.reader()),
                 shutdown_rx.clone(),
             )),
+            tokio::spawn(worker::run(Arc::clone(&state), shutdown_rx.clone())),
         ];
+        let canary_interval = state.settings.canary_interval;
+        if !canary_interval.is_zero() {
+            tasks.push(tokio::spawn(canary::run(
+                Arc::clone(&state),
+                Arc::clone(versions.bumper()),
+                canary_interval,
+                shutdown_rx.clone(),
+            )));
+        }
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         tasks.push(tokio::spawn(report_health(
@@ -188,10 +202,17 @@ impl Sidecar {
         let limits = Limits {
             max_key_bytes: settings.max_key_bytes,
             max_batch_keys: settings.max_batch_keys,
+            max_watch_prefixes: settings.max_watch_prefixes,
+            max_watch_prefix_bytes: settings.max_watch_prefix_bytes,
         };
         let service = CacheVersionsServer::new(CacheVersionsService::new(
             Arc::clone(&versions),
             limits,
+            StreamSlots::new(
+                settings.max_watch_streams,
+                "max_watch_streams",
+                metrics.clone(),
+            ),
             shutdown_rx.clone(),
         ))
         .max_decoding_message_size(limits.max_message_bytes());
@@ -203,7 +224,11 @@ impl Sidecar {
         tasks.push(tokio::spawn(
             Arc::clone(&servers).run_status(shutdown_rx.clone()),
         ));
-        let notifications = Arc::new(Notifications::new(handle));
+        let notifications = Arc::new(Notifications::new(
+            handle,
+            settings.notification_buffer_bytes,
+            settings.push_buffer_bytes,
+        ));
         tasks.push(tokio::spawn(
             Arc::clone(&notifications).run(shutdown_rx.clone()),
         ));
@@ -211,6 +236,11 @@ impl Sidecar {
             Arc::clone(&notifications),
             limits,
             settings.max_payload_bytes,
+            StreamSlots::new(
+                settings.max_subscribe_streams,
+                "max_subscribe_streams",
+                metrics.clone(),
+            ),
             shutdown_rx.clone(),
         ))
         .max_decoding_message_size(NotificationsService::max_message_bytes(
@@ -221,8 +251,13 @@ impl Sidecar {
             Arc::clone(&servers),
             shutdown_rx.clone(),
         ));
+        let observer_service =
+            ObserverServer::new(ObserverService::new(Arc::clone(&state), limits))
+                .max_decoding_message_size(limits.max_message_bytes());
         let mut grpc_shutdown = shutdown_rx.clone();
-        let router = tonic::transport::Server::builder()
+        let router = config
+            .transport_limits()
+            .server()
             .layer(GrpcMetricsLayer::new(
                 metrics.clone(),
                 KnownMethods::from_descriptor_sets(DESCRIPTOR_SETS),
@@ -234,7 +269,8 @@ impl Sidecar {
             .add_service(service)
             .add_service(jobs_service)
             .add_service(servers_service)
-            .add_service(notifications_service);
+            .add_service(notifications_service)
+            .add_service(observer_service);
         let signal = async move {
             let _ = grpc_shutdown.wait_for(|down| *down).await;
         };
@@ -244,14 +280,9 @@ impl Sidecar {
         };
         let grpc_task = tokio::spawn(async move {
             match grpc_listener {
-                // TCP_NODELAY as `Server::serve` would set it: without it a response written in
-                // more than one segment waits for the client's delayed ACK (~40 ms per batch Check).
                 GrpcListener::Tcp(listener) => {
                     router
-                        .serve_with_incoming_shutdown(
-                            TcpIncoming::from(listener).with_nodelay(Some(true)),
-                            signal,
-                        )
+                        .serve_with_incoming_shutdown(TransportLimits::incoming(listener), signal)
                         .await
                 }
                 GrpcListener::Unix(listener, _) => {

@@ -5,6 +5,7 @@
 
 use crate::invalid_setting::InvalidSetting;
 use crate::redis::access::{AccessSettings, RedisAccess};
+use crate::redis::scripts::ScriptMode;
 use crate::redis::target::RedisTarget;
 use crate::redis::url::{redact_url, url_secrets};
 
@@ -14,6 +15,8 @@ pub struct RedisSettings<'a> {
     pub url: &'a str,
     pub access: AccessSettings<'a>,
     pub allow_evicting_policy: bool,
+    /// `redis_scripts`, parsed.
+    pub scripts: ScriptMode,
 }
 
 /// How to reach Redis, resolved once (password and CA files read). `Debug` counts the
@@ -26,6 +29,8 @@ pub struct RedisConfig {
     pub url_for_logs: String,
     /// Serve even when Redis can evict keys without a time to live (see [`crate::redis::link`]).
     pub allow_evicting_policy: bool,
+    /// How the scripts run (`redis_scripts`).
+    pub scripts: ScriptMode,
     /// Every password this configuration holds, the URL's included.
     secrets: Vec<String>,
 }
@@ -38,6 +43,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("target", &self.target)
             .field("url_for_logs", &self.url_for_logs)
             .field("allow_evicting_policy", &self.allow_evicting_policy)
+            .field("scripts", &self.scripts)
             .field("secrets", &format_args!("{} hidden", self.secrets.len()))
             .finish()
     }
@@ -72,6 +78,7 @@ impl RedisConfig {
             target,
             url_for_logs: redact_url(s.url),
             allow_evicting_policy: s.allow_evicting_policy,
+            scripts: s.scripts,
             secrets,
         })
     }

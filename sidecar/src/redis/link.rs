@@ -18,6 +18,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::metrics::Metrics;
 use crate::redis::config::RedisConfig;
+use crate::redis::scripts::{ScriptCall, ScriptRunner};
 use crate::redis::target::{CommandConnection, RedisTarget};
 
 /// Why a Redis operation did not produce an answer.
@@ -50,6 +51,7 @@ struct Inner {
     target: RedisTarget,
     url_for_logs: String,
     allow_evicting_policy: bool,
+    scripts: ScriptRunner,
     metrics: Metrics,
     current: RwLock<Option<Verified>>,
     broken: Notify,
@@ -72,6 +74,7 @@ impl RedisLink {
                 target: config.target.clone(),
                 url_for_logs: config.url_for_logs.clone(),
                 allow_evicting_policy: config.allow_evicting_policy,
+                scripts: ScriptRunner::new(config.scripts),
                 metrics,
                 current: RwLock::new(None),
                 broken: Notify::new(),
@@ -84,6 +87,25 @@ impl RedisLink {
     /// The Redis deployment, for connections of other kinds (the subscription).
     pub fn target(&self) -> &RedisTarget {
         &self.inner.target
+    }
+
+    /// How scripts run on this link (and whether Redis has the Functions library).
+    pub fn scripts(&self) -> &ScriptRunner {
+        &self.inner.scripts
+    }
+
+    /// Runs one script call (see [`RedisLink::run`]).
+    pub async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        name: &'static str,
+        timeout: Duration,
+        call: ScriptCall,
+    ) -> Result<T, LinkError> {
+        let scripts = self.scripts();
+        self.run(name, timeout, |mut conn| async move {
+            scripts.run(&call, &mut conn).await
+        })
+        .await
     }
 
     pub fn is_connected(&self) -> bool {

@@ -56,7 +56,7 @@ enum TargetKind {
         node: NodeTemplate,
     },
     Cluster {
-        seeds: Vec<String>,
+        startup_nodes: Vec<String>,
     },
 }
 
@@ -102,15 +102,15 @@ impl RedisTarget {
         self.access.client(url)
     }
 
-    /// Builds the clients the URL names (seeds, sentinels; data nodes found at run time
+    /// Builds the clients the URL names (startup nodes, sentinels; data nodes found at run time
     /// excepted), so that a bad URL or TLS root is a configuration error at start rather than
     /// at connect time.
     pub fn check(&self) -> RedisResult<()> {
         match &self.kind {
             TargetKind::Standalone { url } => self.client(url).map(drop),
-            TargetKind::Cluster { seeds } => {
-                seeds.iter().try_for_each(|url| self.client(url).map(drop))
-            }
+            TargetKind::Cluster { startup_nodes } => startup_nodes
+                .iter()
+                .try_for_each(|url| self.client(url).map(drop)),
             TargetKind::Sentinel { sentinels, .. } => sentinels
                 .iter()
                 .try_for_each(|url| self.access.sentinel_client(url).map(drop)),
@@ -130,7 +130,9 @@ impl RedisTarget {
         match &self.kind {
             TargetKind::Standalone { url } => url.starts_with("rediss"),
             TargetKind::Sentinel { node, .. } => node.scheme == "rediss",
-            TargetKind::Cluster { seeds } => seeds.iter().any(|s| s.starts_with("rediss://")),
+            TargetKind::Cluster { startup_nodes } => {
+                startup_nodes.iter().any(|s| s.starts_with("rediss://"))
+            }
         }
     }
 
@@ -172,14 +174,14 @@ impl RedisTarget {
                 }
                 CommandConnection::single(conn).await
             }
-            TargetKind::Cluster { seeds } => {
-                let nodes = seeds
+            TargetKind::Cluster { startup_nodes } => {
+                let nodes = startup_nodes
                     .iter()
                     .map(|url| Ok(self.client(url)?.get_connection_info().clone()))
                     .collect::<RedisResult<Vec<_>>>()?;
                 let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
-                if seeds.iter().any(|s| s.starts_with("rediss://")) {
-                    // The seeds' connection infos carry our TLS roots, but the nodes the client
+                if startup_nodes.iter().any(|s| s.starts_with("rediss://")) {
+                    // The startup nodes' connection infos carry our TLS roots, but the nodes the client
                     // discovers later are built from the builder's own: without this they are
                     // checked against the web PKI roots, not redis_ca_file.
                     builder = builder.certs(self.access.tls_certificates());
@@ -245,8 +247,8 @@ impl RedisTarget {
             TargetKind::Sentinel { .. } => {
                 Ok(vec![(self.current_master().await?, channels.to_vec())])
             }
-            TargetKind::Cluster { seeds } => {
-                let scheme = if seeds.iter().any(|s| s.starts_with("rediss://")) {
+            TargetKind::Cluster { startup_nodes } => {
+                let scheme = if startup_nodes.iter().any(|s| s.starts_with("rediss://")) {
                     "rediss"
                 } else {
                     "redis"
@@ -336,7 +338,7 @@ impl TargetKind {
             })
         } else {
             Ok(TargetKind::Cluster {
-                seeds: addrs.iter().map(|(h, p)| node.url(h, *p)).collect(),
+                startup_nodes: addrs.iter().map(|(h, p)| node.url(h, *p)).collect(),
             })
         }
     }
@@ -466,7 +468,9 @@ mod tests {
         let t = RedisTarget::parse("rediss+cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap();
         assert!(t.is_cluster());
         match t.kind {
-            TargetKind::Cluster { seeds } => assert_eq!(seeds[1], "rediss://127.0.0.1:7001"),
+            TargetKind::Cluster { startup_nodes } => {
+                assert_eq!(startup_nodes[1], "rediss://127.0.0.1:7001")
+            }
             other => panic!("{other:?}"),
         }
         assert!(

@@ -59,7 +59,7 @@ pub async fn run(state: Arc<VersionsState>, mut shutdown: watch::Receiver<bool>)
             .metrics
             .fence_age
             .set(now.saturating_duration_since(all_fenced_at).as_secs_f64());
-        state.metrics.mirror_keys.set(state.mirror.len() as i64);
+        state.record_mirror_size();
         let sent_at_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -88,6 +88,7 @@ async fn fence_round(state: Arc<VersionsState>) {
 async fn fence(state: &VersionsState, group: &FenceGroup) -> Result<(), LinkError> {
     let timeout = state.settings.max_staleness.max(Duration::from_millis(100));
     let keyspace = &state.keyspace;
+    let scripts = state.link.scripts();
     let nonce = &state.fences.register(group.shards.clone(), Instant::now());
     let lease_ms = state.settings.leases.period.as_millis() as u64;
     let seen: &Vec<shard_script::Seen> = &group
@@ -99,6 +100,7 @@ async fn fence(state: &VersionsState, group: &FenceGroup) -> Result<(), LinkErro
         .link
         .run("fence", timeout, |mut conn| async move {
             shard_script::fence(
+                scripts,
                 &mut conn,
                 keyspace,
                 &group.shards,

@@ -7,8 +7,9 @@
 //! caller reads Redis. Entries carry the sequence they are known as of, so that invalidations,
 //! own bumps and Redis reads can arrive in any order and the newest always wins.
 //!
-//! The mirror is bounded (`mirror_max_keys`): a full shard drops an arbitrary eighth of its
-//! entries. A key that is not mirrored is read from Redis, so eviction costs reads, never
+//! The mirror is bounded, in entries (`mirror_max_keys`) and in bytes (`mirror_max_bytes`,
+//! as weighed by [`entry_bytes`]; both are spread evenly over the shards): a full shard drops
+//! an arbitrary eighth of its entries (or of its bytes). A key that is not mirrored is read from Redis, so eviction costs reads, never
 //! correctness — provided a read that began before the eviction is not learnt afterwards, for
 //! the entry it would replace may have known a newer version (see `learn_floor`).
 
@@ -19,7 +20,22 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 
+use crate::fault_injection::{off, Mechanism};
 use crate::versions::version::{Version, VersionAt, VersionStr};
+
+/// What one entry costs besides its key's bytes (and a version kept as text): the table slot
+/// (boxed key, packed version, sequence), the key's allocation and the table's spare capacity.
+pub const ENTRY_OVERHEAD_BYTES: usize = 112;
+
+/// The bytes one mirrored entry is counted as.
+fn entry_bytes(key: &str, version: &StoredVersion) -> usize {
+    ENTRY_OVERHEAD_BYTES
+        + key.len()
+        + match version {
+            StoredVersion::Packed { .. } => 0,
+            StoredVersion::Text(text) => text.len(),
+        }
+}
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -87,6 +103,8 @@ struct ShardMirror {
     synced: bool,
     fenced_at: Option<Instant>,
     entries: HashMap<Box<str>, Entry>,
+    /// The entries' weight ([`entry_bytes`]).
+    bytes: usize,
     /// The newest `(epoch, sequence)` Redis has shown us for the shard, from any source (the
     /// stream, reads, own bumps). If Redis later shows a lower sequence in that epoch, its data
     /// went back in time; the scripts are told, and start a new epoch (see `versions/shard.lua`).
@@ -148,7 +166,10 @@ pub struct Mirror {
     max_staleness: Duration,
     /// Most entries one shard keeps.
     shard_capacity: usize,
+    /// Most bytes one shard's entries weigh.
+    shard_byte_capacity: usize,
     len: AtomicUsize,
+    bytes: AtomicUsize,
     evictions: Counter,
 }
 
@@ -161,7 +182,9 @@ impl Mirror {
                 .collect(),
             max_staleness,
             shard_capacity: usize::MAX,
+            shard_byte_capacity: usize::MAX,
             len: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
             evictions: Counter::default(),
         }
     }
@@ -172,6 +195,18 @@ impl Mirror {
         self.shard_capacity = max_keys.div_ceil(self.shards.len().max(1)).max(1);
         self.evictions = evictions;
         self
+    }
+
+    /// Keeps the entries' weight ([`entry_bytes`]) at about `max_bytes` at most, spread
+    /// evenly over the shards.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Mirror {
+        self.shard_byte_capacity = (max_bytes / self.shards.len().max(1)).max(1);
+        self
+    }
+
+    /// The weight of every entry held ([`entry_bytes`]), across shards.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     fn read(&self, shard: u32) -> RwLockReadGuard<'_, ShardMirror> {
@@ -203,8 +238,9 @@ impl Mirror {
 
     fn trusted(&self, m: &ShardMirror, now: Instant) -> bool {
         m.synced
-            && m.fenced_at
-                .is_some_and(|t| now.saturating_duration_since(t) <= self.max_staleness)
+            && m.fenced_at.is_some_and(|t| {
+                now.saturating_duration_since(t) <= self.max_staleness || off(Mechanism::FenceAge)
+            })
     }
 
     /// The key's version if the shard may answer now (synced, fence fresh, key known), known
@@ -313,7 +349,7 @@ impl Mirror {
         if seq <= m.applied_seq {
             return Applied::Duplicate;
         }
-        if seq > m.applied_seq + 1 {
+        if seq > m.applied_seq + 1 && !off(Mechanism::GapRepair) {
             let from = m.applied_seq + 1;
             m.synced = false;
             return Applied::Gap { from, to: seq - 1 };
@@ -321,6 +357,20 @@ impl Mirror {
         self.upsert_locked(&mut m, seq, key, version);
         m.applied_seq = seq;
         Applied::InOrder
+    }
+
+    /// The `fault-injection` fault: advances the shard past `seq` as if its invalidation had
+    /// been applied, without applying it (no gap is detected later). Returns false, doing
+    /// nothing, unless it continues the shard's applied sequence in its epoch.
+    #[cfg(feature = "fault-injection")]
+    pub fn skip_applying(&self, shard: u32, epoch: &str, seq: u64) -> bool {
+        let mut m = self.write(shard);
+        if !m.synced || m.epoch.as_deref() != Some(epoch) || seq != m.applied_seq + 1 {
+            return false;
+        }
+        m.see(epoch, seq);
+        m.applied_seq = seq;
+        true
     }
 
     /// Applies repaired invalidations (from the replay log) that continue `applied_seq`.
@@ -368,9 +418,12 @@ impl Mirror {
         }
         if let Some(entry) = m.entries.get(key).filter(|e| e.seq <= seq) {
             let floor = entry.seq;
+            let weight = entry_bytes(key, &entry.version);
             m.entries.remove(key);
+            m.bytes -= weight;
             m.learn_floor = m.learn_floor.max(floor);
             self.len.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(weight, Ordering::Relaxed);
         }
     }
 
@@ -438,7 +491,9 @@ impl Mirror {
 
     fn reset_locked(&self, m: &mut ShardMirror, epoch: &str, seq: u64) {
         self.len.fetch_sub(m.entries.len(), Ordering::Relaxed);
+        self.bytes.fetch_sub(m.bytes, Ordering::Relaxed);
         m.entries = HashMap::new();
+        m.bytes = 0;
         m.epoch = Some(Arc::from(epoch));
         m.applied_seq = seq;
         m.learn_floor = seq;
@@ -468,42 +523,61 @@ impl Mirror {
 
     fn upsert_locked(&self, m: &mut ShardMirror, seq: u64, key: &str, version: &str) {
         let version = StoredVersion::new(m.epoch(), version);
+        let weight = entry_bytes(key, &version);
         match m.entries.get_mut(key) {
             Some(entry) => {
                 if seq >= entry.seq {
+                    let old = entry_bytes(key, &entry.version);
                     entry.version = version;
+                    // Packed and text versions weigh differently.
+                    m.bytes = m.bytes - old + weight;
+                    self.bytes.fetch_sub(old, Ordering::Relaxed);
+                    self.bytes.fetch_add(weight, Ordering::Relaxed);
                 }
                 entry.seq = entry.seq.max(seq);
             }
             None => {
-                if m.entries.len() >= self.shard_capacity {
+                if m.entries.len() >= self.shard_capacity
+                    || m.bytes + weight > self.shard_byte_capacity
+                {
                     self.evict_locked(m);
                 }
                 m.entries.insert(Box::from(key), Entry { version, seq });
+                m.bytes += weight;
                 self.len.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(weight, Ordering::Relaxed);
             }
         }
     }
 
-    /// Drops an eighth of a full shard's entries: whichever come first in the table, an order
-    /// the hasher's random seed makes arbitrary. One pass per eighth of the capacity inserted
-    /// keeps eviction O(1) per insert, amortised. Raises the learn floor past every dropped
-    /// entry and everything applied, so that no read older than what was forgotten is learnt.
+    /// Drops an eighth of a full shard's entries (or of its bytes, whichever is full):
+    /// whichever come first in the table, an order the hasher's random seed makes arbitrary.
+    /// One pass per eighth of the capacity inserted keeps eviction O(1) per insert, amortised.
+    /// Raises the learn floor past every dropped entry and everything applied, so that no read
+    /// older than what was forgotten is learnt.
     fn evict_locked(&self, m: &mut ShardMirror) {
         let keep = self.shard_capacity - self.shard_capacity.div_ceil(8);
+        let keep_bytes = self.shard_byte_capacity - self.shard_byte_capacity.div_ceil(8);
         let mut to_drop = m.entries.len().saturating_sub(keep);
-        let dropped = to_drop;
+        let mut bytes_to_drop = m.bytes.saturating_sub(keep_bytes);
+        let (mut dropped, mut dropped_bytes) = (0usize, 0usize);
         let mut floor = m.applied_seq;
-        m.entries.retain(|_, entry| {
-            if to_drop == 0 {
+        m.entries.retain(|key, entry| {
+            if to_drop == 0 && bytes_to_drop == 0 {
                 return true;
             }
-            to_drop -= 1;
+            let weight = entry_bytes(key, &entry.version);
+            to_drop = to_drop.saturating_sub(1);
+            bytes_to_drop = bytes_to_drop.saturating_sub(weight);
+            dropped += 1;
+            dropped_bytes += weight;
             floor = floor.max(entry.seq);
             false
         });
+        m.bytes -= dropped_bytes;
         m.learn_floor = m.learn_floor.max(floor);
         self.len.fetch_sub(dropped, Ordering::Relaxed);
+        self.bytes.fetch_sub(dropped_bytes, Ordering::Relaxed);
         self.evictions.inc_by(dropped as u64);
     }
 
@@ -562,6 +636,39 @@ mod tests {
     /// The race eviction must not open: a read that began before a newer version was learnt
     /// (here an own bump) completes after that entry was evicted. Learning it would make the
     /// superseded version current again.
+    #[test]
+    fn a_mirror_of_long_keys_stays_within_its_byte_bound() {
+        let evictions = Counter::default();
+        let max_bytes = 200_000;
+        let m = Mirror::new(2, Duration::from_millis(500))
+            .with_max_keys(1_000_000, evictions.clone())
+            .with_max_bytes(max_bytes);
+        m.reset(0, "e1", 0);
+        m.reset(1, "e1", 0);
+        let long = "k".repeat(1_000);
+        for i in 0..2_000u64 {
+            let key = format!("{long}{i}");
+            m.learn(
+                (i % 2) as u32,
+                "e1",
+                i + 1,
+                &key,
+                &format!("e1.{}.{:016x}", i + 1, i),
+            );
+            assert!(m.bytes() <= max_bytes, "{} bytes", m.bytes());
+        }
+        assert!(evictions.get() > 0);
+        assert!(m.bytes() > max_bytes / 2, "{}", m.bytes());
+        let held: usize = (0..2)
+            .flat_map(|s| m.keys(s))
+            .map(|k| k.len() + ENTRY_OVERHEAD_BYTES)
+            .sum();
+        assert_eq!(held, m.bytes(), "the count follows the entries");
+        m.reset(0, "e2", 0);
+        m.reset(1, "e2", 0);
+        assert_eq!(m.bytes(), 0);
+    }
+
     #[test]
     fn a_read_older_than_an_evicted_entry_is_not_learnt() {
         let m = Mirror::new(1, Duration::from_millis(500)).with_max_keys(1, Counter::default());

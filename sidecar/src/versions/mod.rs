@@ -5,10 +5,16 @@
 //! ([`reconcile`]) — and the read leases that let strong checks be answered from the mirror
 //! ([`leases`]).
 //!
+//! The consistency observer ([`audit`]) samples the answers given and judges them against the
+//! replay log, and probes propagation with canary bumps.
+//!
 //! A shard's state in Redis is read and written only by `shard.lua`, through
 //! [`shard_script`]; reads and bumps are coalesced by [`batcher`].
 
+pub mod audit;
 pub mod batcher;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod fences;
 pub mod leases;
 pub mod messages;

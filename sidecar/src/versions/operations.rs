@@ -8,14 +8,15 @@
 //! (guarantee 7).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::metrics::{Labels1, Labels2};
 use crate::redis::link::LinkError;
-use crate::versions::batcher::Batcher;
+use crate::versions::audit::sampler::{AnswerSource, Sample};
+use crate::versions::batcher::{BatchError, Batcher, ReadVersion};
 use crate::versions::mirror::TokenCheck;
 use crate::versions::shard_script::VersionsMode;
 use crate::versions::state::VersionsState;
@@ -144,8 +145,22 @@ impl Versions {
         &self.bumper
     }
 
+    /// Runs `keys` through `batcher` within `request_timeout` (the wait in the batcher's queue
+    /// included): past it the call is withdrawn — its keys are not sent if its batch has not
+    /// been — and answers `UNAVAILABLE`.
+    async fn within_request_timeout(
+        &self,
+        batcher: &Arc<Batcher>,
+        keys: Vec<String>,
+    ) -> Result<Vec<ReadVersion>, BatchError> {
+        let timeout = self.state.settings.request_timeout;
+        tokio::time::timeout(timeout, batcher.run(keys))
+            .await
+            .unwrap_or(Err(BatchError::Link(LinkError::Timeout(timeout))))
+    }
+
     /// Current versions of `keys`, in order.
-    pub async fn get(&self, keys: &[String], strong: bool) -> Result<Vec<VersionAt>, LinkError> {
+    pub async fn get(&self, keys: &[String], strong: bool) -> Result<Vec<VersionAt>, BatchError> {
         let now = Instant::now();
         let mut out: Vec<Option<VersionAt>> = vec![None; keys.len()];
         let mut missing = Vec::new();
@@ -163,13 +178,16 @@ impl Versions {
                 self.strong_counters.count(hit.is_some());
             }
             match hit {
-                Some(known) => out[i] = Some(known),
+                Some(known) => {
+                    self.maybe_sample(key, &known.version, now, false, CheckSource::Mirror);
+                    out[i] = Some(known)
+                }
                 None => missing.push(i),
             }
         }
         if !missing.is_empty() {
             let read_keys = missing.iter().map(|&i| keys[i].clone()).collect();
-            let reads = self.getter.run(read_keys).await?;
+            let reads = self.within_request_timeout(&self.getter, read_keys).await?;
             for (i, read) in missing.into_iter().zip(reads) {
                 out[i] = Some(
                     read.known()
@@ -256,23 +274,54 @@ impl Versions {
             }
         }
         let outcomes: Vec<CheckOutcome> = out.into_iter().flatten().collect();
-        for o in &outcomes {
+        for (o, (key, token)) in outcomes.iter().zip(entries) {
             self.check_counters.count(o.current, o.source);
+            if o.current {
+                self.maybe_sample(key, token, now, strong, o.source);
+            }
         }
         outcomes
     }
 
+    /// Hands the auditor the answer "`token` of `key` is current", given by a check (or Get)
+    /// that began at `at`, if it samples it.
+    #[inline]
+    fn maybe_sample(&self, key: &str, token: &str, at: Instant, strong: bool, source: CheckSource) {
+        let audit = &self.state.audit;
+        if !audit.wants_sample() {
+            return;
+        }
+        let source = match source {
+            CheckSource::Mirror => AnswerSource::Mirror,
+            CheckSource::Redis => AnswerSource::Redis,
+            CheckSource::FailClosed => return,
+        };
+        audit.submit(Sample {
+            key: key.to_string(),
+            token: token.to_string(),
+            at,
+            bound: if strong {
+                Duration::ZERO
+            } else {
+                self.state.settings.max_staleness
+            },
+            source,
+        });
+    }
+
     /// Moves every key to a version never issued before; returns them in order. A key named
     /// twice gets one new version. Concurrent bumps share script calls (see [`Batcher`]).
-    pub async fn bump(&self, keys: &[String]) -> Result<Vec<VersionAt>, LinkError> {
-        let bumped = self.bumper.run(keys.to_vec()).await?;
+    pub async fn bump(&self, keys: &[String]) -> Result<Vec<VersionAt>, BatchError> {
+        let bumped = self
+            .within_request_timeout(&self.bumper, keys.to_vec())
+            .await?;
         let distinct: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
         self.state.metrics.bumps.inc_by(distinct.len() as u64);
         bumped
             .into_iter()
             .map(|read| {
                 read.known()
-                    .ok_or_else(|| LinkError::Unavailable("Bump answered no version".into()))
+                    .ok_or_else(|| LinkError::Unavailable("Bump answered no version".into()).into())
             })
             .collect()
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::fault_injection::{off, Mechanism};
 use crate::versions::batcher::Batcher;
 use crate::versions::state::{Invalidated, VersionsState, WatchItem};
 
@@ -28,6 +29,9 @@ pub async fn run(
         }
         if *shutdown.borrow() {
             return;
+        }
+        if off(Mechanism::Reconciliation) {
+            continue;
         }
         let mismatches = reconcile_once(&state, &reader).await;
         if mismatches > 0 {

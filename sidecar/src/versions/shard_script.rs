@@ -5,19 +5,72 @@
 //! Redis one call may cover several shards, on a cluster it covers one (one slot). The scripts live in
 //! `versions/shard.lua`, which also retires every earlier version whenever the shard is served by a
 //! different Redis process than last time (restart, restore, failover; the process's run id
-//! comes from [`CommandConnection::run_id`]); `Script::invoke_async`
-//! sends EVALSHA and reloads the script when a restarted Redis lost it.
-
-use std::sync::LazyLock;
+//! comes from [`CommandConnection::run_id`]). It runs by `EVALSHA` or as a function of the
+//! Functions library, as `redis_scripts` says ([`crate::redis::scripts`]).
 
 use redis::streams::StreamRangeReply;
-use redis::{RedisResult, Script};
+use redis::RedisResult;
 
 use crate::redis::keyspace::Keyspace;
+use crate::redis::scripts::{LuaScript, ScriptCall, ScriptRunner, SHARD};
 use crate::redis::target::CommandConnection;
 use crate::token::random_token;
 
-static SHARD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("shard.lua")));
+/// The shard script to run: `shard.lua` itself, or (feature `fault-injection` only, eval mode
+/// only) a variant with the epoch rotations that [`crate::fault_injection`] has turned off
+/// removed.
+fn shard_script() -> &'static LuaScript {
+    #[cfg(feature = "fault-injection")]
+    {
+        controls::shard_script()
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        &SHARD
+    }
+}
+
+/// The variants of `shard.lua` the negative controls run: each turns one of its epoch
+/// rotations into `false`, so that the script goes on with the shard's old state.
+#[cfg(feature = "fault-injection")]
+mod controls {
+    use std::sync::LazyLock;
+
+    use crate::fault_injection::{off, Mechanism};
+    use crate::redis::scripts::LuaScript;
+
+    /// The run-id comparison of `current_state` (Mechanism::Incarnation).
+    const INCARNATION: &str = "redis.call('GET', shard.inc_key) ~= run_id";
+    /// The sequence comparison of `current_state` (Mechanism::RollbackCheck).
+    const ROLLBACK: &str = "(epoch == shard.seen_epoch and seq < shard.seen_seq)";
+
+    fn without(conditions: &[&str]) -> LuaScript {
+        let mut source = include_str!("shard.lua").to_string();
+        for condition in conditions {
+            assert!(source.contains(condition), "shard.lua lost `{condition}`");
+            source = source.replace(condition, "false");
+        }
+        // Built once per variant and kept for the process (test builds only).
+        LuaScript::new("shard", Box::leak(source.into_boxed_str()))
+    }
+
+    pub(super) static VARIANTS: LazyLock<[LuaScript; 3]> = LazyLock::new(|| {
+        [
+            without(&[INCARNATION]),
+            without(&[ROLLBACK]),
+            without(&[INCARNATION, ROLLBACK]),
+        ]
+    });
+
+    pub fn shard_script() -> &'static LuaScript {
+        match (off(Mechanism::Incarnation), off(Mechanism::RollbackCheck)) {
+            (false, false) => &super::SHARD,
+            (true, false) => &VARIANTS[0],
+            (false, true) => &VARIANTS[1],
+            (true, true) => &VARIANTS[2],
+        }
+    }
+}
 
 /// A shard's epoch and sequence as of one script call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +96,15 @@ impl VersionsMode {
             VersionsMode::Get => "get",
             VersionsMode::Bump => "bump",
             VersionsMode::Read => "read",
+        }
+    }
+
+    /// The label of this mode's batcher queue in `coherence_buffer_bytes`.
+    pub fn queue_buffer(self) -> &'static str {
+        match self {
+            VersionsMode::Get => "batch_get",
+            VersionsMode::Bump => "batch_bump",
+            VersionsMode::Read => "batch_read",
         }
     }
 }
@@ -84,12 +146,8 @@ impl Header {
 }
 
 /// Starts an invocation of the shard script with its header arguments, in script order.
-fn invocation(
-    conn: &CommandConnection,
-    keyspace: &Keyspace,
-    header: Header,
-) -> redis::ScriptInvocation<'static> {
-    let mut inv = SHARD.prepare_invoke();
+fn invocation(conn: &CommandConnection, keyspace: &Keyspace, header: Header) -> ScriptCall {
+    let mut inv = shard_script().call();
     inv.arg(header.mode)
         .arg(keyspace.publish_command())
         .arg(header.replay_log_len)
@@ -101,12 +159,7 @@ fn invocation(
 }
 
 /// Adds one shard's state keys and the arguments every mode takes about a shard.
-fn shard_block(
-    inv: &mut redis::ScriptInvocation<'_>,
-    keyspace: &Keyspace,
-    shard: u32,
-    seen: &Seen,
-) {
+fn shard_block(inv: &mut ScriptCall, keyspace: &Keyspace, shard: u32, seen: &Seen) {
     let sk = keyspace.shard_keys(shard);
     inv.key(sk.epoch)
         .key(sk.seq)
@@ -135,6 +188,7 @@ pub struct ShardVersions {
 /// Reads (or bumps) the keys of `shards` — shards on one Redis node — in one script call;
 /// returns each shard's state and versions, in order.
 pub async fn versions(
+    scripts: &ScriptRunner,
     conn: &mut CommandConnection,
     keyspace: &Keyspace,
     mode: VersionsMode,
@@ -164,7 +218,7 @@ pub async fn versions(
             }
         }
     }
-    let reply: Vec<String> = inv.invoke_async(conn).await?;
+    let reply: Vec<String> = scripts.run(&inv, conn).await?;
     let mut reply = reply.into_iter();
     let mut out = Vec::with_capacity(shards.len());
     for read in shards {
@@ -214,6 +268,7 @@ pub async fn versions(
 /// own fence channel; each shard's state as of the fence comes back with it. `seen` holds the
 /// newest state seen of each shard, in the same order.
 pub async fn fence(
+    scripts: &ScriptRunner,
     conn: &mut CommandConnection,
     keyspace: &Keyspace,
     shards: &[u32],
@@ -228,7 +283,7 @@ pub async fn fence(
     for (i, &shard) in shards.iter().enumerate() {
         shard_block(&mut inv, keyspace, shard, seen.get(i).unwrap_or(&None));
     }
-    let _: redis::Value = inv.invoke_async(conn).await?;
+    let _: redis::Value = scripts.run(&inv, conn).await?;
     Ok(())
 }
 
@@ -367,6 +422,23 @@ pub async fn read_log(
     Ok(entries)
 }
 
-fn malformed(what: &'static str) -> redis::RedisError {
+pub(crate) fn malformed(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
+}
+
+#[cfg(all(test, feature = "fault-injection"))]
+mod tests {
+    /// Each variant removes a condition that is still in `shard.lua` (else building it panics),
+    /// and they all differ.
+    #[test]
+    fn every_control_variant_differs_from_the_script() {
+        let mut hashes: Vec<String> = super::controls::VARIANTS
+            .iter()
+            .map(|s| s.eval_hash())
+            .collect();
+        hashes.push(super::SHARD.eval_hash());
+        hashes.sort();
+        hashes.dedup();
+        assert_eq!(hashes.len(), 4);
+    }
 }

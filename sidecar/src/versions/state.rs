@@ -6,12 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 
+use crate::buffers::ring::ByteRing;
 use crate::metrics::Metrics;
 use crate::redis::keyspace::Keyspace;
 use crate::redis::link::RedisLink;
 use crate::token::random_token;
+use crate::versions::audit::clock::ClockOffset;
+use crate::versions::audit::sampler::Auditor;
 use crate::versions::leases::{LeaseSettings, Leases};
 use crate::versions::mirror::Mirror;
 use crate::versions::version::VersionStr;
@@ -31,6 +34,17 @@ pub struct VersionsSettings {
     pub mirror_max_keys: usize,
     /// Read leases (`read_lease_ms`, `read_lease_margin_ms`).
     pub leases: LeaseSettings,
+    pub mirror_max_bytes: usize,
+    /// The Watch ring's budget (see [`WatchItem::weight`]).
+    pub watch_buffer_bytes: usize,
+    /// The invalidation subscription's push queue budget.
+    pub push_buffer_bytes: usize,
+    /// Each batcher's admission budget (see [`crate::versions::batcher`]).
+    pub batch_queue_bytes: usize,
+    /// Fraction of current answers the auditor samples (0 turns it off).
+    pub audit_sample_rate: f64,
+    /// How often the propagation prober bumps this sidecar's canary key (zero: never).
+    pub canary_interval: Duration,
 }
 
 /// An event for Watch streams.
@@ -46,6 +60,20 @@ pub enum WatchItem {
         fence_age_ms: u64,
         sent_at_unix_us: u64,
     },
+}
+
+impl WatchItem {
+    /// What the item weighs in the Watch ring: its text and a fixed overhead for the rest
+    /// (the `Arc`s, the ring slot, the numbers).
+    pub fn weight(&self) -> usize {
+        const OVERHEAD: usize = 128;
+        OVERHEAD
+            + match self {
+                WatchItem::Invalidated(inv) => inv.key.len() + inv.version.len() + inv.epoch.len(),
+                WatchItem::Resync(reason) => reason.len(),
+                WatchItem::Heartbeat { .. } => 0,
+            }
+    }
 }
 
 #[derive(Debug)]
@@ -120,9 +148,17 @@ pub struct VersionsState {
     pub metrics: Metrics,
     pub fences: Fences,
     pub leases: Leases,
-    pub events: broadcast::Sender<WatchItem>,
+    /// What Watch streams read, bounded by `watch_buffer_bytes`.
+    pub events: Arc<ByteRing<WatchItem>>,
     pub subscription_live: AtomicBool,
     pub started_at: Instant,
+    /// The consistency auditor's sampling side (its task is `audit::run`).
+    pub audit: Auditor,
+    /// The propagation prober's clock-offset estimate (its task is `audit::canary::run`).
+    pub canary_clock: ClockOffset,
+    /// Test-only faults (the `fault-injection` feature, compiled out of release builds).
+    #[cfg(feature = "fault-injection")]
+    pub faults: crate::versions::faults::Faults,
 }
 
 impl VersionsState {
@@ -132,9 +168,11 @@ impl VersionsState {
         link: RedisLink,
         metrics: Metrics,
     ) -> Arc<VersionsState> {
-        let (events, _) = broadcast::channel(65_536);
+        let events = ByteRing::new(settings.watch_buffer_bytes, metrics.buffer("watch"));
         let mirror = Mirror::new(keyspace.shard_count(), settings.max_staleness)
-            .with_max_keys(settings.mirror_max_keys, metrics.mirror_evictions.clone());
+            .with_max_keys(settings.mirror_max_keys, metrics.mirror_evictions.clone())
+            .with_max_bytes(settings.mirror_max_bytes);
+        let audit = Auditor::new(settings.audit_sample_rate, metrics.audit.clone());
         let leases = Leases::new(&settings.server_id, keyspace.shard_count(), settings.leases);
         Arc::new(VersionsState {
             mirror,
@@ -146,6 +184,10 @@ impl VersionsState {
             events,
             subscription_live: AtomicBool::new(false),
             started_at: Instant::now(),
+            audit,
+            canary_clock: ClockOffset::default(),
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
             settings,
         })
     }
@@ -159,9 +201,19 @@ impl VersionsState {
             && self.mirror.all_synced()
     }
 
+    /// Updates the mirror's gauges (`coherence_mirror_keys`, `coherence_buffer_bytes{buffer="mirror"}`).
+    pub fn record_mirror_size(&self) {
+        let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.mirror_keys.set(to_i64(self.mirror.len()));
+        self.metrics
+            .buffer("mirror")
+            .set(to_i64(self.mirror.bytes()));
+    }
+
     /// Sends an event to every Watch stream (none listening is fine).
     pub fn publish(&self, item: WatchItem) {
-        let _ = self.events.send(item);
+        let weight = item.weight();
+        self.events.push(item, weight);
     }
 
     /// Tells every watcher to drop what it cached, and counts why.

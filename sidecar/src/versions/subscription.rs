@@ -15,15 +15,21 @@
 //!   channel or heartbeats that stop coming back end the session: every shard is suspended,
 //!   the task reconnects with backoff and resubscribes, and each shard is synced again by its
 //!   next returned heartbeat (subscribe first, then read sequences, then serve).
+//! - messages that arrive faster than they are applied queue up to `push_buffer_bytes`
+//!   ([`PushQueue`]); past it the session ends the same way, and resyncing repairs what was
+//!   dropped.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use crate::buffers::push::{PushQueue, Pushed};
+use crate::fault_injection::{off, Mechanism};
 use crate::redis::link::LinkError;
+use crate::versions::audit::canary::is_canary;
 use crate::versions::messages::{ChannelMessage, FenceMessage, InvalidationMessage};
 use crate::versions::mirror::{Applied, FenceCheck};
 use crate::versions::shard_script;
@@ -42,6 +48,8 @@ enum SessionError {
     Stalled(Duration),
     #[error("redis operation failed: {0}")]
     Redis(#[from] LinkError),
+    #[error("invalidations arrived faster than they were applied, past push_buffer_bytes")]
+    Overflowed,
 }
 
 /// Keeps the subscription alive until `shutdown`.
@@ -86,9 +94,13 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     sessions: &mut u64,
 ) -> Result<(), SessionError> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<PushInfo>();
+    let pushes = PushQueue::new(
+        state.settings.push_buffer_bytes,
+        state.metrics.buffer("push_invalidations"),
+        state.metrics.limit_counter("push_buffer_bytes"),
+    );
     let config = AsyncConnectionConfig::new()
-        .set_push_sender(tx)
+        .set_push_sender(pushes.sender())
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(2)));
     let keyspace = &state.keyspace;
@@ -157,9 +169,9 @@ async fn session(
     let mut stall_check = tokio::time::interval(stall_limit / 4);
     loop {
         tokio::select! {
-            push = rx.recv() => match push {
-                Some(push) => handle_push(state, push).await?,
-                None => return Err(SessionError::Disconnected),
+            push = pushes.recv() => match push {
+                Pushed::Message(push) => handle_push(state, push).await?,
+                Pushed::Overflowed => return Err(SessionError::Overflowed),
             },
             _ = stall_check.tick() => {
                 let last = state.fences.last_returned().map_or(session_start, |t| t.max(session_start));
@@ -221,6 +233,10 @@ async fn on_invalidation(
     shard: u32,
     msg: InvalidationMessage,
 ) -> Result<(), SessionError> {
+    #[cfg(feature = "fault-injection")]
+    if state.faults.skips(&msg.key) && state.mirror.skip_applying(shard, &msg.epoch, msg.seq) {
+        return Ok(());
+    }
     let mut applied = state
         .mirror
         .apply(shard, &msg.epoch, msg.seq, &msg.key, &msg.version);
@@ -283,6 +299,7 @@ async fn on_fence(state: &Arc<VersionsState>, msg: FenceMessage) -> Result<(), S
         let drop_reason = match state.mirror.compare(shard, epoch, *seq) {
             FenceCheck::Fresh => None,
             _ if !synced_before => Some("first_sync"),
+            FenceCheck::Behind { .. } if off(Mechanism::GapRepair) => None,
             FenceCheck::Behind { from, to } => {
                 state.metrics.gaps_detected.inc();
                 repair(state, shard, epoch, from, to).await?;
@@ -299,7 +316,9 @@ async fn on_fence(state: &Arc<VersionsState>, msg: FenceMessage) -> Result<(), S
         }
     }
     if let Some(reason) = dropped {
-        state.resync_watchers(reason);
+        if !(reason == "first_sync" && off(Mechanism::FirstSyncResync)) {
+            state.resync_watchers(reason);
+        }
     }
     for shard in shards {
         state.mirror.mark_fresh(shard, sent_at);
@@ -386,6 +405,12 @@ fn announce(state: &VersionsState, invalidated: Invalidated) {
             .metrics
             .propagation_delay
             .observe(now_ms.saturating_sub(invalidated.bumped_at_unix_ms) as f64 / 1000.0);
+    }
+    if is_canary(&invalidated.key) {
+        state.canary_clock.observe(
+            &state.metrics.audit.canary_propagation,
+            invalidated.bumped_at_unix_ms,
+        );
     }
     state.publish(WatchItem::Invalidated(Arc::new(invalidated)));
 }

@@ -3,8 +3,6 @@
 
 use super::*;
 
-const E: &str = "e";
-
 fn limits() -> Limits {
     Limits {
         max_staleness: Duration::from_millis(100),

@@ -1,0 +1,450 @@
+//! The memory budget (docs/operations.md): streams whose apps stop reading pin no memory past
+//! their buffers' byte budgets, lose nothing silently, and the sidecar keeps answering.
+//!
+//! Each test stalls a stream (opens it, reads its first event, then stops reading; the client
+//! advertises small HTTP/2 windows so that flow control stops the sidecar quickly), drives more
+//! traffic past it than every buffer together could hold, and asserts: the sidecar's buffer
+//! (the gauge `coherence_buffer_bytes{buffer}`) never held more than its setting; a small call
+//! is answered meanwhile; and once the stream reads again, what it skipped is announced
+//! (`Resync` / `MissedMessages`) and everything after is delivered in order.
+
+use coherence_proto::v1 as pb;
+use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
+use coherence_proto::v1::notifications_client::NotificationsClient;
+use coherence_testkit::{RedisServer, TestSidecar, WAIT};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Streaming;
+
+/// Budget of the stalled stream's ring in these tests.
+const RING_BYTES: usize = 256 * 1024;
+
+/// A channel whose HTTP/2 windows are the protocol's minimum, so that a stream the test does
+/// not read stops the sidecar's sending after 64 KiB.
+async fn small_window_channel(url: String) -> Channel {
+    Endpoint::from_shared(url)
+        .expect("url")
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Reads `stream` (once the test lets it read again) up to the first message `done` accepts,
+/// within [`WAIT`].
+async fn read_until<T>(stream: &mut Streaming<T>, done: impl Fn(&T) -> bool) -> Vec<T> {
+    let read = async {
+        let mut received = Vec::new();
+        loop {
+            let message = stream
+                .message()
+                .await
+                .expect("the stream stays up")
+                .expect("the stream stays open");
+            let last = done(&message);
+            received.push(message);
+            if last {
+                return received;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the last message arrives once the stream reads again")
+}
+
+/// Keys of about 1 KiB, in bump order.
+fn big_keys(count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| format!("k{i:06}-{}", "x".repeat(1000)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_stream_that_stops_reading_pins_no_more_than_the_ring_and_is_told_to_resync() {
+    let redis = RedisServer::start();
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("stalled-watch")
+        .settings(|s| {
+            s.watch_buffer_bytes = RING_BYTES;
+            // One shard: invalidations are issued, and arrive, in bump order.
+            s.shards = 1;
+        })
+        .start()
+        .await;
+    let gauge = sidecar.state.metrics.buffer("watch");
+    let mut stalled = CacheVersionsClient::new(small_window_channel(sidecar.grpc_url()).await);
+    let mut caller = CacheVersionsClient::connect(sidecar.grpc_url())
+        .await
+        .unwrap();
+    let known = caller
+        .get(pb::GetRequest {
+            keys: vec!["known".into()],
+            consistency: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut stream = stalled
+        .watch(pb::WatchRequest {
+            prefixes: vec!["k".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("a first event (heartbeat)")
+        .unwrap();
+
+    // 4,000 invalidations of ~1.1 KiB: far more than the client's window (64 KiB), hyper's
+    // send buffer (400 KiB) and the ring (256 KiB) together.
+    let keys = big_keys(4_000);
+    for chunk in keys.chunks(500) {
+        caller
+            .bump(pb::BumpRequest {
+                keys: chunk.to_vec(),
+            })
+            .await
+            .expect("bumps are served while a watcher stalls");
+        let held = usize::try_from(gauge.get()).unwrap();
+        assert!(held <= RING_BYTES, "the ring held {held} bytes");
+        // A small call is answered meanwhile.
+        let again = caller
+            .get(pb::GetRequest {
+                keys: vec!["known".into()],
+                consistency: 0,
+            })
+            .await
+            .expect("a small Get is answered while a watcher stalls")
+            .into_inner();
+        assert_eq!(again.versions[0].token, known.versions[0].token);
+    }
+    let held = usize::try_from(gauge.get()).unwrap();
+    assert!(
+        held > RING_BYTES / 2,
+        "the ring filled up to its budget ({held} bytes): the test drove enough traffic"
+    );
+
+    // Read again, up to the last key's invalidation.
+    let last = keys.last().unwrap().clone();
+    let received = read_until(&mut stream, |e: &pb::WatchEvent| {
+        matches!(&e.event, Some(pb::watch_event::Event::Invalidated(inv)) if inv.key == last)
+    })
+    .await
+    .into_iter()
+    .filter_map(|e| e.event)
+    .collect::<Vec<_>>();
+
+    // Something was skipped, and announced: after the last Resync the invalidations are
+    // exactly the tail of the bumps, in order.
+    let last_resync = received
+        .iter()
+        .rposition(
+            |e| matches!(e, pb::watch_event::Event::Resync(r) if r.reason.contains("fell behind")),
+        )
+        .expect("a Resync announces what the stalled stream skipped");
+    let index = |key: &str| keys.iter().position(|k| k == key);
+    let tail: Vec<Option<usize>> = received[last_resync..]
+        .iter()
+        .filter_map(|e| match e {
+            pb::watch_event::Event::Invalidated(inv) => Some(index(&inv.key)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !tail.is_empty() && tail.len() < keys.len(),
+        "{}",
+        tail.len()
+    );
+    let first = keys.len() - tail.len();
+    assert_eq!(
+        tail,
+        (first..keys.len()).map(Some).collect::<Vec<_>>(),
+        "after the Resync, every bump arrives in order (key indices)"
+    );
+    sidecar.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_stream_that_stops_reading_pins_no_more_than_the_ring_and_gets_missed_messages()
+{
+    let redis = RedisServer::start();
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("stalled-subscriber")
+        .settings(|s| {
+            s.notification_buffer_bytes = RING_BYTES;
+        })
+        .start()
+        .await;
+    let gauge = sidecar.state.metrics.buffer("notifications");
+    let mut stalled = NotificationsClient::new(small_window_channel(sidecar.grpc_url()).await);
+    let mut publisher = NotificationsClient::connect(sidecar.grpc_url())
+        .await
+        .unwrap();
+    let mut caller = CacheVersionsClient::connect(sidecar.grpc_url())
+        .await
+        .unwrap();
+    let mut stream = stalled
+        .subscribe(pb::SubscribeRequest {
+            topics: vec!["orders".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("Subscribed")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        first.event,
+        Some(pb::notification_event::Event::Subscribed(_))
+    ));
+
+    // 200 notifications of 60 KiB: 12 MB, far past every buffer on the way.
+    let count = 200u32;
+    for i in 0..count {
+        let mut payload = i.to_be_bytes().to_vec();
+        payload.resize(60 * 1024, 0);
+        publisher
+            .publish(pb::PublishRequest {
+                topic: "orders".into(),
+                payload,
+            })
+            .await
+            .expect("Publish is served while a subscriber stalls");
+        let held = usize::try_from(gauge.get()).unwrap();
+        assert!(
+            held <= RING_BYTES,
+            "the notification ring held {held} bytes"
+        );
+    }
+    caller
+        .check(pb::CheckRequest {
+            entries: vec![pb::KeyVersion {
+                key: "known".into(),
+                version: Some(pb::Version {
+                    token: "x".into(),
+                    ..Default::default()
+                }),
+            }],
+            consistency: 0,
+        })
+        .await
+        .expect("a small Check is answered while a subscriber stalls");
+
+    let received = read_until(&mut stream, |e: &pb::NotificationEvent| {
+        matches!(&e.event, Some(pb::notification_event::Event::Notification(n))
+            if n.payload[..4] == (count - 1).to_be_bytes())
+    })
+    .await
+    .into_iter()
+    .filter_map(|e| e.event)
+    .collect::<Vec<_>>();
+    let last_missed = received
+        .iter()
+        .rposition(|e| matches!(e, pb::notification_event::Event::Missed(_)))
+        .expect("MissedMessages announces what the stalled stream skipped");
+    let tail: Vec<u32> = received[last_missed..]
+        .iter()
+        .filter_map(|e| match e {
+            pb::notification_event::Event::Notification(n) => {
+                Some(u32::from_be_bytes(n.payload[..4].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!tail.is_empty() && tail.len() < count as usize);
+    let first = count - tail.len() as u32;
+    assert_eq!(
+        tail,
+        (first..count).collect::<Vec<_>>(),
+        "after MissedMessages, every notification arrives in order"
+    );
+    sidecar.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_their_limit_are_refused_until_one_closes() {
+    let redis = RedisServer::start();
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("stream-limits")
+        .settings(|s| {
+            s.max_watch_streams = 2;
+            s.max_subscribe_streams = 1;
+        })
+        .start()
+        .await;
+    let mut client = CacheVersionsClient::connect(sidecar.grpc_url())
+        .await
+        .unwrap();
+    let watch = |mut client: CacheVersionsClient<Channel>| async move {
+        client
+            .watch(pb::WatchRequest { prefixes: vec![] })
+            .await
+            .map(|r| r.into_inner())
+    };
+    let first = watch(client.clone()).await.expect("first stream");
+    let _second = watch(client.clone()).await.expect("second stream");
+    let refused = watch(client.clone()).await.expect_err("third stream");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("max_watch_streams"),
+        "{refused:?}"
+    );
+    // Small calls are still served.
+    client
+        .get(pb::GetRequest {
+            keys: vec!["k".into()],
+            consistency: 0,
+        })
+        .await
+        .expect("Get is served");
+    drop(first);
+    let reopened = coherence_testkit::eventually(WAIT, || {
+        let client = client.clone();
+        async move { watch(client).await.is_ok() }
+    })
+    .await;
+    assert!(reopened, "a slot is free again once a stream closed");
+
+    let mut notes = NotificationsClient::connect(sidecar.grpc_url())
+        .await
+        .unwrap();
+    let request = || pb::SubscribeRequest {
+        topics: vec!["t".into()],
+    };
+    let _held = notes.subscribe(request()).await.expect("first subscriber");
+    let refused = notes.subscribe(request()).await.expect_err("second");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("max_subscribe_streams"),
+        "{refused:?}"
+    );
+    sidecar.shutdown().await;
+}
+
+/// `push_buffer_bytes`: a subscription that cannot keep up (here: it waits on a gap repair
+/// while the command connection is stalled) drops what does not fit instead of queueing it,
+/// then re-subscribes and repairs; the invalidations it dropped reach its watchers or are
+/// covered by a `Resync`, and every new version is current on it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_falls_behind_drops_past_its_push_budget_and_repairs() {
+    use coherence_testkit::{Flow, Link, RedisProxy};
+    const PUSH_BYTES: usize = 16 * 1024;
+    let redis = RedisServer::start();
+    let proxy = RedisProxy::start(redis.port()).await;
+    let one_shard = |s: &mut coherence_sidecar::process::config::Settings| {
+        s.shards = 1;
+        s.push_buffer_bytes = PUSH_BYTES;
+    };
+    let a = TestSidecar::builder(&proxy.url())
+        .server_id("a")
+        .settings(one_shard)
+        .start()
+        .await;
+    let b = TestSidecar::builder(&redis.url())
+        .server_id("b")
+        .settings(one_shard)
+        .start()
+        .await;
+    let mut on_a = CacheVersionsClient::new(a.channel().await);
+    let on_b = CacheVersionsClient::new(b.channel().await);
+    let mut watch = on_a
+        .watch(pb::WatchRequest { prefixes: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    let bump = |keys: Vec<String>| {
+        let mut on_b = on_b.clone();
+        async move {
+            on_b.bump(pb::BumpRequest { keys })
+                .await
+                .expect("bump on b")
+                .into_inner()
+                .versions
+        }
+    };
+
+    // A gap first (one invalidation lost), then a burst held back by the proxy.
+    proxy.drop_invalidations(true);
+    bump(vec!["gap".into()]).await;
+    proxy.drop_invalidations(false);
+    proxy.set_flow(Link::Subscription, Flow::Stall);
+    let keys = big_keys(200);
+    let mut versions = Vec::new();
+    for chunk in keys.chunks(50) {
+        versions.extend(bump(chunk.to_vec()).await);
+    }
+    // The burst arrives while A's repair of the gap waits on a stalled command connection.
+    proxy.set_flow(Link::Command, Flow::Stall);
+    proxy.set_flow(Link::Subscription, Flow::Pass);
+    let overflows = a.state.metrics.limit_counter("push_buffer_bytes");
+    let overflowed = coherence_testkit::eventually(WAIT, || async { overflows.get() >= 1 }).await;
+    let held = usize::try_from(a.state.metrics.buffer("push_invalidations").get()).unwrap();
+    proxy.set_flow(Link::Command, Flow::Pass);
+    assert!(overflowed, "the push queue overflowed");
+    assert!(
+        held <= PUSH_BYTES + 2 * 1024,
+        "the push queue held {held} bytes"
+    );
+
+    // Nothing lost: every bumped key's invalidation reaches A's watcher, or a Resync covers it.
+    let last = keys.last().unwrap().clone();
+    let received = read_until(&mut watch, |e: &pb::WatchEvent| {
+        matches!(&e.event, Some(pb::watch_event::Event::Resync(_)))
+            || matches!(&e.event, Some(pb::watch_event::Event::Invalidated(inv)) if inv.key == last)
+    })
+    .await;
+    let resynced = received
+        .iter()
+        .any(|e| matches!(&e.event, Some(pb::watch_event::Event::Resync(_))));
+    if !resynced {
+        let seen: std::collections::HashSet<&str> = received
+            .iter()
+            .filter_map(|e| match &e.event {
+                Some(pb::watch_event::Event::Invalidated(inv)) => Some(inv.key.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(keys.iter().all(|k| seen.contains(k.as_str())));
+    }
+    // And A vouches for every new version once it has repaired.
+    let entries: Vec<pb::KeyVersion> = keys
+        .iter()
+        .zip(&versions)
+        .map(|(k, v)| pb::KeyVersion {
+            key: k.clone(),
+            version: Some(v.clone()),
+        })
+        .collect();
+    let all_current = coherence_testkit::eventually(WAIT, || {
+        let mut on_a = on_a.clone();
+        let entries = entries.clone();
+        async move {
+            on_a.check(pb::CheckRequest {
+                entries,
+                consistency: 0,
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().results.iter().all(|r| r.current))
+        }
+    })
+    .await;
+    assert!(
+        all_current,
+        "A repaired: every new version is current on it"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

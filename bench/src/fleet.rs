@@ -34,7 +34,11 @@ impl Fleet {
 
     /// [`Fleet::grow_to`], each new sidecar's settings adjusted by `tune` (its Redis URL may
     /// be changed, to go through a proxy).
-    pub async fn grow_with(&mut self, n: usize, tune: impl Fn(&mut Settings)) -> anyhow::Result<()> {
+    pub async fn grow_with(
+        &mut self,
+        n: usize,
+        tune: impl Fn(&mut Settings),
+    ) -> anyhow::Result<()> {
         self.grow_to_with(n, |_, s| tune(s)).await
     }
 

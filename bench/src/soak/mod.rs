@@ -44,6 +44,7 @@ const LIMITS: Limits = Limits {
     max_staleness: Duration::from_millis(500),
     check_deadline: Duration::from_millis(250),
     check_slack: Duration::from_secs(1),
+    strong_by_completed_bumps: false,
 };
 
 /// What one phase measured.

@@ -384,7 +384,10 @@ impl Lane {
         &self,
         calls: &[ScriptCall<'k>],
         replies: &[&Reply],
-    ) -> (HashMap<&'k str, Result<ReadVersion, LinkError>>, Vec<IssuedIn>) {
+    ) -> (
+        HashMap<&'k str, Result<ReadVersion, LinkError>>,
+        Vec<IssuedIn>,
+    ) {
         let state = &self.state;
         let keyspace = &state.keyspace;
         let timeout = state.settings.request_timeout;

@@ -187,6 +187,7 @@ pub struct ShardVersions {
 
 /// Reads (or bumps) the keys of `shards` — shards on one Redis node — in one script call;
 /// returns each shard's state and versions, in order.
+#[allow(clippy::too_many_arguments)] // the script's argument blocks, each named
 pub async fn versions(
     scripts: &ScriptRunner,
     conn: &mut CommandConnection,
@@ -267,6 +268,7 @@ pub async fn versions(
 /// Publishes one heartbeat fence for `shards` (all on one Redis node) on `channel`, the caller's
 /// own fence channel; each shard's state as of the fence comes back with it. `seen` holds the
 /// newest state seen of each shard, in the same order.
+#[allow(clippy::too_many_arguments)] // the script's argument blocks, each named
 pub async fn fence(
     scripts: &ScriptRunner,
     conn: &mut CommandConnection,
@@ -301,6 +303,7 @@ pub struct HolderPosition {
 /// table, unless a bumper quarantined the holder there and its applied position is still
 /// behind the bump it missed. Returns each shard's state at the grant, `None` where refused.
 pub async fn lease(
+    scripts: &ScriptRunner,
     conn: &mut CommandConnection,
     keyspace: &Keyspace,
     holder: &str,
@@ -315,7 +318,7 @@ pub async fn lease(
         shard_block(&mut inv, keyspace, position.shard, &position.seen);
         inv.arg(&position.applied.0).arg(position.applied.1);
     }
-    let reply: Vec<String> = inv.invoke_async(conn).await?;
+    let reply: Vec<String> = scripts.run(&inv, conn).await?;
     if reply.len() != shards.len() * 2 {
         return Err(malformed(
             "lease script returned the wrong number of values",
@@ -339,6 +342,7 @@ pub async fn lease(
 /// Publishes `holder`'s acknowledgement of its applied position of each shard (all on one
 /// Redis node) on the shard's channel: `a|<epoch>|<seq>|<holder>`.
 pub async fn ack(
+    scripts: &ScriptRunner,
     conn: &mut CommandConnection,
     keyspace: &Keyspace,
     holder: &str,
@@ -353,13 +357,14 @@ pub async fn ack(
             .arg(epoch)
             .arg(*seq);
     }
-    let _: redis::Value = inv.invoke_async(conn).await?;
+    let _: redis::Value = scripts.run(&inv, conn).await?;
     Ok(())
 }
 
 /// Replaces the lease-table field `field` of `shard` with `replacement` (removes it when
 /// empty), if it still holds `value`: a bumper's pruning of a lease it waited out.
 pub async fn prune(
+    scripts: &ScriptRunner,
     conn: &mut CommandConnection,
     keyspace: &Keyspace,
     shard: u32,
@@ -371,7 +376,7 @@ pub async fn prune(
     let mut inv = invocation(conn, keyspace, header);
     shard_block(&mut inv, keyspace, shard, &None);
     inv.arg(field).arg(value).arg(replacement);
-    let _: redis::Value = inv.invoke_async(conn).await?;
+    let _: redis::Value = scripts.run(&inv, conn).await?;
     Ok(())
 }
 

@@ -1,7 +1,6 @@
 //! What the read-lease tests share: in-process sidecars on free ports in namespace `kit`, their
 //! metrics, and the sidecar binary as a process a test can SIGSTOP and SIGKILL.
 
-
 use std::time::Duration;
 
 use coherence_sidecar::process::config::{Config, Settings};
@@ -40,16 +39,6 @@ pub async fn start(settings: Settings) -> Sidecar {
 /// absent).
 pub fn metric(sidecar: &Sidecar, name: &str) -> f64 {
     coherence_testkit::metric_sum(&sidecar.state.metrics.encode(), name)
-}
-
-/// A gRPC channel to a sidecar's API.
-pub async fn channel(sidecar: &Sidecar) -> Channel {
-    Endpoint::from_shared(format!("http://{}", sidecar.grpc_addr))
-        .unwrap()
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// A `coherence-sidecar` process, so a test can SIGKILL it for real. Killed on drop.

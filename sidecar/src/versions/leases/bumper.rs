@@ -232,6 +232,7 @@ pub async fn wait_for_holders(state: Arc<VersionsState>, issued: Vec<IssuedIn>, 
 /// Replaces leases waited out by markers, and removes quarantines and old markers.
 async fn prune(state: Arc<VersionsState>, entries: Vec<(u32, String, String, String)>) {
     let keyspace = &state.keyspace;
+    let scripts = state.link.scripts();
     for (shard, field, value, replacement) in &entries {
         let result = state
             .link
@@ -239,8 +240,16 @@ async fn prune(state: Arc<VersionsState>, entries: Vec<(u32, String, String, Str
                 "prune_lease",
                 state.settings.request_timeout,
                 |mut conn| async move {
-                    shard_script::prune(&mut conn, keyspace, *shard, field, value, replacement)
-                        .await
+                    shard_script::prune(
+                        scripts,
+                        &mut conn,
+                        keyspace,
+                        *shard,
+                        field,
+                        value,
+                        replacement,
+                    )
+                    .await
                 },
             )
             .await;

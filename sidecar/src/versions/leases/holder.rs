@@ -178,6 +178,7 @@ async fn grant(state: &VersionsState, holder: &Holder, shards: &[u32]) {
     let value = format!("{counter}|{}", holder.settings.period.as_millis());
     let positions = positions(state, shards);
     let keyspace = &state.keyspace;
+    let scripts = state.link.scripts();
     let lease_ms = holder.settings.period.as_millis() as u64;
     let sent_at = Instant::now();
     let result = state
@@ -185,8 +186,10 @@ async fn grant(state: &VersionsState, holder: &Holder, shards: &[u32]) {
         .run("lease", state.settings.request_timeout, |mut conn| {
             let (value, positions) = (&value, &positions);
             async move {
-                shard_script::lease(&mut conn, keyspace, &holder.id, value, positions, lease_ms)
-                    .await
+                shard_script::lease(
+                    scripts, &mut conn, keyspace, &holder.id, value, positions, lease_ms,
+                )
+                .await
             }
         })
         .await;
@@ -242,16 +245,16 @@ async fn acknowledge(state: Arc<VersionsState>, mut shutdown: watch::Receiver<bo
                 continue;
             }
             let keyspace = &state.keyspace;
-            let result =
-                state
-                    .link
-                    .run("ack", state.settings.request_timeout, |mut conn| {
-                        let positions = &positions;
-                        async move {
-                            shard_script::ack(&mut conn, keyspace, &holder.id, positions).await
-                        }
-                    })
-                    .await;
+            let scripts = state.link.scripts();
+            let result = state
+                .link
+                .run("ack", state.settings.request_timeout, |mut conn| {
+                    let positions = &positions;
+                    async move {
+                        shard_script::ack(scripts, &mut conn, keyspace, &holder.id, positions).await
+                    }
+                })
+                .await;
             if let Err(err) = result {
                 tracing::debug!(error = %err, "read-lease acknowledgement not sent");
             }
@@ -263,6 +266,7 @@ async fn acknowledge(state: Arc<VersionsState>, mut shutdown: watch::Receiver<bo
 /// its grants out once).
 async fn release(state: &VersionsState, holder: &Holder) {
     let keyspace = &state.keyspace;
+    let scripts = state.link.scripts();
     for group in state.keyspace.fence_groups(&state.settings.server_id) {
         let positions = positions(state, &group.shards);
         let _ = state
@@ -270,7 +274,8 @@ async fn release(state: &VersionsState, holder: &Holder) {
             .run("lease", state.settings.request_timeout, |mut conn| {
                 let positions = &positions;
                 async move {
-                    shard_script::lease(&mut conn, keyspace, &holder.id, "", positions, 0).await
+                    shard_script::lease(scripts, &mut conn, keyspace, &holder.id, "", positions, 0)
+                        .await
                 }
             })
             .await;

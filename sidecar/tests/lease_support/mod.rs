@@ -16,6 +16,9 @@ pub fn settings(redis: &RedisServer, server_id: &str) -> Settings {
     s.admin_listen = "127.0.0.1:0".parse().unwrap();
     s.server_id = server_id.to_string();
     s.namespace = "kit".to_string();
+    // No canary bumps: they would wait for lease holders too, and these tests count the bumps
+    // that did.
+    s.canary_interval_ms = 0;
     s
 }
 
@@ -58,6 +61,7 @@ impl SidecarProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .args(["--server-id", server_id, "--namespace", "kit"])
+            .args(["--canary-interval-ms", "0"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())

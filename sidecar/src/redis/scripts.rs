@@ -100,8 +100,11 @@ pub static SERVERS: LuaScript =
 /// Job leases and per-period runs.
 pub static JOBS: LuaScript = LuaScript::new("jobs", include_str!("../load_balancing/jobs.lua"));
 
-fn library_scripts() -> [&'static LuaScript; 3] {
-    [&SHARD, &SERVERS, &JOBS]
+/// The consistency auditor's read-only evidence (`versions/audit/evidence.rs`).
+pub static AUDIT: LuaScript = LuaScript::new("audit", include_str!("../versions/audit/audit.lua"));
+
+fn library_scripts() -> [&'static LuaScript; 4] {
+    [&SHARD, &SERVERS, &JOBS, &AUDIT]
 }
 
 /// The library's version: the first 12 hex digits of FNV-1a over every script's name and

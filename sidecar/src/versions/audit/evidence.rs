@@ -2,17 +2,15 @@
 //! oldest replay-log entry, the key's first log entry after the sampled token, and Redis's
 //! `TIME`, all from one read-only script call (`audit.lua`) on the key's hash slot.
 
-use std::sync::LazyLock;
 use std::time::Instant;
 
-use redis::{RedisResult, Script};
+use redis::RedisResult;
 
 use crate::redis::keyspace::Keyspace;
+use crate::redis::scripts::{ScriptRunner, AUDIT};
 use crate::redis::target::CommandConnection;
 use crate::versions::audit::verdict::{scan_horizon_age_ms, Reading, Scan};
 use crate::versions::shard_script::malformed;
-
-static AUDIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("audit.lua")));
 
 /// Most replay-log entries one reading scans (in batches of 128) before it gives up
 /// ("undecided: scan_limit"). Bounds the Redis time one audit costs: scanning 1,024 entries
@@ -29,6 +27,7 @@ pub struct Question<'a> {
 
 /// Reads what Redis can tell about `question` (see the module docs).
 pub async fn read(
+    scripts: &ScriptRunner,
     conn: &mut CommandConnection,
     keyspace: &Keyspace,
     question: &Question<'_>,
@@ -36,16 +35,15 @@ pub async fn read(
     let shard = keyspace.shard_of(question.key);
     let sk = keyspace.shard_keys(shard);
     let sent = Instant::now();
-    let reply: Vec<String> = AUDIT
-        .key(sk.epoch)
+    let mut call = AUDIT.call();
+    call.key(sk.epoch)
         .key(sk.log)
         .key(keyspace.version_key(shard, question.key))
         .arg(question.key)
         .arg(question.token_seq)
         .arg(scan_horizon_age_ms(question.answer_at, sent))
-        .arg(SCAN_LIMIT)
-        .invoke_async(conn)
-        .await?;
+        .arg(SCAN_LIMIT);
+    let reply: Vec<String> = scripts.run(&call, conn).await?;
     let received = Instant::now();
     let [now_ms, epoch, version, oldest, found_seq, found_t, how] = <[String; 7]>::try_from(reply)
         .map_err(|_| malformed("audit script returned the wrong number of values"))?;

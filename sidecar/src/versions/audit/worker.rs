@@ -85,12 +85,13 @@ async fn judge(state: &VersionsState, sample: &Sample) -> Verdict {
 
 async fn read(state: &VersionsState, question: &Question<'_>) -> Option<verdict::Reading> {
     let keyspace = &state.keyspace;
+    let scripts = state.link.scripts();
     state
         .link
         .run(
             "audit",
             state.settings.request_timeout,
-            |mut conn| async move { evidence::read(&mut conn, keyspace, question).await },
+            |mut conn| async move { evidence::read(scripts, &mut conn, keyspace, question).await },
         )
         .await
         .ok()

@@ -69,7 +69,7 @@ pub(crate) struct AnswerSampler {
 }
 
 thread_local! {
-    /// xorshift64* state per thread, seeded from the standard library's random hasher keys.
+    /// xorshift64* state per thread, started from the standard library's random hasher keys.
     static RNG: std::cell::Cell<u64> = std::cell::Cell::new({
         use std::hash::{BuildHasher, Hasher};
         std::collections::hash_map::RandomState::new().build_hasher().finish() | 1

@@ -551,7 +551,7 @@ impl Mirror {
     }
 
     /// Drops an eighth of a full shard's entries (or of its bytes, whichever is full):
-    /// whichever come first in the table, an order the hasher's random seed makes arbitrary.
+    /// whichever come first in the table, an order the hasher's random keys make arbitrary.
     /// One pass per eighth of the capacity inserted keeps eviction O(1) per insert, amortised.
     /// Raises the learn floor past every dropped entry and everything applied, so that no read
     /// older than what was forgotten is learnt.

@@ -5,24 +5,41 @@
 //! completed (guarantee 3). Also: leases off, and a fleet mixing holders with sidecars that hold
 //! none.
 
-mod lease_support;
-
 use std::time::Duration;
 
 use coherence_client::{CheckResult, CheckSource, Client, Consistency, Version};
 use coherence_sidecar::Sidecar;
-use coherence_testkit::{eventually, Flow, Link, RedisProxy, RedisServer};
-use lease_support::{metric, settings, start, SidecarProcess};
+use coherence_testkit::{
+    eventually, metric_sum, Await, Flow, Link, RedisProxy, RedisServer, SidecarProcess,
+    TestSidecar, TestSidecarBuilder,
+};
 
 /// The lease period of these tests, in ms.
 const LEASE_MS: u64 = 1_000;
 /// Bound of every wait for an event.
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn sidecar(redis: &RedisServer, id: &str, lease_ms: u64) -> (Sidecar, Client) {
-    let mut s = settings(redis, id);
-    s.read_lease_ms = lease_ms;
-    let sidecar = start(s).await;
+/// A sidecar named `id` in namespace `kit` against `redis_url` with `read_lease_ms` =
+/// `lease_ms`; started, it waits for its Redis link. No canary bumps: they would wait for lease
+/// holders too, and these tests count the bumps that did.
+fn leased(redis_url: &str, id: &str, lease_ms: u64) -> TestSidecarBuilder {
+    TestSidecar::builder(redis_url)
+        .server_id(id)
+        .namespace("kit")
+        .settings(|s| {
+            s.read_lease_ms = lease_ms;
+            s.canary_interval_ms = 0;
+        })
+        .wait(Await::Connected)
+}
+
+/// The sum of a metric's samples on an in-process sidecar.
+fn metric(sidecar: &Sidecar, name: &str) -> f64 {
+    metric_sum(&sidecar.state.metrics.encode(), name)
+}
+
+async fn sidecar(redis: &RedisServer, id: &str, lease_ms: u64) -> (TestSidecar, Client) {
+    let sidecar = leased(&redis.url(), id, lease_ms).start().await;
     assert!(sidecar.wait_ready(WAIT).await, "{id} never became ready");
     let client = Client::connect(format!("http://{}", sidecar.grpc_addr))
         .await
@@ -134,7 +151,11 @@ async fn a_sigstopped_holder_delays_one_bump_until_its_lease_ran_out_and_never_a
 ) {
     let redis = RedisServer::start();
     let lease = LEASE_MS.to_string();
-    let process = SidecarProcess::spawn(&redis, "paused", &["--read-lease-ms", &lease]);
+    let process = SidecarProcess::builder(env!("CARGO_BIN_EXE_coherence-sidecar"), &redis.url())
+        .args(&["--server-id", "paused", "--namespace", "kit"])
+        .args(&["--read-lease-ms", &lease, "--canary-interval-ms", "0"])
+        .env("RUST_LOG", "warn")
+        .spawn();
     let via_process = Client::from_channel(process.channel().await).with_timeout(WAIT);
     let (bumper, via_bumper) = sidecar(&redis, "bumper", LEASE_MS).await;
     let answered = eventually(WAIT, || async {
@@ -145,7 +166,7 @@ async fn a_sigstopped_holder_delays_one_bump_until_its_lease_ran_out_and_never_a
     let v1 = via_process.get_one("content").await.unwrap();
     assert!(answers_locally(&via_process, "content", &v1).await);
 
-    process.pause();
+    process.signal("-STOP");
     let v2 = tokio::time::timeout(WAIT, via_bumper.bump(&["content"]))
         .await
         .expect("the bump completes while the holder is stopped")
@@ -157,7 +178,7 @@ async fn a_sigstopped_holder_delays_one_bump_until_its_lease_ran_out_and_never_a
 
     // Resumed, the holder's own clock says its lease is over; it must not answer v1 or v2
     // current, however soon it is asked, and it takes a lease again once caught up.
-    process.resume();
+    process.signal("-CONT");
     never_stale_until_local_again(&via_process, "content", &[&v1, &v2], &v3).await;
     assert_eq!(
         after_first, 1.0,
@@ -173,10 +194,7 @@ async fn a_sigstopped_holder_delays_one_bump_until_its_lease_ran_out_and_never_a
 async fn a_holder_whose_subscription_stalls_is_waited_out_and_does_not_answer_what_it_missed() {
     let redis = RedisServer::start();
     let proxy = RedisProxy::start(redis.port()).await;
-    let mut s = settings(&redis, "holder");
-    s.redis_url = proxy.url();
-    s.read_lease_ms = LEASE_MS;
-    let holder = start(s).await;
+    let holder = leased(&proxy.url(), "holder", LEASE_MS).start().await;
     assert!(holder.wait_ready(WAIT).await);
     let via_holder = Client::connect(format!("http://{}", holder.grpc_addr))
         .await

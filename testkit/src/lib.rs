@@ -66,6 +66,7 @@ pub mod sidecar;
 pub mod tls;
 
 pub use cluster::RedisCluster;
+pub use exposition::metric_sum;
 pub use freeze::{FreezeStats, FreezingProxy};
 pub use http::{http_get, HttpResponse};
 pub use process::{SidecarProcess, SidecarProcessBuilder};
@@ -314,19 +315,6 @@ impl Drop for RedisServer {
         self.resume();
         self.kill();
     }
-}
-
-/// The sum of a metric's samples (every label set) in a Prometheus text exposition; 0 when
-/// absent. `name` is the sample name, e.g. `coherence_bumps_total` or `…_seconds_count`.
-pub fn metric_sum(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Polls `condition` every 10 ms until it holds or `limit` passes; returns whether it held.

@@ -434,15 +434,5 @@ async fn start_sidecar(settings: Settings) -> TestSidecar {
 
 /// The sum of a metric's samples (every label set) on one sidecar, from its Prometheus text.
 pub fn metric_of(sidecar: &TestSidecar, name: &str) -> f64 {
-    sidecar
-        .state
-        .metrics
-        .encode()
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    coherence_testkit::metric_sum(&sidecar.state.metrics.encode(), name)
 }

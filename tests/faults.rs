@@ -179,6 +179,8 @@ impl Metrics {
 struct Outcome {
     fleet: Fleet,
     report: Report,
+    /// Strong checks client mirrors answered in their own memory under a read lease.
+    mirror_strong_local: u64,
     effect: Metrics,
     proxied_effect: Option<Metrics>,
 }
@@ -230,6 +232,7 @@ async fn run_with(name: &str, fault: Fault, tune: impl Fn(&mut Settings)) -> Out
     tokio::time::sleep(phase).await;
     let judged = workload.judge(&fleet).await;
     let (report, swept, clients) = (judged.report, judged.swept, judged.client_stats);
+    let mirror_strong_local = judged.mirror_strong_local;
     let effect = Metrics::read(&fleet.sidecars).delta(before);
     let proxied_effect =
         proxied_before.map(|b| Metrics::read(&fleet.sidecars[PROXIED..=PROXIED]).delta(b));
@@ -254,6 +257,7 @@ async fn run_with(name: &str, fault: Fault, tune: impl Fn(&mut Settings)) -> Out
     Outcome {
         fleet,
         report,
+        mirror_strong_local,
         effect,
         proxied_effect,
     }
@@ -688,11 +692,51 @@ async fn read_leases_with_a_holder_frozen() {
     )
     .await;
     let (local, waited) = lease_figures(&o.fleet);
-    println!("LEASES holder-frozen: strong answers from mirrors {local}, bumps that waited for an expiry {waited}");
+    println!("LEASES holder-frozen: strong answers from sidecar mirrors {local}, from client mirrors {}, bumps that waited for an expiry {waited}", o.mirror_strong_local);
     assert!(local > 0.0, "no strong check was answered under a lease");
+    assert!(
+        o.mirror_strong_local > 0,
+        "no client mirror answered a strong check under its lease"
+    );
     assert!(
         waited >= 1.0,
         "no bump waited for the frozen holder's lease"
+    );
+    o.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_leases_with_redis_paused() {
+    // No holder can renew or acknowledge while Redis is stopped: grants run out by each
+    // holder's own clock, client mirrors' with them, and strong checks fail closed or go to
+    // Redis until the leases are taken again.
+    let o = run_with(
+        "leases-redis-paused-2s",
+        Fault::Pause(Duration::from_secs(2)),
+        leased,
+    )
+    .await;
+    let (local, waited) = lease_figures(&o.fleet);
+    println!("LEASES redis-paused: strong answers from sidecar mirrors {local}, from client mirrors {}, bumps that waited for an expiry {waited}", o.mirror_strong_local);
+    assert!(local > 0.0, "no strong check was answered under a lease");
+    assert!(
+        o.mirror_strong_local > 0,
+        "no client mirror answered a strong check under its lease"
+    );
+    o.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_leases_with_subscriptions_killed() {
+    // Every holder's subscription is cut (CLIENT KILL TYPE pubsub): none can acknowledge until
+    // it re-subscribed and resynced; bumps meanwhile wait for acknowledgements or expiries.
+    let o = run_with("leases-kill-pubsub", Fault::KillPubsub, leased).await;
+    let (local, waited) = lease_figures(&o.fleet);
+    println!("LEASES kill-pubsub: strong answers from sidecar mirrors {local}, from client mirrors {}, bumps that waited for an expiry {waited}", o.mirror_strong_local);
+    assert!(local > 0.0, "no strong check was answered under a lease");
+    assert!(
+        o.mirror_strong_local > 0,
+        "no client mirror answered a strong check under its lease"
     );
     o.fleet.shutdown().await;
 }
@@ -702,8 +746,12 @@ async fn read_leases_with_redis_restarted_empty() {
     // The lease tables are lost with the data: the new epoch's bumps wait out the quarantine.
     let o = run_with("leases-restart-empty", Fault::RestartEmpty, leased).await;
     let (local, waited) = lease_figures(&o.fleet);
-    println!("LEASES restart-empty: strong answers from mirrors {local}, bumps that waited for an expiry {waited}");
+    println!("LEASES restart-empty: strong answers from sidecar mirrors {local}, from client mirrors {}, bumps that waited for an expiry {waited}", o.mirror_strong_local);
     assert!(local > 0.0, "no strong check was answered under a lease");
+    assert!(
+        o.mirror_strong_local > 0,
+        "no client mirror answered a strong check under its lease"
+    );
     assert!(waited >= 1.0, "no bump waited out the quarantine");
     o.fleet.shutdown().await;
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+use crate::fault_injection::{off, Mechanism};
 use crate::token::random_token;
 use crate::versions::leases::LeaseSettings;
 use crate::versions::shard_script::{self, HolderPosition, ShardState};
@@ -293,7 +294,7 @@ async fn acknowledge(state: Arc<VersionsState>, mut shutdown: watch::Receiver<bo
             continue;
         }
         let mirrors = &state.leases.mirrors;
-        if mirrors.enabled() {
+        if mirrors.enabled() && !off(Mechanism::MirrorAckWait) {
             let started = Instant::now();
             let waited_out = mirrors.wait_applied(ring_head).await;
             let metrics = &state.metrics;

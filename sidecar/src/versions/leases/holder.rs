@@ -49,9 +49,12 @@ pub struct Holder {
     moved: Mutex<Moved>,
     /// Per shard, the latest applied position recorded for acknowledgement (after its events
     /// reached the Watch ring): what mirror leases are granted on.
-    announced: Vec<RwLock<Option<(Arc<str>, u64)>>>,
+    announced: Vec<RwLock<Option<Position>>>,
     nudge: Notify,
 }
+
+/// A shard's epoch and applied sequence.
+type Position = (Arc<str>, u64);
 
 /// Positions to acknowledge, per shard, and the Watch ring's head when the latest was recorded.
 #[derive(Default)]

@@ -21,8 +21,10 @@ use crate::client::{Client, MirrorLeaseAnswer};
 /// How much slower than real time a clock may run (ρ = 0.1 %), as in the sidecar.
 const DRIFT_PPM: u32 = 1_000;
 
-/// How soon to ask again after a refusal or a failed call.
+/// How soon to ask again after a first refusal or failed call; doubled after each one more, up
+/// to [`RETRY_MAX`] (a sidecar with leases off refuses until it restarts, which ends the stream).
 const RETRY: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// One grant: answers allowed until `until` once the map applied `min_position`.
 #[derive(Debug, Clone, Copy)]
@@ -99,11 +101,14 @@ pub(super) fn new_lease_id() -> String {
 /// applied, until aborted (when the stream ends).
 pub(super) async fn run(lease: Arc<MirrorLease>, stream: u64, client: Client, lease_id: String) {
     let mut renew_at = Instant::now();
+    let mut retry = RETRY;
+    // Acknowledgements matter only once the sidecar granted something on this stream.
+    let mut granted_once = false;
     loop {
         let due = tokio::time::sleep_until(renew_at.into());
         tokio::select! {
             _ = due => {}
-            _ = lease.nudge.notified() => {}
+            _ = lease.nudge.notified(), if granted_once => {}
         }
         let sent_at = Instant::now();
         let renew = sent_at >= renew_at;
@@ -122,6 +127,8 @@ pub(super) async fn run(lease: Arc<MirrorLease>, stream: u64, client: Client, le
                     },
                 );
                 renew_at = sent_at + (term / 4).max(Duration::from_millis(10));
+                granted_once = true;
+                retry = RETRY;
             }
             Ok(MirrorLeaseAnswer::Refused(reason)) => {
                 if renew {
@@ -129,12 +136,14 @@ pub(super) async fn run(lease: Arc<MirrorLease>, stream: u64, client: Client, le
                         reason,
                         "mirror lease refused; strong checks ask the sidecar"
                     );
-                    renew_at = sent_at + RETRY;
+                    renew_at = sent_at + retry;
+                    retry = (retry * 2).min(RETRY_MAX);
                 }
             }
             Err(err) => {
                 tracing::debug!(error = %err, "mirror lease call failed");
-                renew_at = renew_at.max(sent_at + RETRY);
+                renew_at = renew_at.max(sent_at + retry);
+                retry = (retry * 2).min(RETRY_MAX);
             }
         }
     }

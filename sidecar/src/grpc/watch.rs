@@ -71,6 +71,8 @@ impl WatchFeed {
     async fn next(&mut self) -> Option<pb::WatchEvent> {
         use pb::watch_event::Event;
         loop {
+            // Where this stream stood: a `Lagged` covers the items from here on.
+            let before = self.events.position();
             let received = tokio::select! {
                 biased;
                 _ = self.shutdown.wait_for(|down| *down) => return None,
@@ -78,6 +80,13 @@ impl WatchFeed {
             };
             // One past the item just taken: positions grow along the stream.
             let position = self.events.position();
+            // What the mirror must apply before it counts as past the items this event covers:
+            // the event itself, or for `Lagged` the first item it missed (its Resync covers
+            // every index from `before` on, however far past them the reader now stands).
+            let covers_from = match received {
+                Received::Lagged(_) => before + 1,
+                _ => position,
+            };
             let changes_map = matches!(
                 received,
                 Received::Item(WatchItem::Invalidated(_) | WatchItem::Resync(_))
@@ -123,7 +132,7 @@ impl WatchFeed {
             };
             let position = match &self.leases {
                 Some(leases) => {
-                    leases.passed(position, changes_map.then_some(position));
+                    leases.passed(position, changes_map.then_some(covers_from));
                     position
                 }
                 None => 0,

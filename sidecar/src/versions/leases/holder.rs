@@ -195,6 +195,11 @@ pub async fn run(state: Arc<VersionsState>, shutdown: watch::Receiver<bool>) {
     holder.drop_all();
     state.metrics.read_leases_held.set(0);
     acks.abort();
+    // Client mirrors may still answer under leases cut from our grants: bumpers must keep
+    // waiting for our grants until those have run out (no new one is granted after drop_all).
+    while state.leases.mirrors.any_live(Instant::now()) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     release(&state, holder).await;
 }
 

@@ -214,6 +214,10 @@ impl MirrorLeases {
     /// to run out. Bounded by the longest lease granted (at most `read_lease_ms` plus drift).
     pub async fn wait_applied(&self, head: u64) -> bool {
         let mut waited_out = false;
+        // Each stream is waited for at most until the end of the lease it held when the wait
+        // began: a renewal granted later carries min_position >= head unless the mirror is
+        // caught up, so it need not be waited for.
+        let mut deadlines: HashMap<usize, Instant> = HashMap::new();
         loop {
             let progress = self.progress.notified();
             tokio::pin!(progress);
@@ -222,10 +226,11 @@ impl MirrorLeases {
             let pending = lock(&self.streams)
                 .values()
                 .filter_map(|t| {
+                    let key = Arc::as_ptr(t) as usize;
                     let t = lock(t);
-                    (t.live(now) && !t.caught_up(head)).then_some(t.live_until)
+                    let until = *deadlines.entry(key).or_insert(t.live_until?);
+                    (now < until && !t.caught_up(head)).then_some(until)
                 })
-                .flatten()
                 .min();
             let Some(until) = pending else {
                 return waited_out;

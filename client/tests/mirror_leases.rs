@@ -246,14 +246,17 @@ async fn lease_ids_are_validated_and_unknown_streams_are_refused() {
         Ok(MirrorLeaseAnswer::Refused(why)) => assert!(why.contains("no Watch stream"), "{why}"),
         other => panic!("a lease for no stream: {other:?}"),
     }
-    // One stream per id: a second stream with the same id is served without leases.
-    let _first = raw
+    // One stream per id: a second stream with the same id would be granted leases judged on
+    // the first one's progress, which nothing waits for. Refused.
+    let first = raw
         .watch_with_lease(&[], "shared-id-0123456789")
         .await
         .expect("watch");
-    let _second = raw
+    let err = raw
         .watch_with_lease(&[], "shared-id-0123456789")
         .await
-        .expect("still served");
+        .expect_err("a second stream with the same lease id");
+    assert!(err.to_string().contains("another Watch stream"), "{err}");
+    drop(first);
     holder.shutdown().await;
 }

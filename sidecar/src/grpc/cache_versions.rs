@@ -162,9 +162,15 @@ impl CacheVersions for CacheVersionsService {
         let slot = self.watch_slots.take()?;
         let state = self.versions.state();
         let events = state.events.reader();
-        let leases = (!req.lease_id.is_empty())
-            .then(|| state.leases.mirrors.track(&req.lease_id, events.position()))
-            .flatten();
+        let leases = if req.lease_id.is_empty() {
+            None
+        } else {
+            state
+                .leases
+                .mirrors
+                .track(&req.lease_id, events.position())
+                .map_err(|in_use| Status::already_exists(in_use.to_string()))?
+        };
         let feed = WatchFeed {
             events,
             prefixes: PrefixSet::new(&req.prefixes),

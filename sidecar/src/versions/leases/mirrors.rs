@@ -9,8 +9,9 @@
 //! to Redis it waits (`wait_applied`) until every mirror lease it counts live has applied every
 //! ring item pushed before that position was recorded, or has run out by this sidecar's clock.
 //!
-//! Bounds: at most `max_mirror_leases` tracked streams (a stream beyond it, or with a lease id
-//! already tracked, is served without leases); per stream at most [`MAX_UNACKED`] delivered
+//! Bounds: at most `max_mirror_leases` tracked streams (a stream beyond it is served without
+//! leases; one with a lease id already tracked is refused, since its renewals would be judged on
+//! the other stream's progress); per stream at most [`MAX_UNACKED`] delivered
 //! but unacknowledged positions — beyond, the stream counts as never caught up (bumps wait its
 //! lease out) and is refused renewals until its mirror acknowledged everything delivered. A
 //! closed stream's record is kept until its last lease has run out.
@@ -40,6 +41,11 @@ pub enum Refused {
     #[error("the sidecar holds no read lease covering every shard now")]
     NotHolding,
 }
+
+/// A Watch stream asked for a lease id another stream uses (docs/client-protocol.md, rule 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("lease_id: another Watch stream uses this lease id (choose a new random one per stream)")]
+pub struct LeaseIdInUse;
 
 /// A granted mirror lease, as answered to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,11 +130,16 @@ impl MirrorLeases {
     }
 
     /// Starts tracking the Watch stream opened with `lease_id`, whose ring reader starts at
-    /// `read_from`. `None` (the stream is served without leases) when mirror leases are off, the
-    /// table is full, or the id is tracked already (its leases may still be live).
-    pub fn track(self: &Arc<Self>, lease_id: &str, read_from: u64) -> Option<StreamTracker> {
+    /// `read_from`. `Ok(None)` (the stream is served without leases) when mirror leases are off
+    /// or the table is full; [`LeaseIdInUse`] when the id is tracked already (by an open stream,
+    /// or a closed one whose lease may still be live).
+    pub fn track(
+        self: &Arc<Self>,
+        lease_id: &str,
+        read_from: u64,
+    ) -> Result<Option<StreamTracker>, LeaseIdInUse> {
         if !self.enabled() {
-            return None;
+            return Ok(None);
         }
         let now = Instant::now();
         let mut streams = lock(&self.streams);
@@ -136,8 +147,11 @@ impl MirrorLeases {
             let t = lock(t);
             t.open || t.live(now)
         });
-        if streams.len() >= self.max || streams.contains_key(lease_id) {
-            return None;
+        if streams.contains_key(lease_id) {
+            return Err(LeaseIdInUse);
+        }
+        if streams.len() >= self.max {
+            return Ok(None);
         }
         let tracked = Arc::new(Mutex::new(Tracked {
             read_through: read_from,
@@ -145,10 +159,10 @@ impl MirrorLeases {
             ..Tracked::default()
         }));
         streams.insert(lease_id.to_string(), Arc::clone(&tracked));
-        Some(StreamTracker {
+        Ok(Some(StreamTracker {
             tracked,
             leases: Arc::clone(self),
-        })
+        }))
     }
 
     /// A mirror's `MirrorLease` call at `now`: acknowledges `applied`, and with `renew` grants
@@ -294,8 +308,12 @@ mod tests {
     #[test]
     fn a_grant_is_shorter_than_what_the_sidecar_holds_and_waits_for_acknowledgements() {
         let leases = Arc::new(MirrorLeases::new(settings(), 4));
-        let stream = leases.track("m1", 0).expect("tracked");
-        assert!(leases.track("m1", 0).is_none(), "an id is tracked once");
+        let stream = leases.track("m1", 0).expect("tracked").expect("tracked");
+        assert_eq!(
+            leases.track("m1", 0).err(),
+            Some(LeaseIdInUse),
+            "an id is tracked once"
+        );
         let now = Instant::now();
         let grant = leases
             .renew("m1", 0, true, now, holding)
@@ -335,7 +353,7 @@ mod tests {
     #[test]
     fn refusals_name_their_reason() {
         let off = Arc::new(MirrorLeases::new(settings(), 0));
-        assert!(off.track("m", 0).is_none());
+        assert!(matches!(off.track("m", 0), Ok(None)));
         assert_eq!(
             off.renew("m", 0, true, Instant::now(), holding),
             Err(Refused::Off)
@@ -345,8 +363,11 @@ mod tests {
             leases.renew("nope", 0, true, Instant::now(), holding),
             Err(Refused::UnknownStream)
         );
-        let stream = leases.track("m", 0).expect("tracked");
-        assert!(leases.track("other", 0).is_none(), "the table is full");
+        let stream = leases.track("m", 0).expect("tracked").expect("tracked");
+        assert!(
+            matches!(leases.track("other", 0), Ok(None)),
+            "the table is full"
+        );
         assert_eq!(
             leases.renew("m", 0, true, Instant::now(), || None),
             Err(Refused::NotHolding)
@@ -357,7 +378,7 @@ mod tests {
             Err(Refused::StreamEnded)
         );
         assert!(
-            leases.track("other", 0).is_some(),
+            matches!(leases.track("other", 0), Ok(Some(_))),
             "a closed stream without a live lease is forgotten"
         );
     }
@@ -365,7 +386,7 @@ mod tests {
     #[test]
     fn a_mirror_that_never_acknowledges_is_bounded_and_never_counts_as_caught_up() {
         let leases = Arc::new(MirrorLeases::new(settings(), 1));
-        let stream = leases.track("m", 0).expect("tracked");
+        let stream = leases.track("m", 0).expect("tracked").expect("tracked");
         for p in 1..=(MAX_UNACKED as u64 + 10) {
             stream.passed(p, Some(p));
         }
@@ -389,7 +410,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_ends_on_acknowledgement_or_at_the_lease_end() {
         let leases = Arc::new(MirrorLeases::new(settings(), 2));
-        let stream = leases.track("m", 0).expect("tracked");
+        let stream = leases.track("m", 0).expect("tracked").expect("tracked");
         let granted_at = Instant::now();
         let grant = leases
             .renew("m", 0, true, granted_at, holding)

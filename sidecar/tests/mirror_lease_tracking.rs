@@ -1,8 +1,9 @@
-//! Review of mirror leases (docs/design.md, "Read leases in client mirrors"): two findings,
-//! shown on the sidecar's own pieces (the Watch ring, a Watch stream's feed and its tracker,
-//! the mirror-lease registry) exactly as `grpc/watch.rs` and `leases/holder.rs` wire them.
-//!
-//! Both tests FAIL on main (05fdf8c): they assert what the design says must hold.
+//! Mirror-lease tracking (docs/design.md, "Read leases in client mirrors") on the sidecar's own
+//! pieces — the Watch ring, a Watch stream's feed and its tracker, the mirror-lease registry —
+//! wired exactly as `grpc/watch.rs` and `leases/holder.rs` wire them: a stream that fell behind
+//! the ring is not caught up until its mirror applied the `Resync`, and a mirror that renews
+//! without ever acknowledging holds acknowledgements back only until the lease it held when the
+//! wait began ran out. Both were found by review, and failed on the first version.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +57,10 @@ async fn open_stream(
     leases: &Arc<MirrorLeases>,
 ) -> (WatchStream, tokio::sync::watch::Sender<bool>) {
     let events = ring.reader();
-    let tracker: StreamTracker = leases.track(LEASE_ID, events.position()).expect("tracked");
+    let tracker: StreamTracker = leases
+        .track(LEASE_ID, events.position())
+        .expect("tracked")
+        .expect("tracked");
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let slot = Arc::new(tokio::sync::Semaphore::new(1))
         .acquire_owned()
@@ -77,7 +81,7 @@ async fn open_stream(
     (feed.into_stream(), shutdown_tx)
 }
 
-/// SAFETY (guarantee 3). A stream that fell behind the ring gets `Resync` at position
+/// Guarantee 3. Found by review: A stream that fell behind the ring gets `Resync` at position
 /// `first` (the ring's oldest kept index), which can be far past the head `H` the holder
 /// recorded with the shard position it is about to acknowledge. `caught_up(H)` then only
 /// asks for `read_through >= H` and "no unacknowledged position <= H" — the Resync's
@@ -86,7 +90,7 @@ async fn open_stream(
 /// covers it. The holder acknowledges, B completes, and the mirror — still holding the
 /// version B superseded, under a valid lease — answers it current to a strong check.
 #[tokio::test]
-async fn a_lagged_resync_past_the_head_is_not_waited_for() {
+async fn a_stream_that_fell_behind_is_caught_up_only_once_its_mirror_applied_the_resync() {
     let leases = Arc::new(MirrorLeases::new(settings(), 4));
     // Room for two items: the stream falls behind after a few pushes.
     let ring = ByteRing::<WatchItem>::new(300, Gauge::default());
@@ -120,7 +124,11 @@ async fn a_lagged_resync_past_the_head_is_not_waited_for() {
         matches!(event.event, Some(pb::watch_event::Event::Resync(_))),
         "{event:?}"
     );
-    assert!(event.position > head, "position {} head {head}", event.position);
+    assert!(
+        event.position > head,
+        "position {} head {head}",
+        event.position
+    );
 
     // The mirror has not applied (nor acknowledged) that Resync yet: it is in transit, or
     // its Watch loop is busy. The holder's acknowledgement of B must wait for it.
@@ -133,7 +141,7 @@ async fn a_lagged_resync_past_the_head_is_not_waited_for() {
     );
 }
 
-/// LIVENESS. design.md: "A mirror that stops reading its stream or acknowledging delays the
+/// Liveness. Found by review: design.md: "A mirror that stops reading its stream or acknowledging delays the
 /// sidecar's acknowledgements ... until its lease runs out (at most read_lease_ms); the sidecar
 /// then stops renewing it until it catches up." In the code a renewal is refused only once
 /// MAX_UNACKED (4,096) positions are unacknowledged; a mirror that keeps renewing without
@@ -141,7 +149,8 @@ async fn a_lagged_resync_past_the_head_is_not_waited_for() {
 /// further, and `wait_applied` waits for the new `live_until`: the holder's single
 /// acknowledgement task stalls for as long as the mirror keeps renewing.
 #[tokio::test]
-async fn a_mirror_that_renews_without_acknowledging_holds_acknowledgements_past_one_lease() {
+async fn a_mirror_that_renews_without_acknowledging_holds_acknowledgements_back_at_most_one_lease()
+{
     let leases = Arc::new(MirrorLeases::new(settings(), 4));
     let ring = ByteRing::<WatchItem>::new(1 << 20, Gauge::default());
     let (mut stream, _shutdown) = open_stream(&ring, &leases).await;

@@ -202,6 +202,8 @@ settings! {
         "Bytes of pub/sub messages from Redis queued for each of the two subscriptions (invalidations, notifications); past it the subscription is re-established and what was missed is repaired or announced.";
     batch_queue_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_BATCH_QUEUE_BYTES",
         "Most bytes of keys (each counted as its length + 64) waiting for or in a Redis round trip, for each of Get, Check and Bump; a call past it is refused at once: RESOURCE_EXHAUSTED for Get and Bump, current = false (fail closed) for Check. One call is always admitted when none waits.";
+    max_connections: usize = 256, "256", "COHERENCE_MAX_CONNECTIONS",
+        "Most connections open at once to the gRPC port (TCP or Unix socket); one more is closed as soon as it is accepted (its client sees the connection reset) and counted as limit max_connections in coherence_limits_reached_total. See docs/operations.md, Transport limits.";
     max_concurrent_streams: u32 = 1_024, "1024", "COHERENCE_MAX_CONCURRENT_STREAMS",
         "Most gRPC calls and streams at once on one HTTP/2 connection (advertised as SETTINGS_MAX_CONCURRENT_STREAMS: a client waits or opens another connection).";
     max_header_list_bytes: u32 = 16_384, "16384", "COHERENCE_MAX_HEADER_LIST_BYTES",
@@ -340,6 +342,7 @@ impl Config {
             ("max_subscribe_streams", settings.max_subscribe_streams),
             ("push_buffer_bytes", settings.push_buffer_bytes),
             ("batch_queue_bytes", settings.batch_queue_bytes),
+            ("max_connections", settings.max_connections),
             (
                 "max_concurrent_streams",
                 settings.max_concurrent_streams as usize,

@@ -25,6 +25,7 @@ use tonic_health::ServingStatus;
 use crate::grpc::admission::StreamSlots;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::cache_versions::CacheVersionsService;
+use crate::grpc::connections::ConnectionSlots;
 use crate::grpc::jobs::JobsService;
 use crate::grpc::metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::grpc::notifications::NotificationsService;
@@ -278,17 +279,16 @@ impl Sidecar {
             GrpcListener::Unix(_, path) => Some(path.clone()),
             GrpcListener::Tcp(_) => None,
         };
+        let connections = ConnectionSlots::new(settings.max_connections, &metrics);
         let grpc_task = tokio::spawn(async move {
             match grpc_listener {
                 GrpcListener::Tcp(listener) => {
-                    router
-                        .serve_with_incoming_shutdown(TransportLimits::incoming(listener), signal)
-                        .await
+                    let incoming = connections.limit(TransportLimits::incoming(listener));
+                    router.serve_with_incoming_shutdown(incoming, signal).await
                 }
                 GrpcListener::Unix(listener, _) => {
-                    router
-                        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
-                        .await
+                    let incoming = connections.limit(UnixListenerStream::new(listener));
+                    router.serve_with_incoming_shutdown(incoming, signal).await
                 }
             }
         });

@@ -26,6 +26,7 @@ use crate::grpc::admission::StreamSlots;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::cache_versions::CacheVersionsService;
 use crate::grpc::connections::ConnectionSlots;
+use crate::grpc::health::BoundedHealth;
 use crate::grpc::jobs::JobsService;
 use crate::grpc::metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::grpc::notifications::NotificationsService;
@@ -182,7 +183,15 @@ impl Sidecar {
             )));
         }
 
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let health_reporter = tonic_health::server::HealthReporter::new();
+        let health_service = BoundedHealth::server(
+            &health_reporter,
+            StreamSlots::new(
+                settings.max_health_watch_streams,
+                "max_health_watch_streams",
+                metrics.clone(),
+            ),
+        );
         tasks.push(tokio::spawn(report_health(
             Arc::clone(&readiness),
             health_reporter,
@@ -250,6 +259,11 @@ impl Sidecar {
         ));
         let servers_service = ServersServer::new(ServersService::new(
             Arc::clone(&servers),
+            StreamSlots::new(
+                settings.max_role_streams,
+                "max_role_streams",
+                metrics.clone(),
+            ),
             shutdown_rx.clone(),
         ));
         let observer_service =

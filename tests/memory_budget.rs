@@ -6,7 +6,8 @@
 //! traffic past it than every buffer together could hold, and asserts: the sidecar's buffer
 //! (the gauge `coherence_buffer_bytes{buffer}`) never held more than its setting; a small call
 //! is answered meanwhile; and once the stream reads again, what it skipped is announced
-//! (`Resync` / `MissedMessages`) and everything after is delivered in order.
+//! (`Resync` / `MissedMessages`) and everything after is delivered in order. The stream limits
+//! themselves (Watch, Subscribe, WatchRole, health Watch) are hit here too.
 
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
@@ -28,6 +29,25 @@ async fn small_window_channel(url: String) -> Channel {
         .connect()
         .await
         .expect("connect")
+}
+
+/// `refused` is `RESOURCE_EXHAUSTED` naming `setting`, the limit that refused it.
+fn assert_refused_naming(refused: &tonic::Status, setting: &str) {
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains(setting), "{refused:?}");
+}
+
+/// `stream` once its first message arrived (within [`WAIT`]): a stream that is really open.
+async fn live<T>(mut stream: Streaming<T>) -> Result<Streaming<T>, tonic::Status> {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no first message"))??
+        .ok_or_else(|| tonic::Status::internal("the stream ended at once"))?;
+    Ok(stream)
 }
 
 /// Reads `stream` (once the test lets it read again) up to the first message `done` accepts,
@@ -293,15 +313,7 @@ async fn streams_past_their_limit_are_refused_until_one_closes() {
     let first = watch(client.clone()).await.expect("first stream");
     let _second = watch(client.clone()).await.expect("second stream");
     let refused = watch(client.clone()).await.expect_err("third stream");
-    assert_eq!(
-        refused.code(),
-        tonic::Code::ResourceExhausted,
-        "{refused:?}"
-    );
-    assert!(
-        refused.message().contains("max_watch_streams"),
-        "{refused:?}"
-    );
+    assert_refused_naming(&refused, "max_watch_streams");
     // Small calls are still served.
     client
         .get(pb::GetRequest {
@@ -326,14 +338,93 @@ async fn streams_past_their_limit_are_refused_until_one_closes() {
     };
     let _held = notes.subscribe(request()).await.expect("first subscriber");
     let refused = notes.subscribe(request()).await.expect_err("second");
-    assert_eq!(
-        refused.code(),
-        tonic::Code::ResourceExhausted,
-        "{refused:?}"
-    );
+    assert_refused_naming(&refused, "max_subscribe_streams");
+    sidecar.shutdown().await;
+}
+
+/// `max_role_streams` and `max_health_watch_streams`: Servers.WatchRole and grpc.health.v1
+/// Health/Watch streams past their limits are refused with `RESOURCE_EXHAUSTED` naming the
+/// setting (and counted), the unary calls of the same services are still answered, and a slot
+/// is free again once a stream closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_and_health_watch_streams_past_their_limits_are_refused_until_one_closes() {
+    use coherence_proto::v1::servers_client::ServersClient;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let redis = RedisServer::start();
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("status-stream-limits")
+        .settings(|s| {
+            s.max_role_streams = 2;
+            s.max_health_watch_streams = 1;
+        })
+        .start()
+        .await;
+    let refusals = |limit: &'static str| sidecar.state.metrics.limit_counter(limit).get();
+    let channel = sidecar.channel().await;
+
+    // WatchRole: two streams, each answering its first status; a third is refused.
+    let servers = ServersClient::new(channel.clone());
+    let watch_role = |mut client: ServersClient<Channel>| async move {
+        let stream = client.watch_role(pb::WatchRoleRequest {}).await?;
+        live(stream.into_inner()).await
+    };
+    let first = watch_role(servers.clone()).await.expect("first WatchRole");
+    let _second = watch_role(servers.clone()).await.expect("second WatchRole");
+    let refused = watch_role(servers.clone())
+        .await
+        .expect_err("a third WatchRole stream");
+    assert_refused_naming(&refused, "max_role_streams");
+    assert_eq!(refusals("max_role_streams"), 1);
+    servers
+        .clone()
+        .get_role(pb::GetRoleRequest {})
+        .await
+        .expect("GetRole is served");
+    drop(first);
+    let reopened = coherence_testkit::eventually(WAIT, || {
+        let servers = servers.clone();
+        async move { watch_role(servers).await.is_ok() }
+    })
+    .await;
     assert!(
-        refused.message().contains("max_subscribe_streams"),
-        "{refused:?}"
+        reopened,
+        "a WatchRole slot is free again once a stream closed"
+    );
+
+    // Health/Watch: one stream, answering SERVING; a second is refused; Check is not limited.
+    let health = HealthClient::new(channel);
+    let request = || HealthCheckRequest {
+        service: String::new(),
+    };
+    let health_watch = |mut client: HealthClient<Channel>| async move {
+        live(client.watch(request()).await?.into_inner()).await
+    };
+    let held = health_watch(health.clone())
+        .await
+        .expect("first health Watch");
+    let refused = health_watch(health.clone())
+        .await
+        .expect_err("a second health Watch stream");
+    assert_refused_naming(&refused, "max_health_watch_streams");
+    assert_eq!(refusals("max_health_watch_streams"), 1);
+    for _ in 0..3 {
+        health
+            .clone()
+            .check(request())
+            .await
+            .expect("health Check is not limited");
+    }
+    drop(held);
+    let reopened = coherence_testkit::eventually(WAIT, || {
+        let health = health.clone();
+        async move { health_watch(health).await.is_ok() }
+    })
+    .await;
+    assert!(
+        reopened,
+        "a health Watch slot is free again once a stream closed"
     );
     sidecar.shutdown().await;
 }

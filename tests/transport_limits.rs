@@ -1,16 +1,21 @@
 //! The gRPC port's HTTP/2 limits (sidecar/src/grpc/transport.rs), each hit by a real client
 //! against a real sidecar: the advertised concurrent-stream limit, the header-size limit, the
-//! reset-flood guard, and keepalive closing a connection whose client went silent — while the
+//! reset-flood guard, keepalive closing a connection whose client went silent, and the bound on
+//! open connections (sidecar/src/grpc/connections.rs) on TCP and on a Unix socket — while the
 //! sidecar keeps serving everyone else.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use bytes::Bytes;
+use coherence_client::{Client, Consistency};
 use coherence_proto::v1 as pb;
 use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
+use coherence_sidecar::process::listen::ListenAddr;
 use coherence_testkit::{eventually, FreezingProxy, RedisServer, TestSidecar, WAIT};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpStream, UnixStream};
 
 /// A raw HTTP/2 connection to `addr`, driven in the background; the client half and the
 /// connection task (which ends with the connection's error, if any).
@@ -206,5 +211,140 @@ async fn a_connection_whose_client_went_silent_is_closed_and_its_streams_end() {
         "the silent client's Watch stream was ended by keepalive"
     );
     a_get_is_served(&sidecar).await;
+    sidecar.shutdown().await;
+}
+
+/// Where a connection-bound test connects: the sidecar's TCP port or its Unix socket.
+enum Port {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Port {
+    fn of(sidecar: &TestSidecar) -> Port {
+        match &sidecar.grpc_listen {
+            ListenAddr::Tcp(addr) => Port::Tcp(*addr),
+            ListenAddr::Unix(path) => Port::Unix(path.clone()),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Port::Tcp(addr) => format!("http://{addr}"),
+            Port::Unix(path) => format!("unix://{}", path.display()),
+        }
+    }
+
+    /// A connection past the bound: connecting succeeds (the kernel completes it), then the
+    /// sidecar closes it at once, before sending anything. Panics unless it is closed within
+    /// [`WAIT`].
+    async fn assert_refused(&self) {
+        let mut buf = [0u8; 64];
+        let read = match self {
+            Port::Tcp(addr) => {
+                let mut tcp = TcpStream::connect(addr).await.expect("TCP connect");
+                tokio::time::timeout(WAIT, tcp.read(&mut buf)).await
+            }
+            Port::Unix(path) => {
+                let mut unix = UnixStream::connect(path).await.expect("socket connect");
+                tokio::time::timeout(WAIT, unix.read(&mut buf)).await
+            }
+        };
+        match read.expect("a connection past max_connections is closed at once") {
+            Ok(0) | Err(_) => {}
+            Ok(n) => panic!("a connection past max_connections was served ({n} bytes sent)"),
+        }
+    }
+
+    /// A client on a connection of its own that has been served (one Get).
+    async fn admitted_client(&self) -> Client {
+        let client = Client::connect(self.url()).await.expect("connect");
+        client
+            .get(&["bounded"])
+            .await
+            .expect("a connection within max_connections is served");
+        client
+    }
+}
+
+/// `max_connections` = 4 on `sidecar`'s port: four clients are served, connections past them
+/// are closed at once (and counted) while a small Check on an admitted connection is answered,
+/// and once two clients have gone two new ones are admitted.
+async fn the_connection_bound_holds(sidecar: &TestSidecar) {
+    let port = Port::of(sidecar);
+    let metrics = &sidecar.state.metrics;
+    let open = &metrics.connections_open;
+    let refused = metrics.limit_counter("max_connections");
+
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(port.admitted_client().await);
+    }
+    assert_eq!(open.get(), 4, "coherence_connections_open");
+    let version = clients[0].get_one("bounded").await.expect("Get");
+
+    for _ in 0..3 {
+        port.assert_refused().await;
+    }
+    assert_eq!(refused.get(), 3, "each refused connection is counted");
+    // A real gRPC client past the bound gets an error, not a hang.
+    let extra = tokio::time::timeout(WAIT, async {
+        Client::connect(port.url()).await?.get(&["bounded"]).await
+    })
+    .await
+    .expect("the client past the bound is answered within the wait");
+    assert!(extra.is_err(), "a client past max_connections was served");
+    assert!(refused.get() >= 4);
+    assert_eq!(open.get(), 4, "refused connections never counted as open");
+
+    // Every admitted client is still served: a small Check on one of them.
+    let checked = tokio::time::timeout(
+        WAIT,
+        clients[3].check(&[("bounded", &version)], Consistency::Bounded),
+    )
+    .await
+    .expect("the Check is answered")
+    .expect("a Check on an admitted connection succeeds");
+    assert!(checked[0].current, "{checked:?}");
+
+    // Two clients go; their slots come back and two new clients are admitted.
+    clients.truncate(2);
+    assert!(
+        eventually(WAIT, || async { open.get() == 2 }).await,
+        "closed connections give their slots back (open: {})",
+        open.get()
+    );
+    for _ in 0..2 {
+        clients.push(port.admitted_client().await);
+    }
+    assert_eq!(open.get(), 4);
+    port.assert_refused().await;
+    for client in &clients {
+        client.get(&["bounded"]).await.expect("still served");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_are_closed_and_the_others_served_over_tcp() {
+    let redis = RedisServer::start();
+    let sidecar = TestSidecar::builder(&redis.url())
+        .settings(|s| s.max_connections = 4)
+        .start()
+        .await;
+    the_connection_bound_holds(&sidecar).await;
+    sidecar.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_are_closed_and_the_others_served_over_a_unix_socket() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let socket = ListenAddr::Unix(dir.path().join("grpc.sock"));
+    let sidecar = TestSidecar::builder(&redis.url())
+        .listen(socket)
+        .settings(|s| s.max_connections = 4)
+        .start()
+        .await;
+    the_connection_bound_holds(&sidecar).await;
     sidecar.shutdown().await;
 }

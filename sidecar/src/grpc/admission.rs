@@ -2,9 +2,15 @@
 //! memory they may hold (HTTP/2 send buffers, their prefix sets) adds up to a budget
 //! (docs/operations.md). One more is refused at once with `RESOURCE_EXHAUSTED` naming the
 //! setting, and counted in `coherence_limits_reached_total{limit}`.
+//!
+//! Watch and Subscribe keep their slot inside their own feed; streams that are only a
+//! service's own stream with a slot attached (WatchRole, health Watch) use [`Slotted`].
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use futures::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
@@ -39,5 +45,39 @@ impl StreamSlots {
                 self.max, self.setting
             ))
         })
+    }
+
+    /// `stream` holding a slot until it is dropped (the client went away, or it ended); or
+    /// `RESOURCE_EXHAUSTED`, as [`StreamSlots::take`].
+    pub fn hold<S>(&self, stream: S) -> Result<Slotted<S>, Status> {
+        Ok(Slotted::new(stream, self.take()?))
+    }
+}
+
+/// A response stream and its slot, released when tonic drops the stream.
+pub struct Slotted<S> {
+    stream: S,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<S> Slotted<S> {
+    /// `stream` holding `slot` (from [`StreamSlots::take`]).
+    pub fn new(stream: S, slot: OwnedSemaphorePermit) -> Slotted<S> {
+        Slotted {
+            stream,
+            _slot: slot,
+        }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Slotted<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.stream).poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.stream.size_hint()
     }
 }

@@ -1,5 +1,6 @@
 //! The `coherence.v1.Servers` gRPC service: the live servers, this server's role, and a stream
-//! of role changes.
+//! of role changes (at most `max_role_streams` open at once: a stream whose client does not
+//! read may hold HTTP/2 send buffers, see docs/operations.md, memory budget).
 
 use std::sync::Arc;
 
@@ -9,17 +10,28 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::grpc::admission::{Slotted, StreamSlots};
 use crate::load_balancing::servers::{Role, RoleMode, RoleStatus, Servers};
 
 /// The gRPC face of one sidecar's [`Servers`].
 pub struct ServersService {
     servers: Arc<Servers>,
+    /// `max_role_streams`.
+    role_slots: StreamSlots,
     shutdown: watch::Receiver<bool>,
 }
 
 impl ServersService {
-    pub fn new(servers: Arc<Servers>, shutdown: watch::Receiver<bool>) -> Self {
-        ServersService { servers, shutdown }
+    pub fn new(
+        servers: Arc<Servers>,
+        role_slots: StreamSlots,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        ServersService {
+            servers,
+            role_slots,
+            shutdown,
+        }
     }
 }
 
@@ -83,16 +95,17 @@ impl ServersApi for ServersService {
         )))
     }
 
-    type WatchRoleStream = ReceiverStream<Result<pb::RoleStatus, Status>>;
+    type WatchRoleStream = Slotted<ReceiverStream<Result<pb::RoleStatus, Status>>>;
 
     async fn watch_role(
         &self,
         _request: Request<pb::WatchRoleRequest>,
     ) -> Result<Response<Self::WatchRoleStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let stream = self.role_slots.hold(ReceiverStream::new(rx))?;
         let mut changes = self.servers.watch();
         let mut shutdown = self.shutdown.clone();
         let server_id = self.servers.server_id().to_string();
-        let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             loop {
                 let current = role_status(&server_id, changes.borrow_and_update().clone());
@@ -113,6 +126,6 @@ impl ServersApi for ServersService {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(stream))
     }
 }

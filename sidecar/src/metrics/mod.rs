@@ -48,6 +48,8 @@ pub struct Metrics {
     pub redis_command_duration: Family<Labels1, Histogram>,
     pub redis_errors: Family<Labels1, Counter>,
     pub watch_streams: Gauge,
+    /// Open gRPC connections (at most `max_connections`).
+    pub connections_open: Gauge,
     /// Bytes held by each bounded buffer (see `crate::buffers`), by `buffer`.
     pub buffer_bytes: Family<Labels1, Gauge>,
     /// Calls refused because a limit was reached, by `limit`.
@@ -97,6 +99,7 @@ impl Metrics {
             redis_command_duration: Family::new_with_constructor(latency_histogram),
             redis_errors: Family::default(),
             watch_streams: Gauge::default(),
+            connections_open: Gauge::default(),
             buffer_bytes: Family::default(),
             limits_reached: Family::default(),
             calls_abandoned: Counter::default(),
@@ -204,6 +207,11 @@ impl Metrics {
             "watch_streams",
             "Open Watch streams",
             m.watch_streams.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Open connections to the gRPC port (TCP or Unix socket), at most max_connections",
+            m.connections_open.clone(),
         );
         r.register(
             "buffer_bytes",

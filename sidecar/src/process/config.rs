@@ -200,10 +200,16 @@ settings! {
         "Bytes of recent notifications kept for Subscribe streams, shared by all of them; a stream further behind gets MissedMessages and skips ahead.";
     max_subscribe_streams: usize = 32, "32", "COHERENCE_MAX_SUBSCRIBE_STREAMS",
         "Most Subscribe streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 576 KiB, as a Watch stream.";
+    max_role_streams: usize = 16, "16", "COHERENCE_MAX_ROLE_STREAMS",
+        "Most Servers.WatchRole streams open at once; one more is refused with RESOURCE_EXHAUSTED. Each may hold up to 576 KiB, as a Watch stream, while its app does not read (in practice a few KiB: it carries only role changes).";
+    max_health_watch_streams: usize = 16, "16", "COHERENCE_MAX_HEALTH_WATCH_STREAMS",
+        "Most grpc.health.v1 Health/Watch streams open at once (they need no bearer token); one more is refused with RESOURCE_EXHAUSTED. Health Check calls are not limited. Each may hold up to 576 KiB, as a Watch stream.";
     push_buffer_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_PUSH_BUFFER_BYTES",
         "Bytes of pub/sub messages from Redis queued for each of the two subscriptions (invalidations, notifications); past it the subscription is re-established and what was missed is repaired or announced.";
     batch_queue_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_BATCH_QUEUE_BYTES",
         "Most bytes of keys (each counted as its length + 64) waiting for or in a Redis round trip, for each of Get, Check and Bump; a call past it is refused at once: RESOURCE_EXHAUSTED for Get and Bump, current = false (fail closed) for Check. One call is always admitted when none waits.";
+    max_connections: usize = 256, "256", "COHERENCE_MAX_CONNECTIONS",
+        "Most connections open at once to the gRPC port (TCP or Unix socket); one more is closed as soon as it is accepted (its client sees the connection reset) and counted as limit max_connections in coherence_limits_reached_total. See docs/operations.md, Transport limits.";
     max_concurrent_streams: u32 = 1_024, "1024", "COHERENCE_MAX_CONCURRENT_STREAMS",
         "Most gRPC calls and streams at once on one HTTP/2 connection (advertised as SETTINGS_MAX_CONCURRENT_STREAMS: a client waits or opens another connection).";
     max_header_list_bytes: u32 = 16_384, "16384", "COHERENCE_MAX_HEADER_LIST_BYTES",
@@ -340,8 +346,14 @@ impl Config {
                 settings.notification_buffer_bytes,
             ),
             ("max_subscribe_streams", settings.max_subscribe_streams),
+            ("max_role_streams", settings.max_role_streams),
+            (
+                "max_health_watch_streams",
+                settings.max_health_watch_streams,
+            ),
             ("push_buffer_bytes", settings.push_buffer_bytes),
             ("batch_queue_bytes", settings.batch_queue_bytes),
+            ("max_connections", settings.max_connections),
             (
                 "max_concurrent_streams",
                 settings.max_concurrent_streams as usize,

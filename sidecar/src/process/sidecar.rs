@@ -25,6 +25,8 @@ use tonic_health::ServingStatus;
 use crate::grpc::admission::StreamSlots;
 use crate::grpc::auth::AuthLayer;
 use crate::grpc::cache_versions::CacheVersionsService;
+use crate::grpc::connections::ConnectionSlots;
+use crate::grpc::health::BoundedHealth;
 use crate::grpc::jobs::JobsService;
 use crate::grpc::metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::grpc::notifications::NotificationsService;
@@ -181,7 +183,15 @@ impl Sidecar {
             )));
         }
 
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let health_reporter = tonic_health::server::HealthReporter::new();
+        let health_service = BoundedHealth::server(
+            &health_reporter,
+            StreamSlots::new(
+                settings.max_health_watch_streams,
+                "max_health_watch_streams",
+                metrics.clone(),
+            ),
+        );
         tasks.push(tokio::spawn(report_health(
             Arc::clone(&readiness),
             health_reporter,
@@ -249,6 +259,11 @@ impl Sidecar {
         ));
         let servers_service = ServersServer::new(ServersService::new(
             Arc::clone(&servers),
+            StreamSlots::new(
+                settings.max_role_streams,
+                "max_role_streams",
+                metrics.clone(),
+            ),
             shutdown_rx.clone(),
         ));
         let observer_service =
@@ -278,17 +293,16 @@ impl Sidecar {
             GrpcListener::Unix(_, path) => Some(path.clone()),
             GrpcListener::Tcp(_) => None,
         };
+        let connections = ConnectionSlots::new(settings.max_connections, &metrics);
         let grpc_task = tokio::spawn(async move {
             match grpc_listener {
                 GrpcListener::Tcp(listener) => {
-                    router
-                        .serve_with_incoming_shutdown(TransportLimits::incoming(listener), signal)
-                        .await
+                    let incoming = connections.limit(TransportLimits::incoming(listener));
+                    router.serve_with_incoming_shutdown(incoming, signal).await
                 }
                 GrpcListener::Unix(listener, _) => {
-                    router
-                        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal)
-                        .await
+                    let incoming = connections.limit(UnixListenerStream::new(listener));
+                    router.serve_with_incoming_shutdown(incoming, signal).await
                 }
             }
         });

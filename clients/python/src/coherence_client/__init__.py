@@ -28,7 +28,15 @@ from .mirror import MirroredClient, MirrorEvent, MirrorOptions, MirrorStats
 from .keep_alive import LeaseExpired, LeaseKeeper, LeaseLoss, LeaseRefused
 from .notifications import Message, Missed, Notifications, Subscribed
 from .servers import Role, RoleMode, RoleStatus, ServerInfo, ServerList, Servers
-from .versions import CheckResult, CheckSource, Consistency, Freshness, Position, Version
+from .versions import (
+    CheckResult,
+    CheckSource,
+    Consistency,
+    Freshness,
+    MirrorLeaseAnswer,
+    Position,
+    Version,
+)
 from .watch import Heartbeat, Invalidated, Resync
 
 __all__ = [
@@ -60,6 +68,7 @@ __all__ = [
     "Malformed",
     "Message",
     "MirrorEvent",
+    "MirrorLeaseAnswer",
     "MirrorOptions",
     "MirrorStats",
     "MirroredClient",

@@ -21,7 +21,15 @@ from .errors import CoherenceError, ConnectError, InvalidAddress, Malformed
 from .jobs import Jobs
 from .notifications import Notifications
 from .servers import Servers
-from .versions import CheckResult, CheckSource, Consistency, Freshness, Position, Version
+from .versions import (
+    CheckResult,
+    CheckSource,
+    Consistency,
+    Freshness,
+    MirrorLeaseAnswer,
+    Position,
+    Version,
+)
 
 if TYPE_CHECKING:
     from .mirror import MirroredClient, MirrorOptions
@@ -224,10 +232,28 @@ class Client:
             raise Malformed("Bump answered a different number of versions", address=self.address)
         return [(Version(v.token), Position.of(v)) for v in answer.versions]
 
-    def watch(self, prefixes: Sequence[str] = ()) -> Stream[watch_events.WatchEvent]:
+    def watch(
+        self, prefixes: Sequence[str] = (), lease_id: str = ""
+    ) -> Stream[watch_events.WatchEvent]:
         """Invalidations of keys under `prefixes` (every key when empty), with resyncs and
         heartbeats. Returns once the sidecar has subscribed: every bump completed after that
-        reaches the stream."""
+        reaches the stream. A stream opened with a `lease_id` lets its mirror hold read leases
+        (`mirror_lease`), and its events carry `stream_position`."""
         return self._target.stream(
-            self._stub.Watch, pb.WatchRequest(prefixes=list(prefixes)), watch_events.from_proto
+            self._stub.Watch,
+            pb.WatchRequest(prefixes=list(prefixes), lease_id=lease_id),
+            watch_events.from_proto,
         )
+
+    def mirror_lease(self, lease_id: str, applied_position: int, renew: bool) -> MirrorLeaseAnswer:
+        """Acknowledges that the mirror of the stream opened with `lease_id` applied every
+        event up to `applied_position`, and with `renew` asks for a read lease
+        (docs/client-protocol.md, rules 16-19). Read the monotonic clock before calling: a
+        grant counts from then."""
+        answer = self._target.unary(
+            self._stub.MirrorLease,
+            pb.MirrorLeaseRequest(
+                lease_id=lease_id, applied_position=applied_position, renew=renew
+            ),
+        )
+        return MirrorLeaseAnswer(answer.granted_ms / 1000, answer.min_position, answer.refused)

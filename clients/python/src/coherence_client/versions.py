@@ -102,3 +102,16 @@ class Freshness(enum.Enum):
         if result.source is CheckSource.FAIL_CLOSED:
             return cls.UNVERIFIABLE
         return cls.CURRENT if result.current else cls.STALE
+
+
+@dataclass(frozen=True)
+class MirrorLeaseAnswer:
+    """What `Client.mirror_lease` answered (docs/client-protocol.md, rule 17)."""
+
+    granted: float
+    """Seconds of lease, counted from the instant the request was sent (before taking off the
+    clock-rate allowance); 0 when nothing was granted."""
+    min_position: int
+    """The stream position the mirror must have applied before answering under the lease."""
+    refused: str = ""
+    """Why nothing was granted (empty when the call asked for no lease)."""

@@ -31,6 +31,9 @@ class Invalidated:
     """Wall-clock time of the bump on the Redis server (for display; 0 on corrections)."""
     epoch: str = ""
     """The shard's epoch ("" from sidecars that do not send it)."""
+    stream_position: int = 0
+    """Where this event stands on its stream (on streams opened with a `lease_id`; else 0):
+    a mirror acknowledges it once applied (docs/client-protocol.md, rule 16)."""
 
     @property
     def position(self) -> Position | None:
@@ -46,6 +49,8 @@ class Resync:
     """Invalidations may have been lost: drop everything cached under the watched prefixes."""
 
     reason: str
+    stream_position: int = 0
+    """As `Invalidated.stream_position`."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Heartbeat:
     """The sidecar's own staleness bound (None from a sidecar that does not send it)."""
     heartbeat_interval_ms: int | None = None
     """How often the sidecar sends heartbeats (None when not sent)."""
+    stream_position: int = 0
+    """As `Invalidated.stream_position`."""
 
 
 WatchEvent = Union[Invalidated, Resync, Heartbeat]
@@ -81,9 +88,10 @@ def from_proto(message: pb.WatchEvent) -> WatchEvent | None:
             shard=inv.shard,
             bumped_at_unix_ms=inv.bumped_at_unix_ms,
             epoch=inv.version.epoch,
+            stream_position=message.position,
         )
     if kind == "resync":
-        return Resync(reason=message.resync.reason)
+        return Resync(reason=message.resync.reason, stream_position=message.position)
     if kind == "heartbeat":
         hb = message.heartbeat
         return Heartbeat(
@@ -93,5 +101,6 @@ def from_proto(message: pb.WatchEvent) -> WatchEvent | None:
             received_at_unix_us=time.time_ns() // 1000,
             max_staleness_ms=hb.max_staleness_ms or None,
             heartbeat_interval_ms=hb.heartbeat_interval_ms or None,
+            stream_position=message.position,
         )
     return None

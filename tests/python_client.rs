@@ -3,7 +3,9 @@
 //!
 //! This test starts two Redis servers on free ports, two sidecars of one namespace on the
 //! first and a third sidecar on the second (which the suite pauses with SIGSTOP to see the
-//! client fail closed), then runs `python3 -m pytest clients/python` with their addresses in
+//! client fail closed), two more on the first Redis in a namespace of their own holding read
+//! leases (for the mirror's strong checks under leases, docs/client-protocol.md rules 16–19),
+//! then runs `python3 -m pytest clients/python` with their addresses in
 //! `COHERENCE_TEST_*` variables (clients/python/tests/conftest.py reads them).
 
 use std::path::Path;
@@ -11,6 +13,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use coherence_testkit::{RedisServer, TestSidecar};
+
+/// The read-lease period of the leased sidecars, in ms.
+const LEASE_MS: u64 = 1_000;
 
 /// The whole suite, under load from other test binaries: generous, but bounded.
 const SUITE_LIMIT: Duration = Duration::from_secs(600);
@@ -50,6 +55,8 @@ async fn the_python_client_passes_its_suite_against_real_sidecars() {
     let fault_redis = RedisServer::start();
     let fault = TestSidecar::start_named(&fault_redis, "py-fault").await;
     let fault_pid = fault_redis.pid().expect("the fault Redis runs");
+    let leased = leased_sidecar(&redis, "py-leased").await;
+    let leased_other = leased_sidecar(&redis, "py-leased-other").await;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let suite = tokio::process::Command::new(&python)
@@ -66,6 +73,8 @@ async fn the_python_client_passes_its_suite_against_real_sidecars() {
         .env("COHERENCE_TEST_SIDECAR_B", b.grpc_url())
         .env("COHERENCE_TEST_FAULT_SIDECAR", fault.grpc_url())
         .env("COHERENCE_TEST_FAULT_REDIS_PID", fault_pid.to_string())
+        .env("COHERENCE_TEST_LEASED_SIDECAR", leased.grpc_url())
+        .env("COHERENCE_TEST_LEASED_OTHER", leased_other.grpc_url())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -90,4 +99,21 @@ async fn the_python_client_passes_its_suite_against_real_sidecars() {
     a.shutdown().await;
     b.shutdown().await;
     fault.shutdown().await;
+    leased.shutdown().await;
+    leased_other.shutdown().await;
+}
+
+/// A sidecar named `id` of the namespace `py-leases` holding read leases; no canary bumps (they
+/// would wait for lease holders too). A namespace of its own keeps the other tests' bumps from
+/// waiting for its mirrors.
+async fn leased_sidecar(redis: &RedisServer, id: &str) -> TestSidecar {
+    TestSidecar::builder(&redis.url())
+        .server_id(id)
+        .namespace("py-leases")
+        .settings(|s| {
+            s.read_lease_ms = LEASE_MS;
+            s.canary_interval_ms = 0;
+        })
+        .start()
+        .await
 }

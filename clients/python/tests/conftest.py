@@ -7,7 +7,10 @@ environment:
 - COHERENCE_TEST_SIDECAR_A, COHERENCE_TEST_SIDECAR_B: two sidecars (server ids "py-a" and
   "py-b") of one namespace on one Redis;
 - COHERENCE_TEST_FAULT_SIDECAR: a sidecar on a Redis of its own, whose process id is
-  COHERENCE_TEST_FAULT_REDIS_PID: tests may pause that Redis (SIGSTOP) and must resume it.
+  COHERENCE_TEST_FAULT_REDIS_PID: tests may pause that Redis (SIGSTOP) and must resume it;
+- COHERENCE_TEST_LEASED_SIDECAR, COHERENCE_TEST_LEASED_OTHER: two sidecars ("py-leased",
+  "py-leased-other") of a namespace of their own, holding read leases of 1 s (so that a mirror
+  may answer strong checks locally), without canary bumps.
 """
 
 from __future__ import annotations
@@ -42,6 +45,16 @@ def sidecar_a() -> str:
 @pytest.fixture(scope="session")
 def sidecar_b() -> str:
     return _env("COHERENCE_TEST_SIDECAR_B")
+
+
+@pytest.fixture(scope="session")
+def leased_sidecar() -> str:
+    return _env("COHERENCE_TEST_LEASED_SIDECAR")
+
+
+@pytest.fixture(scope="session")
+def leased_other() -> str:
+    return _env("COHERENCE_TEST_LEASED_OTHER")
 
 
 @pytest.fixture

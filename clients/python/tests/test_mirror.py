@@ -53,17 +53,6 @@ def test_own_bump_is_visible_at_once(mirrored, key):
         assert mirrored.is_current(k, new), f"round {round_}"
 
 
-def test_strong_checks_always_ask_the_sidecar(mirrored, b, key):
-    k = key("strong")
-    stamp = mirrored.get_one(k)
-    for _ in range(20):
-        b.bump([k])
-        # Reflects the bump that completed before the call, whatever the mirror knows yet.
-        assert not mirrored.is_current(k, stamp, Consistency.STRONG)
-    misses = mirrored.stats().misses
-    assert misses >= 20
-
-
 def test_a_key_outside_the_prefixes_always_asks_the_sidecar(sidecar_a, key):
     with Client(sidecar_a, timeout=5.0) as client:
         with client.with_mirror(MirrorOptions(prefixes=(key("in"),))) as mirror:

@@ -13,7 +13,9 @@ called from whatever threads the app runs), and so is `CoherentCache`; an asynci
 need an event loop the app may not have. One daemon thread reads the stream and applies its
 events one at a time, in order (rule 6). A second one, the watchdog, ends a stream that stays
 silent past the idle timeout (rule 5): a blocking read of a gRPC stream has no timeout of its
-own.
+own. While the sidecar grants this mirror a read lease, strong checks are answered locally too
+(rules 16-19): a third thread per stream renews the lease and acknowledges what the watch
+thread applied (`mirror_lease.StreamLease`).
 
 Local checks take no lock: an entry is an immutable tuple replaced whole, and `trusted_until`
 a float replaced whole, so a reader sees either the old or the new one. Everything that
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 from . import watch
 from .client import Client
+from .mirror_lease import StreamLease, new_lease_id
 from .errors import CoherenceError
 from .versions import CheckSource, Consistency, Freshness, Position, Version
 
@@ -76,6 +79,10 @@ class MirrorOptions:
     """How far this host's wall clock may be from the sidecar's: 0 for a sidecar on the same
     host (the usual case). The time a heartbeat spent in transit is measured by the two
     clocks, so the bound is kept smaller by this much (rule 10)."""
+    strong_leases: bool = True
+    """Answer strong checks locally while the sidecar grants this mirror a read lease (rules
+    16-19; a sidecar with `read_lease_ms` = 0 grants none, and they all go to it). Off, every
+    strong check asks the sidecar and no bump ever waits for this mirror."""
     on_event: Callable[["MirrorEvent"], None] | None = None
     """Called on the watch thread on every connect, vouch, disconnect and resync (keep it
     short)."""
@@ -126,6 +133,8 @@ class MirrorStats:
     """Checks and gets answered locally."""
     misses: int = 0
     """Checks and gets that asked the sidecar."""
+    strong_hits: int = 0
+    """Strong checks answered locally under a read lease (counted in `hits` too)."""
     fallback_failures: int = 0
     """Sidecar calls that failed (answered "not current")."""
     invalidations: int = 0
@@ -324,6 +333,8 @@ class MirroredClient:
         self._state = self.State(self._options)
         self._closed = threading.Event()
         self._stream: Stream[watch.WatchEvent] | None = None
+        self._lease: StreamLease | None = None
+        """The read lease of the open stream, while it has one (rule 19)."""
         self._last_event = time.monotonic()
         self._idle_expired = False
         self._heartbeat_interval = 0.0
@@ -399,6 +410,10 @@ class MirroredClient:
                 if entry is not None and entry[0] is not None:
                     state.hits += 1
                     return entry[0] == version.token
+        else:
+            local = self._strong_local(key, version)
+            if local is not None:
+                return local
         return self._check_remote(key, version, consistency).is_current
 
     def freshness(
@@ -407,12 +422,26 @@ class MirroredClient:
         """`is_current`, telling STALE (superseded) from UNVERIFIABLE (nothing could vouch)."""
         if consistency is Consistency.BOUNDED:
             local = self.is_current_local(key, version)
-            if local is not None:
-                return Freshness.CURRENT if local else Freshness.STALE
+        else:
+            local = self._strong_local(key, version)
+        if local is not None:
+            return Freshness.CURRENT if local else Freshness.STALE
         return self._check_remote(key, version, consistency)
 
+    def _strong_local(self, key: str, version: Version) -> bool | None:
+        """A strong check answered from the map under the stream's read lease (rule 19: the
+        lease valid when the check starts, the map caught up with it, trusted, the key known),
+        or None."""
+        lease = self._lease
+        if lease is None or not lease.allows(_monotonic()):
+            return None
+        local = self.is_current_local(key, version)
+        if local is not None:
+            self._state.count("strong_hits")
+        return local
+
     def _check_remote(self, key: str, version: Version, consistency: Consistency) -> Freshness:
-        """Rules 11-13: ask the sidecar (strong checks always do), fill from its answer, and
+        """Rules 11-13: ask the sidecar (strong checks do unless under a read lease), fill from its answer, and
         answer UNVERIFIABLE when it cannot vouch or cannot be asked."""
         state = self._state
         state.counts["misses"] += 1
@@ -482,6 +511,12 @@ class MirroredClient:
         """Whether local answers are allowed right now (stream vouched, heartbeat fresh)."""
         return time.monotonic() < self._state.trusted_until
 
+    def holds_strong_lease(self) -> bool:
+        """Whether strong checks are answered locally right now (a valid read lease, the map
+        caught up with it, and trusted)."""
+        lease = self._lease
+        return lease is not None and lease.allows(time.monotonic()) and self.is_trusted
+
     def wait_trusted(self, timeout: float) -> bool:
         """Waits until the mirror is trusted or `timeout` seconds pass; whether it is."""
         deadline = time.monotonic() + timeout
@@ -520,25 +555,32 @@ class MirroredClient:
             channel = Client(
                 self._client.address, timeout=self._client.timeout, options=_DEDICATED_CONNECTION
             )
+            # Rule 16: a lease id of this stream alone; the lease calls share its connection.
+            lease = StreamLease(channel, new_lease_id()) if options.strong_leases else None
             try:
-                stream = channel.watch(options.prefixes)
+                stream = channel.watch(options.prefixes, lease.lease_id if lease else "")
             except CoherenceError as error:
                 log.debug("cannot open the watch stream; retrying: %s", error)
             else:
                 if opened:
                     self._state.count("reconnects")
-                vouched = self._follow(stream, reconnect=opened > 0)
+                vouched = self._follow(stream, lease, reconnect=opened > 0)
                 opened += 1
                 if vouched:
                     backoff = options.backoff_min
             finally:
-                channel.close()
+                channel.close()  # also cuts short a lease call in flight
+                if lease is not None:
+                    lease.join(timeout=self._client.timeout)
             if self._closed.wait(backoff * random.uniform(1.0, 1.25)):
                 return
             backoff = min(backoff * 2, options.backoff_max)
 
-    def _follow(self, stream: Stream[watch.WatchEvent], reconnect: bool) -> bool:
-        """Applies one stream's events in order (rule 6) until it ends; whether it vouched."""
+    def _follow(
+        self, stream: Stream[watch.WatchEvent], lease: StreamLease | None, reconnect: bool
+    ) -> bool:
+        """Applies one stream's events in order (rule 6) until it ends, reporting each applied
+        position to the stream's `lease` (rules 16, 18); whether it vouched."""
         state = self._state
         self._last_event = time.monotonic()
         self._idle_expired = False
@@ -546,6 +588,9 @@ class MirroredClient:
         if self._closed.is_set():
             stream.cancel()
         state.stream_opened()
+        if lease is not None:
+            lease.start()
+            self._lease = lease
         self._notify(MirrorEvent("connected", reconnect=reconnect))
         vouched = False
         reason = "stream ended"
@@ -565,6 +610,11 @@ class MirroredClient:
                 elif isinstance(event, watch.Resync):
                     state.resync()
                     self._notify(MirrorEvent("resync", reason=event.reason))
+                if lease is not None:
+                    # The sidecar waits for invalidations and resyncs, not heartbeats.
+                    lease.applied(
+                        event.stream_position, not isinstance(event, watch.Heartbeat)
+                    )
             if self._idle_expired:
                 reason = f"no event for {self.idle_timeout} s"
         except CoherenceError as error:
@@ -573,6 +623,10 @@ class MirroredClient:
             log.exception("watch stream failed")
             reason = f"{type(error).__name__}: {error}"
         finally:
+            # Rule 19: the lease ends with its stream, before the map is cleared.
+            self._lease = None
+            if lease is not None:
+                lease.stop()
             self._stream = None
             state.disconnected()  # rule 4
             self._notify(MirrorEvent("disconnected", reason=reason))

@@ -58,7 +58,7 @@ def test_strong_checks_are_answered_locally_and_no_bump_elsewhere_outruns_the_mi
     with Client(leased_sidecar, timeout=10.0) as client, client.with_mirror() as mirror:
         assert mirror.wait_trusted(10), "the mirror never trusted its stream"
         current = mirror.get_one(k)
-        assert answers_strong_locally(mirror, k, current), f"no local strong answer: {mirror.stats()}"
+        assert answers_strong_locally(mirror, k, current), f"never local: {mirror.stats()}"
         assert mirror.holds_strong_lease()
 
         # Each bump completes elsewhere; at once, the superseded version must not be current —

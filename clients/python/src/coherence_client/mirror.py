@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 from . import watch
 from .client import Client
-from .mirror_lease import StreamLease, new_lease_id
 from .errors import CoherenceError
+from .mirror_lease import StreamLease, new_lease_id
 from .versions import CheckSource, Consistency, Freshness, Position, Version
 
 if TYPE_CHECKING:
@@ -441,8 +441,8 @@ class MirroredClient:
         return local
 
     def _check_remote(self, key: str, version: Version, consistency: Consistency) -> Freshness:
-        """Rules 11-13: ask the sidecar (strong checks do unless under a read lease), fill from its answer, and
-        answer UNVERIFIABLE when it cannot vouch or cannot be asked."""
+        """Rules 11-13: ask the sidecar (strong checks do, unless under a read lease), fill from
+        its answer, and answer UNVERIFIABLE when it cannot vouch or cannot be asked."""
         state = self._state
         state.counts["misses"] += 1
         asked_at = state.generation  # rule 7: read before the request is sent

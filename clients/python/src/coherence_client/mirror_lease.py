@@ -141,6 +141,8 @@ class StreamLease:
                 granted_once = True
                 retry = RETRY
             elif renew:
-                log.debug("mirror lease refused (%s); strong checks ask the sidecar", answer.refused)
+                log.debug(
+                    "mirror lease refused (%s): strong checks ask the sidecar", answer.refused
+                )
                 renew_at = sent_at + retry
                 retry = min(retry * 2, RETRY_MAX)

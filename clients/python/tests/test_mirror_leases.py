@@ -5,10 +5,13 @@ mirror applied it (so the superseded version is never answered current afterward
 without leases — turned off in the mirror or in the sidecar — strong checks go to the sidecar.
 
 The leased sidecars hold read leases of 1 s (conftest.py); a bump through one of them waits for
-every mirror holding a lease to acknowledge it, or for that lease to run out."""
+every mirror holding a lease to acknowledge it, or for that lease to run out. The last tests
+drive one stream's lease (`StreamLease`) against a scripted sidecar: what a grant allows, and
+when acknowledgements are sent."""
 
 from __future__ import annotations
 
+import queue
 import statistics
 import threading
 import time
@@ -22,11 +25,12 @@ from coherence_client import (
     Freshness,
     Invalidated,
     MirroredClient,
+    MirrorLeaseAnswer,
     MirrorOptions,
     StatusError,
     Version,
 )
-from coherence_client.mirror_lease import new_lease_id
+from coherence_client.mirror_lease import DRIFT, StreamLease, new_lease_id
 from support import eventually
 
 LEASE = 1.0
@@ -197,3 +201,70 @@ def test_lease_streams_carry_positions_and_lease_ids_are_not_reused(leased_sidec
     assert len(invalidated) == 2, positions
     assert 0 < invalidated[0] < invalidated[1], invalidated
     assert positions == sorted(positions), positions
+
+
+class FakeSidecar:
+    """Answers `mirror_lease` calls as told, recording each (lease_id, applied, renew) with the
+    monotonic time the call arrived: the lease rules one step at a time, without a clock race."""
+
+    def __init__(self, granted: float, min_position: int, delay: float = 0.0):
+        self.granted, self.min_position, self.delay = granted, min_position, delay
+        self.calls: queue.Queue[tuple[float, int, bool]] = queue.Queue()
+
+    def mirror_lease(self, lease_id: str, applied: int, renew: bool) -> MirrorLeaseAnswer:
+        self.calls.put((time.monotonic(), applied, renew))
+        time.sleep(self.delay)  # the answer's way back
+        if not renew:
+            return MirrorLeaseAnswer(0, 0)
+        return MirrorLeaseAnswer(self.granted, self.min_position, "" if self.granted else "off")
+
+
+def test_a_grant_counts_from_the_send_less_the_drift_and_needs_min_position():
+    sidecar = FakeSidecar(granted=10.0, min_position=5, delay=0.2)
+    lease = StreamLease(sidecar, new_lease_id())  # type: ignore[arg-type]
+    lease.start()
+    try:
+        sent, applied, renew = sidecar.calls.get(timeout=10)
+        assert (applied, renew) == (0, True)
+        assert eventually(lambda: lease._grant is not None)
+        until = sent + 10.0 * (1 - DRIFT)
+        # Not caught up with the sidecar yet (rule 19).
+        assert not lease.allows(sent + 1)
+        lease.applied(5, acknowledge=False)
+        assert lease.allows(sent + 1)
+        # Counted from before the request left, less 0.1 %: counted from the answer's arrival
+        # (0.2 s later) it would still allow this.
+        assert lease.allows(until - 0.05) and not lease.allows(until)
+        lease.stop()
+        assert not lease.allows(sent + 1), "the lease ends with its stream"
+    finally:
+        lease.stop()
+        lease.join(10)
+
+
+def test_acknowledgements_follow_applied_events_only_once_granted():
+    refusing = FakeSidecar(granted=0.0, min_position=0)
+    lease = StreamLease(refusing, new_lease_id())  # type: ignore[arg-type]
+    lease.start()
+    try:
+        assert refusing.calls.get(timeout=10)[2] is True
+        lease.applied(3, acknowledge=True)
+        # Never granted: the next call is the retried renewal, 250 ms on, not an acknowledgement.
+        assert refusing.calls.get(timeout=10)[1:] == (3, True)
+    finally:
+        lease.stop()
+        lease.join(10)
+
+    granting = FakeSidecar(granted=10.0, min_position=0)
+    lease = StreamLease(granting, new_lease_id())  # type: ignore[arg-type]
+    lease.start()
+    try:
+        assert granting.calls.get(timeout=10)[2] is True
+        assert eventually(lambda: lease.allows(time.monotonic()))
+        lease.applied(7, acknowledge=False)  # a heartbeat: nothing to acknowledge
+        lease.applied(8, acknowledge=True)
+        # Acknowledged at once (the next renewal is 2.5 s away), carrying the latest position.
+        assert granting.calls.get(timeout=2)[1:] == (8, False)
+    finally:
+        lease.stop()
+        lease.join(10)

@@ -58,6 +58,9 @@ pub struct Args {
     /// Minutes of each soak phase (steady, then a Redis fault every 30 s).
     #[arg(long, default_value_t = 10.0)]
     pub soak_minutes: f64,
+    /// Phases of the soak (comma-separated): steady, faults.
+    #[arg(long, value_delimiter = ',', default_value = "steady,faults")]
+    pub soak_phases: Vec<String>,
     /// Workloads of the overload section (comma-separated): 0 (no load: the probe alone),
     /// a (200 stalled Watch streams,
     /// 20,000 bumps), b (a stalled Subscribe stream, 2,000 notifications of 60 KiB),

@@ -179,6 +179,8 @@ impl Metrics {
 struct Outcome {
     fleet: Fleet,
     report: Report,
+    /// Strong checks client mirrors answered in their own memory under a read lease.
+    mirror_strong_local: u64,
     effect: Metrics,
     proxied_effect: Option<Metrics>,
 }
@@ -230,6 +232,7 @@ async fn run_with(name: &str, fault: Fault, tune: impl Fn(&mut Settings)) -> Out
     tokio::time::sleep(phase).await;
     let judged = workload.judge(&fleet).await;
     let (report, swept, clients) = (judged.report, judged.swept, judged.client_stats);
+    let mirror_strong_local = judged.mirror_strong_local;
     let effect = Metrics::read(&fleet.sidecars).delta(before);
     let proxied_effect =
         proxied_before.map(|b| Metrics::read(&fleet.sidecars[PROXIED..=PROXIED]).delta(b));
@@ -254,6 +257,7 @@ async fn run_with(name: &str, fault: Fault, tune: impl Fn(&mut Settings)) -> Out
     Outcome {
         fleet,
         report,
+        mirror_strong_local,
         effect,
         proxied_effect,
     }
@@ -661,18 +665,31 @@ fn leased(s: &mut Settings) {
     s.read_lease_ms = 500;
 }
 
-/// Strong answers from mirrors (under a lease) across the fleet, and bump calls that waited for
-/// a lease to run out.
-fn lease_figures(fleet: &Fleet) -> (f64, f64) {
-    let sum = |name: &str| -> f64 {
-        fleet
+/// Runs `fault` with read leases on every sidecar (the history checker judges every strong
+/// answer, from sidecars' mirrors and client mirrors alike), asserts that both kinds of mirror
+/// answered strong checks under a lease, prints the figures, and returns the run with the
+/// number of bump calls that waited for a lease to run out.
+async fn run_leased(name: &str, fault: Fault) -> (Outcome, f64) {
+    let o = run_with(name, fault, leased).await;
+    let sum = |metric: &str| -> f64 {
+        o.fleet
             .sidecars
             .iter()
-            .map(|s| fault_support::metric_of(s, name))
+            .map(|s| fault_support::metric_of(s, metric))
             .sum()
     };
     let local = sum("coherence_strong_answers_total{source=\"mirror\"}");
-    (local, sum("coherence_bumps_waited_for_expiry_total"))
+    let waited = sum("coherence_bumps_waited_for_expiry_total");
+    println!(
+        "LEASES {name}: strong answers from sidecar mirrors {local}, from client mirrors {}, bumps that waited for an expiry {waited}",
+        o.mirror_strong_local
+    );
+    assert!(local > 0.0, "no strong check was answered under a lease");
+    assert!(
+        o.mirror_strong_local > 0,
+        "no client mirror answered a strong check under its lease"
+    );
+    (o, waited)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,15 +698,11 @@ async fn read_leases_with_a_holder_frozen() {
     // moves: bumps elsewhere must outwait its lease, and its strong answers must stop being
     // local when its lease runs out by its own clock — zero strong answers may miss a
     // completed bump (checked with everything else by the history checker).
-    let o = run_with(
+    let (o, waited) = run_leased(
         "leases-holder-frozen-2s",
         Fault::FreezeLinks(Duration::from_secs(2)),
-        leased,
     )
     .await;
-    let (local, waited) = lease_figures(&o.fleet);
-    println!("LEASES holder-frozen: strong answers from mirrors {local}, bumps that waited for an expiry {waited}");
-    assert!(local > 0.0, "no strong check was answered under a lease");
     assert!(
         waited >= 1.0,
         "no bump waited for the frozen holder's lease"
@@ -698,12 +711,30 @@ async fn read_leases_with_a_holder_frozen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_leases_with_redis_paused() {
+    // No holder can renew or acknowledge while Redis is stopped: grants run out by each
+    // holder's own clock, client mirrors' with them, and strong checks fail closed or go to
+    // Redis until the leases are taken again.
+    let (o, _) = run_leased(
+        "leases-redis-paused-2s",
+        Fault::Pause(Duration::from_secs(2)),
+    )
+    .await;
+    o.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_leases_with_subscriptions_killed() {
+    // Every holder's subscription is cut (CLIENT KILL TYPE pubsub): none can acknowledge until
+    // it re-subscribed and resynced; bumps meanwhile wait for acknowledgements or expiries.
+    let (o, _) = run_leased("leases-kill-pubsub", Fault::KillPubsub).await;
+    o.fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_leases_with_redis_restarted_empty() {
     // The lease tables are lost with the data: the new epoch's bumps wait out the quarantine.
-    let o = run_with("leases-restart-empty", Fault::RestartEmpty, leased).await;
-    let (local, waited) = lease_figures(&o.fleet);
-    println!("LEASES restart-empty: strong answers from mirrors {local}, bumps that waited for an expiry {waited}");
-    assert!(local > 0.0, "no strong check was answered under a lease");
+    let (o, waited) = run_leased("leases-restart-empty", Fault::RestartEmpty).await;
     assert!(waited >= 1.0, "no bump waited out the quarantine");
     o.fleet.shutdown().await;
 }

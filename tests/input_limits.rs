@@ -80,7 +80,10 @@ async fn watch(
     prefixes: Vec<String>,
 ) -> Result<(), tonic::Status> {
     client
-        .watch(pb::WatchRequest { prefixes })
+        .watch(pb::WatchRequest {
+            prefixes,
+            ..Default::default()
+        })
         .await
         .map(|_| ())
 }

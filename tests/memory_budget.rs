@@ -109,6 +109,7 @@ async fn a_watch_stream_that_stops_reading_pins_no_more_than_the_ring_and_is_tol
     let mut stream = stalled
         .watch(pb::WatchRequest {
             prefixes: vec!["k".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -302,7 +303,10 @@ async fn streams_past_their_limit_are_refused_until_one_closes() {
         .unwrap();
     let watch = |mut client: CacheVersionsClient<Channel>| async move {
         client
-            .watch(pb::WatchRequest { prefixes: vec![] })
+            .watch(pb::WatchRequest {
+                prefixes: vec![],
+                ..Default::default()
+            })
             .await
             .map(|r| r.into_inner())
     };
@@ -452,7 +456,10 @@ async fn a_subscription_that_falls_behind_drops_past_its_push_budget_and_repairs
     let mut on_a = CacheVersionsClient::new(a.channel().await);
     let on_b = CacheVersionsClient::new(b.channel().await);
     let mut watch = on_a
-        .watch(pb::WatchRequest { prefixes: vec![] })
+        .watch(pb::WatchRequest {
+            prefixes: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -189,7 +189,10 @@ async fn a_connection_whose_client_went_silent_is_closed_and_its_streams_end() {
         .unwrap();
     let mut watcher = CacheVersionsClient::new(channel);
     let mut stream = watcher
-        .watch(pb::WatchRequest { prefixes: vec![] })
+        .watch(pb::WatchRequest {
+            prefixes: vec![],
+            ..Default::default()
+        })
         .await
         .expect("Watch")
         .into_inner();

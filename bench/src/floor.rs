@@ -107,6 +107,13 @@ impl CacheVersions for FloorService {
     async fn watch(&self, _: Request<pb::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         Err(Status::unimplemented("the floor server does not watch"))
     }
+
+    async fn mirror_lease(
+        &self,
+        _: Request<pb::MirrorLeaseRequest>,
+    ) -> Result<Response<pb::MirrorLeaseResponse>, Status> {
+        Err(Status::unimplemented("the floor server grants no leases"))
+    }
 }
 
 /// A running floor server.

@@ -3,12 +3,14 @@
 //! add to a bump (the wait for every holder's acknowledgement), next to an identical fleet
 //! without leases; and how long bumps wait while one holder is frozen (its Redis links stalled
 //! through a proxy: to its peers it is paused, as SIGSTOP would make it) — about one lease
-//! period once, then back to normal.
+//! period once, then back to normal. Also the same in the app's own memory: a client mirror
+//! answering strong checks under the lease its sidecar passed on (docs/client-protocol.md,
+//! rules 16–19), next to its bounded checks, and what bumps cost while it holds that lease.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coherence_client::Client;
+use coherence_client::{Client, Consistency, Freshness, MirrorOptions, MirroredClient, Version};
 use coherence_sidecar::versions::{CheckSource, Versions};
 use coherence_testkit::{Flow, Link, RedisProxy};
 use tokio::runtime::Handle;
@@ -104,6 +106,71 @@ async fn measure_all(
         false,
         "×",
     );
+
+    // The same in a client mirror's memory, under the lease sidecar 0 passed on to it.
+    let mirror = client(&leased, 0)
+        .await?
+        .with_mirror(MirrorOptions::default().audit_sample_rate(0.0));
+    let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let versions = mirror.get_with(&names, Consistency::Bounded).await?;
+    let stamped: Arc<Vec<(String, Version)>> =
+        Arc::new(keys.iter().cloned().zip(versions).collect());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mirror.stats().strong_hits == 0 || !mirror.holds_strong_lease() {
+        anyhow::ensure!(Instant::now() < deadline, "no mirror lease within 10 s");
+        let (key, version) = &stamped[0];
+        mirror.freshness(key, version, Consistency::Strong).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let strong_mirror = measure(
+        plan,
+        1,
+        check_in_mirror(mirror.clone(), Arc::clone(&stamped), Consistency::Strong),
+    )
+    .await;
+    let bounded_mirror = measure(
+        plan,
+        1,
+        check_in_mirror(mirror.clone(), Arc::clone(&stamped), Consistency::Bounded),
+    )
+    .await;
+    report.push(row(
+        "lease_strong_client_mirror",
+        "MirroredClient strong check under a mirror lease, in the app's memory",
+        1,
+        &strong_mirror,
+    ));
+    report.push(row(
+        "lease_bounded_client_mirror",
+        "MirroredClient bounded check, same mirror",
+        1,
+        &bounded_mirror,
+    ));
+    report.ratio(
+        "client mirror: strong check (leased) / bounded check, p50",
+        quantile_ratio(&strong_mirror, &bounded_mirror, 0.5),
+        2.0,
+        false,
+        "×",
+    );
+    report.fact(format!(
+        "client mirror during its checks: {} strong answers under its lease, {} asked of the sidecar",
+        mirror.stats().strong_hits,
+        mirror.stats().misses
+    ));
+
+    for &c in plan.levels() {
+        let mirrored_bumps = measure(plan, c, bump_op(client(&leased, 1).await?)).await;
+        report.push(row(
+            "lease_bump_client_mirror",
+            "sidecar gRPC Bump, 1 key, 3 lease holders, a client mirror holding a lease from one",
+            c,
+            &mirrored_bumps,
+        ));
+    }
+    // Its stream closed, the sidecar still counts its lease until it ran out.
+    drop(mirror);
+    tokio::time::sleep(Duration::from_millis(2 * LEASE_MS)).await;
 
     for &c in plan.levels() {
         let leased_bumps = measure(plan, c, bump_op(client(&leased, 1).await?)).await;
@@ -229,6 +296,23 @@ fn check_in_process(
                 .check(&entries[i as usize % entries.len()], strong)
                 .await;
             anyhow::ensure!(r[0].current, "check not current");
+            Ok(1)
+        })
+    }
+}
+
+fn check_in_mirror(
+    mirror: MirroredClient,
+    stamped: Arc<Vec<(String, Version)>>,
+    consistency: Consistency,
+) -> impl Fn(usize, u64) -> OpFuture + Send + Sync + Clone + 'static {
+    move |_, i| {
+        let mirror = mirror.clone();
+        let stamped = Arc::clone(&stamped);
+        Box::pin(async move {
+            let (key, version) = &stamped[i as usize % stamped.len()];
+            let fresh = mirror.freshness(key, version, consistency).await;
+            anyhow::ensure!(fresh == Freshness::Current, "mirror check not current");
             Ok(1)
         })
     }

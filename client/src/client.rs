@@ -438,17 +438,71 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn watch(&self, prefixes: &[&str]) -> Result<WatchStream, Error> {
+        self.watch_with_lease(prefixes, "").await
+    }
+
+    /// [`Client::watch`], opened with a `lease_id` so that the stream's mirror may hold read
+    /// leases ([`Client::mirror_lease`]); every event then has a position
+    /// ([`WatchStream::position`]). An empty `lease_id` is a plain [`Client::watch`].
+    pub async fn watch_with_lease(
+        &self,
+        prefixes: &[&str],
+        lease_id: &str,
+    ) -> Result<WatchStream, Error> {
         let mut grpc = self.grpc.clone();
         // No gRPC deadline: the local one covers opening the stream, not its lifetime.
         let request = tonic::Request::new(pb::WatchRequest {
             prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            lease_id: lease_id.to_string(),
         });
         let stream = self.call(grpc.watch(request)).await?;
         Ok(WatchStream {
             inner: stream,
             target: self.target.clone(),
+            position: 0,
         })
     }
+
+    /// Acknowledges that the mirror of the stream opened with `lease_id` applied every event up
+    /// to `applied_position`, and with `renew` asks for a read lease (docs/client-protocol.md,
+    /// rules 16–19). Read the monotonic clock before calling: a grant counts from then.
+    pub async fn mirror_lease(
+        &self,
+        lease_id: &str,
+        applied_position: u64,
+        renew: bool,
+    ) -> Result<MirrorLeaseAnswer, Error> {
+        let mut grpc = self.grpc.clone();
+        let request = self.request(pb::MirrorLeaseRequest {
+            lease_id: lease_id.to_string(),
+            applied_position,
+            renew,
+        });
+        let response = self.call(grpc.mirror_lease(request)).await?;
+        Ok(match response.granted_ms {
+            0 => MirrorLeaseAnswer::Refused(response.refused),
+            ms => MirrorLeaseAnswer::Granted {
+                granted: Duration::from_millis(ms),
+                min_position: response.min_position,
+            },
+        })
+    }
+}
+
+/// What [`Client::mirror_lease`] answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorLeaseAnswer {
+    /// A lease of `granted` from the instant the request was sent, usable once the mirror
+    /// applied its stream up to `min_position`.
+    Granted {
+        /// How long the lease lasts (before taking off the clock-rate allowance).
+        granted: Duration,
+        /// The position the mirror must have applied before answering under it.
+        min_position: u64,
+    },
+    /// Nothing granted (an acknowledgement only, or the sidecar's reason; empty when the call
+    /// asked for no lease).
+    Refused(String),
 }
 
 fn with_positions(versions: Vec<pb::Version>) -> Vec<(Version, Option<Position>)> {
@@ -516,6 +570,16 @@ pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, Error> {
 pub struct WatchStream {
     inner: tonic::Streaming<pb::WatchEvent>,
     target: Target,
+    /// The position of the last event yielded (0 on streams opened without a lease id).
+    position: u64,
+}
+
+impl WatchStream {
+    /// The position of the last event this stream yielded (streams opened with
+    /// [`Client::watch_with_lease`]; 0 otherwise): acknowledge it once that event is applied.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
 }
 
 impl std::fmt::Debug for WatchStream {
@@ -532,7 +596,9 @@ impl Stream for WatchStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         use pb::watch_event::Event;
         let this = &mut *self;
+        let position = &mut this.position;
         poll_events(&mut this.inner, cx, &this.target, |next| {
+            *position = (*position).max(next.position);
             Some(match next.event? {
                 Event::Invalidated(inv) => WatchEvent::Invalidated {
                     key: inv.key,

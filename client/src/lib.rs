@@ -146,8 +146,8 @@ mod transport;
 
 pub use cache::{BumpReport, CacheStats, CoherentCache, CoherentCacheBuilder};
 pub use client::{
-    CheckResult, CheckSource, Client, Consistency, Position, Version, WatchEvent, WatchStream,
-    DEFAULT_TIMEOUT,
+    CheckResult, CheckSource, Client, Consistency, MirrorLeaseAnswer, Position, Version,
+    WatchEvent, WatchStream, DEFAULT_TIMEOUT,
 };
 pub use error::{Error, SidecarStatus, Source};
 pub use freshness::Freshness;

@@ -32,6 +32,9 @@ pub enum Mechanism {
     /// A shard synced for the first time is announced to watchers with a `Resync`. Off: it is
     /// reset without telling them.
     FirstSyncResync,
+    /// A read-lease holder acknowledges a position to Redis only once the client mirrors holding
+    /// its leases applied it (or their leases ran out). Off: it acknowledges at once.
+    MirrorAckWait,
 }
 
 #[cfg(feature = "fault-injection")]

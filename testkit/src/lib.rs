@@ -306,8 +306,41 @@ impl RedisServer {
     fn signal(&self, sig: &str) {
         if let Some(pid) = self.pid() {
             let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+            if sig == "-STOP" {
+                wait_stopped(pid);
+            }
         }
     }
+}
+
+/// Waits (at most 10 s) until every thread of process `pid` is stopped after a SIGSTOP.
+///
+/// kill(1) returns once the signal is queued; a thread of a busy process may go on running for
+/// a few milliseconds on a loaded machine (seen: a stopped sidecar still acknowledging a bump
+/// 7 ms after `kill -STOP` returned). A test that means "from now on it is frozen" awaits this.
+pub fn wait_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if all_threads_stopped(pid) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Whether every thread of `pid` is in state `T` (stopped) or gone; false when unknown.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // `pid (comm) S ...`: the state follows the last ')' (comm may hold spaces).
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t" || state == "Z" || state == "X")
+        })
+    })
 }
 
 impl Drop for RedisServer {

@@ -91,13 +91,17 @@ impl SidecarProcess {
         }
     }
 
-    /// Sends `signal` (`-TERM`, `-KILL`, `-STOP` …) with kill(1); panics if it cannot.
+    /// Sends `signal` (`-TERM`, `-KILL`, `-STOP` …) with kill(1); panics if it cannot. After
+    /// `-STOP` it returns only once every thread of the process has stopped ([`crate::wait_stopped`]).
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill {signal} failed");
+        if signal == "-STOP" {
+            crate::wait_stopped(self.child.id());
+        }
     }
 
     /// Waits up to `limit` for the process to exit; its exit code and how long it took.

@@ -234,6 +234,7 @@ impl Workload {
         let local: u64 = mirrors.iter().map(|s| s.hits).sum();
         let remote: u64 = mirrors.iter().map(|s| s.misses).sum();
         let resyncs: u64 = mirrors.iter().map(|s| s.resyncs).sum();
+        let strong_local = self.mirror_strong_local();
         let caches: Vec<String> = self
             .caches
             .iter()
@@ -243,8 +244,13 @@ impl Workload {
             })
             .collect();
         format!(
-            "client mirrors: {local} local / {remote} remote answers, {resyncs} resyncs; caches: {caches:?}"
+            "client mirrors: {local} local / {remote} remote answers ({strong_local} strong under a lease), {resyncs} resyncs; caches: {caches:?}"
         )
+    }
+
+    /// Strong checks the client mirrors answered locally under a read lease.
+    pub fn mirror_strong_local(&self) -> u64 {
+        self.mirrors.iter().map(|m| m.stats().strong_hits).sum()
     }
 
     /// Stops the workload, strong-checks every superseded token once more through `fleet`
@@ -252,6 +258,7 @@ impl Workload {
     pub async fn judge(self, fleet: &Fleet) -> Judged {
         let sources = self.sources(fleet.sidecars.len());
         let client_stats = self.client_stats();
+        let mirror_strong_local = self.mirror_strong_local();
         let history = self.stop().await;
         history.begin_phase("sweep");
         let swept = fleet.sweep_superseded().await;
@@ -259,6 +266,7 @@ impl Workload {
             report: history.analyse(&fleet.limits()),
             sources,
             client_stats,
+            mirror_strong_local,
             swept,
         }
     }
@@ -294,6 +302,8 @@ pub struct Judged {
     pub sources: Vec<Via>,
     /// The client mirrors' and caches' counters, printed.
     pub client_stats: String,
+    /// Strong checks the client mirrors answered locally under a read lease.
+    pub mirror_strong_local: u64,
     /// Superseded tokens strong-checked at the end.
     pub swept: usize,
 }

@@ -4,10 +4,11 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use super::lease::{self, MirrorLease};
 use super::options::{MirrorEvent, MirrorOptions, MirrorStats};
 use super::state::{bump_counter, MirrorState};
 use crate::client::{CheckSource, Client, Consistency, Position, Version, WatchEvent};
@@ -41,6 +42,7 @@ pub struct MirroredClient {
 struct Inner {
     client: Client,
     state: Arc<MirrorState>,
+    lease: Arc<MirrorLease>,
     sampler: Arc<AnswerSampler>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     audit_task: Option<tokio::task::JoinHandle<()>>,
@@ -80,6 +82,7 @@ impl MirroredClient {
     /// Starts mirroring through `client` (spawns the Watch task on the current runtime).
     pub fn new(client: Client, options: MirrorOptions) -> MirroredClient {
         let state = Arc::new(MirrorState::new(&options));
+        let lease = Arc::new(MirrorLease::default());
         let sampler = Arc::new(AnswerSampler::new(
             options.audit_sample_rate,
             options.max_staleness,
@@ -87,11 +90,17 @@ impl MirroredClient {
         let audit_task = sampler
             .is_on()
             .then(|| tokio::spawn(Arc::clone(&sampler).run(client.observer())));
-        let task = tokio::spawn(run_watch(Arc::clone(&state), client.clone(), options));
+        let task = tokio::spawn(run_watch(
+            Arc::clone(&state),
+            Arc::clone(&lease),
+            client.clone(),
+            options,
+        ));
         MirroredClient {
             inner: Arc::new(Inner {
                 client,
                 state,
+                lease,
                 sampler,
                 task: Mutex::new(Some(task)),
                 audit_task,
@@ -132,9 +141,9 @@ impl MirroredClient {
             .is_current()
     }
 
-    /// [`MirroredClient::is_current`] with an explicit consistency: `Strong` always asks the
-    /// sidecar (which fences through Redis), so it reflects every bump completed before the
-    /// call began.
+    /// [`MirroredClient::is_current`] with an explicit consistency: `Strong` reflects every
+    /// bump completed before the call began — answered locally while the mirror holds a read
+    /// lease from its sidecar ([`MirrorOptions::strong_leases`]), else by the sidecar.
     pub async fn is_current_with(
         &self,
         key: &str,
@@ -158,10 +167,14 @@ impl MirroredClient {
                 Some(false) => Freshness::Stale,
                 None => self.check_remote(key, version, Consistency::Bounded).await,
             },
-            Consistency::Strong => {
-                bump_counter(&self.inner.state.counters.misses);
-                self.check_remote(key, version, Consistency::Strong).await
-            }
+            Consistency::Strong => match self.strong_local(key, version) {
+                Some(true) => Freshness::Current,
+                Some(false) => Freshness::Stale,
+                None => {
+                    bump_counter(&self.inner.state.counters.misses);
+                    self.check_remote(key, version, Consistency::Strong).await
+                }
+            },
         }
     }
 
@@ -176,6 +189,22 @@ impl MirroredClient {
             self.inner.sampler.answered_current(key, version.token());
         }
         answer
+    }
+
+    /// A strong check answered from the map under the mirror's read lease (rule 19), or `None`.
+    fn strong_local(&self, key: &str, version: &Version) -> Option<bool> {
+        if !self.inner.lease.allows(Instant::now()) {
+            return None;
+        }
+        let answer = self.is_current_local(key, version)?;
+        bump_counter(&self.inner.state.counters.strong_hits);
+        Some(answer)
+    }
+
+    /// Whether strong checks are answered locally right now (a valid read lease, the map
+    /// caught up with it, and trusted).
+    pub fn holds_strong_lease(&self) -> bool {
+        self.inner.lease.allows(Instant::now()) && self.is_trusted()
     }
 
     async fn check_remote(
@@ -302,7 +331,12 @@ fn fill_all(
 }
 
 /// Keeps one Watch stream open and applies it to the map, reconnecting with backoff.
-async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptions) {
+async fn run_watch(
+    state: Arc<MirrorState>,
+    lease: Arc<MirrorLease>,
+    client: Client,
+    options: MirrorOptions,
+) {
     let prefixes: Vec<&str> = options.prefixes.iter().map(String::as_str).collect();
     let notify = |event: MirrorEvent| {
         if let Some(hook) = &options.hook {
@@ -312,8 +346,23 @@ async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptio
     let mut backoff = options.backoff_min;
     let mut ever_connected = false;
     loop {
-        match client.watch(&prefixes).await {
+        let stream_no = lease.reset();
+        let lease_id = if options.strong_leases {
+            lease::new_lease_id()
+        } else {
+            String::new()
+        };
+        match client.watch_with_lease(&prefixes, &lease_id).await {
             Ok(mut stream) => {
+                // Renews and acknowledges while this stream is open; aborted with it.
+                let _lease_task = (!lease_id.is_empty()).then(|| {
+                    AbortOnDrop(tokio::spawn(lease::run(
+                        Arc::clone(&lease),
+                        stream_no,
+                        client.clone(),
+                        lease_id.clone(),
+                    )))
+                });
                 // The sidecar subscribed before answering, but it vouches for what reaches
                 // this stream only once it is synced with Redis: its first heartbeat with a
                 // fence age says so. Until then nothing is filled (see `vouched` below).
@@ -339,6 +388,7 @@ async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptio
                         Ok(Some(Err(err))) => break err.to_string(),
                         Ok(Some(Ok(event))) => event,
                     };
+                    let acknowledge = !matches!(next, WatchEvent::Heartbeat { .. });
                     match next {
                         WatchEvent::Invalidated {
                             key,
@@ -373,7 +423,9 @@ async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptio
                             }
                         }
                     }
+                    lease.applied(stream.position(), acknowledge);
                 };
+                lease.reset();
                 state.untrust();
                 state.vouching.store(false, Ordering::SeqCst);
                 state.resync(&reason);
@@ -383,6 +435,15 @@ async fn run_watch(state: Arc<MirrorState>, client: Client, options: MirrorOptio
         }
         tokio::time::sleep(jitter(backoff)).await;
         backoff = (backoff * 2).min(options.backoff_max);
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -40,10 +40,12 @@
 //! # Files
 //!
 //! `options.rs`: what an app sets and reads ([`MirrorOptions`], [`MirrorEvent`],
-//! [`MirrorStats`]); `state.rs`: the map and its trust state (`MirrorState`);
+//! [`MirrorStats`]); `state.rs`: the map and its trust state (`MirrorState`); `lease.rs`: the
+//! read lease under which strong checks are answered locally;
 //! `mirrored_client.rs`: [`MirroredClient`], the app's handle, and the Watch loop that keeps
 //! the map up to date.
 
+mod lease;
 mod mirrored_client;
 mod options;
 mod state;

@@ -57,6 +57,7 @@ pub struct MirrorOptions {
     pub(super) max_entries: usize,
     pub(super) hook: Option<MirrorHook>,
     pub(super) audit_sample_rate: f64,
+    pub(super) strong_leases: bool,
 }
 
 impl Default for MirrorOptions {
@@ -70,6 +71,7 @@ impl Default for MirrorOptions {
             max_entries: 1_000_000,
             hook: None,
             audit_sample_rate: 0.001,
+            strong_leases: true,
         }
     }
 }
@@ -85,6 +87,7 @@ impl std::fmt::Debug for MirrorOptions {
             .field("max_entries", &self.max_entries)
             .field("hook", &self.hook.is_some())
             .field("audit_sample_rate", &self.audit_sample_rate)
+            .field("strong_leases", &self.strong_leases)
             .finish()
     }
 }
@@ -136,6 +139,16 @@ impl MirrorOptions {
         self
     }
 
+    /// Answer `Consistency::Strong` checks locally under a read lease from the sidecar when
+    /// it grants one (default true; sidecars grant them when `read_lease_ms` > 0). The mirror
+    /// then acknowledges every invalidation it applies, and bumps anywhere in the namespace
+    /// wait for that (about a loopback call), or for its lease to run out if this process
+    /// stops reading its stream. docs/client-protocol.md, rules 16–19.
+    pub fn strong_leases(mut self, on: bool) -> Self {
+        self.strong_leases = on;
+        self
+    }
+
     /// Called on every connect, disconnect and resync (for metrics or logs).
     pub fn on_event(mut self, hook: impl Fn(&MirrorEvent) + Send + Sync + 'static) -> Self {
         self.hook = Some(Arc::new(hook));
@@ -156,6 +169,8 @@ pub struct MirrorStats {
     pub hits: u64,
     /// Checks and gets that had to ask the sidecar.
     pub misses: u64,
+    /// Strong checks answered locally under a read lease (counted in `hits` too).
+    pub strong_hits: u64,
     /// Sidecar fallbacks that failed (answered "not current").
     pub fallback_failures: u64,
     /// Invalidations applied from the stream.

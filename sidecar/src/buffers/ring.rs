@@ -85,6 +85,12 @@ impl<T: Clone> ByteRing<T> {
         self.next.send_replace(next);
     }
 
+    /// The index the next pushed item will get: every item pushed so far has a smaller one.
+    pub fn next_index(&self) -> u64 {
+        let inner = self.inner();
+        inner.first + inner.items.len() as u64
+    }
+
     /// The bytes held now.
     pub fn bytes(&self) -> usize {
         self.inner().bytes
@@ -110,6 +116,12 @@ pub struct RingReader<T> {
 }
 
 impl<T: Clone> RingReader<T> {
+    /// The index of the next item this reader will read: it has passed every item below it
+    /// (read, or missed as [`Received::Lagged`]).
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
     /// The next item, or how many were dropped before this reader got to them; waits for one.
     pub async fn recv(&mut self) -> Received<T> {
         loop {

@@ -158,10 +158,21 @@ impl CacheVersions for CacheVersionsService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
         self.limits.check_prefixes(&req.prefixes)?;
+        self.limits.check_lease_id(&req.lease_id, true)?;
         let slot = self.watch_slots.take()?;
         let state = self.versions.state();
+        let events = state.events.reader();
+        let leases = if req.lease_id.is_empty() {
+            None
+        } else {
+            state
+                .leases
+                .mirrors
+                .track(&req.lease_id, events.position())
+                .map_err(|in_use| Status::already_exists(in_use.to_string()))?
+        };
         let feed = WatchFeed {
-            events: state.events.reader(),
+            events,
             prefixes: PrefixSet::new(&req.prefixes),
             bounds: HeartbeatBounds {
                 max_staleness_ms: millis(state.settings.max_staleness),
@@ -170,8 +181,44 @@ impl CacheVersions for CacheVersionsService {
             shutdown: self.shutdown.clone(),
             slot,
             open: state.metrics.watch_streams.clone(),
+            leases,
         };
         Ok(Response::new(feed.into_stream()))
+    }
+
+    async fn mirror_lease(
+        &self,
+        request: Request<pb::MirrorLeaseRequest>,
+    ) -> Result<Response<pb::MirrorLeaseResponse>, Status> {
+        let req = request.into_inner();
+        self.limits.check_lease_id(&req.lease_id, false)?;
+        let state = self.versions.state();
+        let now = std::time::Instant::now();
+        let grant = || {
+            let holder = state.leases.holder.as_ref()?;
+            let left =
+                holder.time_left_everywhere(now, |shard| state.mirror.is_trusted(shard, now))?;
+            Some((left, state.events.next_index()))
+        };
+        let answer = match state.leases.mirrors.renew(
+            &req.lease_id,
+            req.applied_position,
+            req.renew,
+            now,
+            grant,
+        ) {
+            Ok(Some(grant)) => pb::MirrorLeaseResponse {
+                granted_ms: millis(grant.granted),
+                min_position: grant.min_position,
+                refused: String::new(),
+            },
+            Ok(None) => pb::MirrorLeaseResponse::default(),
+            Err(refused) => pb::MirrorLeaseResponse {
+                refused: refused.to_string(),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(answer))
     }
 }
 

@@ -91,6 +91,25 @@ impl Limits {
         Ok(())
     }
 
+    /// Checks a client mirror's `lease_id` (docs/client-protocol.md, rule 16): 16 to 128
+    /// characters of `A-Z a-z 0-9 _ -`; empty (no leases) only where `allow_empty`.
+    pub fn check_lease_id(&self, lease_id: &str, allow_empty: bool) -> Result<(), Status> {
+        if lease_id.is_empty() && allow_empty {
+            return Ok(());
+        }
+        let valid = (16..=128).contains(&lease_id.len())
+            && lease_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(Status::invalid_argument(format!(
+                "lease_id: must be 16 to 128 characters of A-Z a-z 0-9 _ - (got {} bytes)",
+                lease_id.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks a list of keys (or prefixes, with `allow_empty`) named `field`.
     pub fn check_keys<'a>(
         &self,

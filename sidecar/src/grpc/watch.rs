@@ -19,6 +19,7 @@ use tonic::Status;
 use crate::buffers::ring::{Received, RingReader};
 use crate::grpc::prefix_set::PrefixSet;
 use crate::versions::audit::canary::is_canary;
+use crate::versions::leases::mirrors::StreamTracker;
 use crate::versions::state::WatchItem;
 
 /// The sidecar's settings every heartbeat repeats, so that clients need not be told them.
@@ -41,6 +42,9 @@ pub struct WatchFeed {
     pub slot: OwnedSemaphorePermit,
     /// `coherence_watch_streams`, counted down when the stream is dropped.
     pub open: Gauge,
+    /// Set when the stream was opened with a `lease_id` and may hold mirror leases: what it
+    /// passes and delivers is recorded for the acknowledgements that wait for its mirror.
+    pub leases: Option<StreamTracker>,
 }
 
 impl Drop for WatchFeed {
@@ -67,14 +71,33 @@ impl WatchFeed {
     async fn next(&mut self) -> Option<pb::WatchEvent> {
         use pb::watch_event::Event;
         loop {
+            // Where this stream stood: a `Lagged` covers the items from here on.
+            let before = self.events.position();
             let received = tokio::select! {
                 biased;
                 _ = self.shutdown.wait_for(|down| *down) => return None,
                 received = self.events.recv() => received,
             };
+            // One past the item just taken: positions grow along the stream.
+            let position = self.events.position();
+            // What the mirror must apply before it counts as past the items this event covers:
+            // the event itself, or for `Lagged` the first item it missed (its Resync covers
+            // every index from `before` on, however far past them the reader now stands).
+            let covers_from = match received {
+                Received::Lagged(_) => before + 1,
+                _ => position,
+            };
+            let changes_map = matches!(
+                received,
+                Received::Item(WatchItem::Invalidated(_) | WatchItem::Resync(_))
+                    | Received::Lagged(_)
+            );
             let event = match received {
                 Received::Item(WatchItem::Invalidated(inv)) => {
                     if !self.prefixes.matches(&inv.key) || is_canary(&inv.key) {
+                        if let Some(leases) = &self.leases {
+                            leases.passed(position, None);
+                        }
                         continue;
                     }
                     Event::Invalidated(pb::Invalidation {
@@ -107,7 +130,17 @@ impl WatchFeed {
                     ),
                 }),
             };
-            return Some(pb::WatchEvent { event: Some(event) });
+            let position = match &self.leases {
+                Some(leases) => {
+                    leases.passed(position, changes_map.then_some(covers_from));
+                    position
+                }
+                None => 0,
+            };
+            return Some(pb::WatchEvent {
+                event: Some(event),
+                position,
+            });
         }
     }
 }

@@ -62,6 +62,11 @@ pub struct Metrics {
     pub strong_answers: Family<Labels1, Counter>,
     pub bump_ack_wait: Histogram,
     pub bumps_waited_for_expiry: Counter,
+    /// Client mirrors holding a lease from this sidecar (by its reckoning).
+    pub mirror_leases_held: Gauge,
+    /// How long acknowledgements to Redis waited for client mirrors to apply what they held.
+    pub mirror_ack_wait: Histogram,
+    pub mirror_leases_waited_out: Counter,
     pub load_balancing: LoadBalancingMetrics,
     pub audit: AuditMetrics,
 }
@@ -104,6 +109,10 @@ impl Metrics {
             // 100 µs .. ~13 s: an acknowledgement takes a round trip, an expiry a lease period.
             bump_ack_wait: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             bumps_waited_for_expiry: Counter::default(),
+            mirror_leases_held: Gauge::default(),
+            // 10 µs .. ~10 s: usually a loopback call, at worst a lease period.
+            mirror_ack_wait: Histogram::new(exponential_buckets(0.00001, 2.0, 21)),
+            mirror_leases_waited_out: Counter::default(),
             load_balancing: LoadBalancingMetrics::default(),
             audit: AuditMetrics::default(),
         };
@@ -243,6 +252,21 @@ impl Metrics {
             "bumps_waited_for_expiry",
             "Bump calls that waited for a read lease to run out (a holder that did not acknowledge, or the quarantine after a new epoch)",
             m.bumps_waited_for_expiry.clone(),
+        );
+        r.register(
+            "mirror_leases_held",
+            "Client mirrors holding a read lease from this sidecar (max_mirror_leases), by its reckoning",
+            m.mirror_leases_held.clone(),
+        );
+        r.register(
+            "mirror_ack_wait_seconds",
+            "How long this sidecar's read-lease acknowledgements waited for client mirrors holding its leases to apply the invalidations",
+            m.mirror_ack_wait.clone(),
+        );
+        r.register(
+            "mirror_leases_waited_out",
+            "Acknowledgements that waited for a client mirror's lease to run out (a mirror that did not read or acknowledge its stream)",
+            m.mirror_leases_waited_out.clone(),
         );
         for source in ["mirror", "redis"] {
             let _ = m.strong_answers.get_or_create(&[("source", source)]);

@@ -154,6 +154,8 @@ settings! {
         "Read leases: while this sidecar holds one (renewed every third of it), strong checks and gets are answered from its mirror, and every bump waits until each holder acknowledged it or its lease ran out (at most this long). 0 = off; 100 to 10000. Use the same value on every sidecar of a namespace; see docs/design.md, Read leases.";
     read_lease_margin_ms: u64 = 20, "20", "COHERENCE_READ_LEASE_MARGIN_MS",
         "Clock-drift margin of read leases: holders stop this much earlier, bumpers wait this much longer (beyond a 0.1 % rate error already allowed for). At most a quarter of read_lease_ms.";
+    max_mirror_leases: usize = 32, "32", "COHERENCE_MAX_MIRROR_LEASES",
+        "With read leases on: most client mirrors that may hold a lease from this sidecar and answer strong checks in their own memory (a Watch stream opened with a lease_id beyond it is served without). Bumps then also wait for these mirrors' acknowledgements or their leases' end. 0 = no mirror leases. See docs/client-protocol.md, rules 16-19.";
     redis_scripts: String = "eval".to_string(), "eval", "COHERENCE_REDIS_SCRIPTS",
         "How the sidecar runs its Lua scripts: eval (EVALSHA, and SCRIPT LOAD when Redis lacks one) or functions (FCALL of the versioned Redis Functions library that coherence-sidecar functions load installs; Redis 7+; its ACL user then needs no EVAL, EVALSHA, SCRIPT LOAD or FUNCTION LOAD). See docs/security.md.";
     allow_evicting_policy: bool = false, "false", "COHERENCE_ALLOW_EVICTING_POLICY",
@@ -476,6 +478,7 @@ impl Config {
                 period: Duration::from_millis(s.read_lease_ms),
                 margin: Duration::from_millis(s.read_lease_margin_ms),
             },
+            max_mirror_leases: s.max_mirror_leases,
             mirror_max_bytes: s.mirror_max_bytes,
             watch_buffer_bytes: s.watch_buffer_bytes,
             push_buffer_bytes: s.push_buffer_bytes,

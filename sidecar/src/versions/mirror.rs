@@ -243,6 +243,11 @@ impl Mirror {
             })
     }
 
+    /// Whether the shard may answer now (synced, fence fresh).
+    pub fn is_trusted(&self, shard: u32, now: Instant) -> bool {
+        shard < self.shard_count() && self.trusted(&self.read(shard), now)
+    }
+
     /// The key's version if the shard may answer now (synced, fence fresh, key known), known
     /// current as of the shard's applied sequence (or the entry's own, if learnt ahead of it).
     pub fn lookup(&self, shard: u32, key: &str, now: Instant) -> Option<VersionAt> {

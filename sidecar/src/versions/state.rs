@@ -34,6 +34,8 @@ pub struct VersionsSettings {
     pub mirror_max_keys: usize,
     /// Read leases (`read_lease_ms`, `read_lease_margin_ms`).
     pub leases: LeaseSettings,
+    /// How many client mirrors may hold leases from this sidecar (`max_mirror_leases`).
+    pub max_mirror_leases: usize,
     pub mirror_max_bytes: usize,
     /// The Watch ring's budget (see [`WatchItem::weight`]).
     pub watch_buffer_bytes: usize,
@@ -173,7 +175,12 @@ impl VersionsState {
             .with_max_keys(settings.mirror_max_keys, metrics.mirror_evictions.clone())
             .with_max_bytes(settings.mirror_max_bytes);
         let audit = Auditor::new(settings.audit_sample_rate, metrics.audit.clone());
-        let leases = Leases::new(&settings.server_id, keyspace.shard_count(), settings.leases);
+        let leases = Leases::new(
+            &settings.server_id,
+            keyspace.shard_count(),
+            settings.leases,
+            settings.max_mirror_leases,
+        );
         Arc::new(VersionsState {
             mirror,
             keyspace,

@@ -253,7 +253,6 @@ async fn on_invalidation(
         Applied::EpochChanged => state.resync_watchers("epoch_changed"),
         _ => return Ok(()),
     }
-    acknowledge(state, shard);
     announce(
         state,
         Invalidated {
@@ -265,6 +264,7 @@ async fn on_invalidation(
             bumped_at_unix_ms: msg.bumped_at_unix_ms,
         },
     );
+    acknowledge(state, shard);
     Ok(())
 }
 
@@ -330,9 +330,14 @@ async fn on_fence(state: &Arc<VersionsState>, msg: FenceMessage) -> Result<(), S
 }
 
 /// Has a read-lease holder acknowledge what the shard has applied (no-op without leases).
+/// Called after the events that moved it were pushed to the Watch ring: client mirrors holding
+/// leases must apply everything before the ring's head first (docs/design.md, "Read leases in
+/// client mirrors").
 fn acknowledge(state: &VersionsState, shard: u32) {
     if let Some(holder) = &state.leases.holder {
-        holder.moved(shard);
+        if let Some(position) = state.mirror.position(shard) {
+            holder.moved(shard, position, state.events.next_index());
+        }
     }
 }
 

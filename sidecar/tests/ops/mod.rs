@@ -37,7 +37,10 @@ pub async fn sidecars_after_traffic(redis_url: &str) -> (TestSidecar, TestSideca
     let mut cb = CacheVersionsClient::new(b.channel().await);
     let keys = vec!["content".to_string()];
     let mut watch = ca
-        .watch(pb::WatchRequest { prefixes: vec![] })
+        .watch(pb::WatchRequest {
+            prefixes: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -46,7 +46,8 @@ pub struct IssuedIn {
 /// Sightings and acknowledgements of every shard's lease holders.
 pub struct Bumper {
     settings: LeaseSettings,
-    /// This sidecar's own holder id (never waited for: its mirror learnt the versions first).
+    /// This sidecar's own holder id, never waited for (its mirror learnt the versions first);
+    /// `None` when client mirrors hold leases from it, which learn only once it acknowledged.
     own: Option<String>,
     /// When each `(field, value)` of any shard's table was first seen.
     first_seen: Mutex<HashMap<(String, String), Instant>>,

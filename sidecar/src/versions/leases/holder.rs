@@ -12,14 +12,17 @@
 //! After the subscription applies anything to a shard, the holder acknowledges its applied
 //! position on the shard's channel; one acknowledgement call is in flight at a time and later
 //! moves coalesce into the next (the set of moved shards is bounded by the shard count).
+//! With client mirrors holding leases from this sidecar ([`super::mirrors`]) it first waits
+//! until they applied what the Watch ring held when the position was recorded.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+use crate::fault_injection::{off, Mechanism};
 use crate::token::random_token;
 use crate::versions::leases::LeaseSettings;
 use crate::versions::shard_script::{self, HolderPosition, ShardState};
@@ -43,8 +46,28 @@ pub struct Holder {
     /// by a mirror that has not yet caught up with the newest).
     grants: Vec<RwLock<[Option<Grant>; 2]>>,
     counter: AtomicU64,
-    moved: Mutex<BTreeSet<u32>>,
+    moved: Mutex<Moved>,
+    /// Per shard, the latest applied position recorded for acknowledgement (after its events
+    /// reached the Watch ring): what mirror leases are granted on.
+    announced: Vec<RwLock<Option<Position>>>,
     nudge: Notify,
+}
+
+/// A shard's epoch and applied sequence.
+type Position = (Arc<str>, u64);
+
+/// Positions to acknowledge, per shard, and the Watch ring's head when the latest was recorded.
+#[derive(Default)]
+struct Moved {
+    positions: BTreeMap<u32, (String, u64)>,
+    ring_head: u64,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    match lock.read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
 impl Holder {
@@ -54,7 +77,8 @@ impl Holder {
             settings,
             grants: (0..shards).map(|_| RwLock::new([None, None])).collect(),
             counter: AtomicU64::new(0),
-            moved: Mutex::new(BTreeSet::new()),
+            moved: Mutex::default(),
+            announced: (0..shards).map(|_| RwLock::new(None)).collect(),
             nudge: Notify::new(),
         }
     }
@@ -62,17 +86,39 @@ impl Holder {
     /// Whether a mirror shard in `epoch` that has applied `applied` may answer a strong check
     /// at `now`: some grant is still valid and was granted in that epoch at or before `applied`.
     pub fn allows(&self, shard: u32, now: Instant, epoch: &str, applied: u64) -> bool {
-        let Some(grants) = self.grants.get(shard as usize) else {
-            return false;
-        };
-        let grants = match grants.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        self.time_left(shard, now, epoch, applied).is_some()
+    }
+
+    /// How long, from `now`, some grant allows the shard at that position (see [`Holder::allows`]).
+    fn time_left(&self, shard: u32, now: Instant, epoch: &str, applied: u64) -> Option<Duration> {
+        let grants = read(self.grants.get(shard as usize)?);
         grants
             .iter()
             .flatten()
-            .any(|g| now < g.until && &*g.epoch == epoch && applied >= g.seq)
+            .filter(|g| now < g.until && &*g.epoch == epoch && applied >= g.seq)
+            .map(|g| g.until - now)
+            .max()
+    }
+
+    /// How long a client mirror's lease may last from `now`: the least time left of the grants
+    /// allowing every shard at the position last recorded for acknowledgement (whose events are
+    /// in the Watch ring), each shard's mirror also trusted (`trusted`); `None` if any is not.
+    pub fn time_left_everywhere(
+        &self,
+        now: Instant,
+        trusted: impl Fn(u32) -> bool,
+    ) -> Option<Duration> {
+        let mut least: Option<Duration> = None;
+        for (shard, announced) in self.announced.iter().enumerate() {
+            let shard = shard as u32;
+            let (epoch, seq) = read(announced).clone()?;
+            if !trusted(shard) {
+                return None;
+            }
+            let left = self.time_left(shard, now, &epoch, seq)?;
+            least = Some(least.map_or(left, |l| l.min(left)));
+        }
+        least
     }
 
     /// Shards under a valid grant at `now`.
@@ -112,18 +158,29 @@ impl Holder {
         }
     }
 
-    /// The subscription applied something to `shard`: acknowledge it.
-    pub fn moved(&self, shard: u32) {
+    /// The subscription applied `shard` up to `position` and pushed its events to the Watch
+    /// ring, whose head is now `ring_head`: acknowledge it. Called only by the one task that
+    /// applies invalidations, after the push.
+    pub fn moved(&self, shard: u32, position: (String, u64), ring_head: u64) {
+        if let Some(announced) = self.announced.get(shard as usize) {
+            if let Ok(mut announced) = announced.write() {
+                *announced = Some((Arc::from(position.0.as_str()), position.1));
+            }
+        }
         if let Ok(mut moved) = self.moved.lock() {
-            moved.insert(shard);
+            moved.positions.insert(shard, position);
+            moved.ring_head = moved.ring_head.max(ring_head);
         }
         self.nudge.notify_one();
     }
 
-    fn take_moved(&self) -> Vec<u32> {
+    fn take_moved(&self) -> Moved {
         match self.moved.lock() {
-            Ok(mut moved) => std::mem::take(&mut *moved).into_iter().collect(),
-            Err(_) => Vec::new(),
+            Ok(mut moved) => Moved {
+                positions: std::mem::take(&mut moved.positions),
+                ring_head: moved.ring_head,
+            },
+            Err(_) => Moved::default(),
         }
     }
 }
@@ -138,6 +195,11 @@ pub async fn run(state: Arc<VersionsState>, shutdown: watch::Receiver<bool>) {
     holder.drop_all();
     state.metrics.read_leases_held.set(0);
     acks.abort();
+    // Client mirrors may still answer under leases cut from our grants: bumpers must keep
+    // waiting for our grants until those have run out (no new one is granted after drop_all).
+    while state.leases.mirrors.any_live(Instant::now()) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     release(&state, holder).await;
 }
 
@@ -165,10 +227,12 @@ async fn renew(state: &Arc<VersionsState>, holder: &Holder, mut shutdown: watch:
                 .map(|group| grant(state, holder, &group.shards));
             futures::future::join_all(grants).await;
         }
-        state
-            .metrics
-            .read_leases_held
-            .set(holder.held(Instant::now()) as i64);
+        let now = Instant::now();
+        let metrics = &state.metrics;
+        metrics.read_leases_held.set(holder.held(now) as i64);
+        metrics
+            .mirror_leases_held
+            .set(state.leases.mirrors.live(now) as i64);
     }
 }
 
@@ -230,20 +294,35 @@ async fn acknowledge(state: Arc<VersionsState>, mut shutdown: watch::Receiver<bo
             _ = holder.nudge.notified() => {}
             _ = shutdown.changed() => return,
         }
-        let moved = holder.take_moved();
-        let calls: Vec<Vec<u32>> = if state.keyspace.one_call_covers_every_shard() {
-            vec![moved]
-        } else {
-            moved.into_iter().map(|s| vec![s]).collect()
-        };
-        for shards in calls {
-            let positions: Vec<(u32, String, u64)> = shards
-                .iter()
-                .filter_map(|&s| state.mirror.position(s).map(|(e, q)| (s, e, q)))
-                .collect();
-            if positions.is_empty() {
-                continue;
+        let Moved {
+            positions,
+            ring_head,
+        } = holder.take_moved();
+        if positions.is_empty() {
+            continue;
+        }
+        let mirrors = &state.leases.mirrors;
+        if mirrors.enabled() && !off(Mechanism::MirrorAckWait) {
+            let started = Instant::now();
+            let waited_out = mirrors.wait_applied(ring_head).await;
+            let metrics = &state.metrics;
+            metrics
+                .mirror_ack_wait
+                .observe(started.elapsed().as_secs_f64());
+            if waited_out {
+                metrics.mirror_leases_waited_out.inc();
             }
+        }
+        let positions: Vec<(u32, String, u64)> = positions
+            .into_iter()
+            .map(|(shard, (epoch, seq))| (shard, epoch, seq))
+            .collect();
+        let calls: Vec<Vec<(u32, String, u64)>> = if state.keyspace.one_call_covers_every_shard() {
+            vec![positions]
+        } else {
+            positions.into_iter().map(|p| vec![p]).collect()
+        };
+        for positions in calls {
             let keyspace = &state.keyspace;
             let scripts = state.link.scripts();
             let result = state

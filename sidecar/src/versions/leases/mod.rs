@@ -11,7 +11,9 @@
 
 pub mod bumper;
 pub mod holder;
+pub mod mirrors;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most a clock's rate may differ from real time, in parts per million (ρ = 0.1 %).
@@ -23,20 +25,36 @@ pub const MAX_READ_LEASE_MS: u64 = 10_000;
 /// The lease-table field of the quarantine that follows a new epoch (see `shard.lua`).
 pub const QUARANTINE_FIELD: &str = "!q";
 
-/// A sidecar's read leases: its own, when it holds any, and its view of others'.
+/// A sidecar's read leases: its own, when it holds any, the ones it passed on to client
+/// mirrors, and its view of others'.
 pub struct Leases {
     pub holder: Option<holder::Holder>,
+    pub mirrors: Arc<mirrors::MirrorLeases>,
     pub bumper: bumper::Bumper,
 }
 
 impl Leases {
-    pub fn new(server_id: &str, shards: u32, settings: LeaseSettings) -> Leases {
+    /// `max_mirror_leases`: how many client mirrors may hold leases from this sidecar.
+    pub fn new(
+        server_id: &str,
+        shards: u32,
+        settings: LeaseSettings,
+        max_mirror_leases: usize,
+    ) -> Leases {
         let holder = settings
             .enabled()
             .then(|| holder::Holder::new(server_id, shards, settings));
-        let own = holder.as_ref().map(|h| h.id.clone());
+        let mirrors = Arc::new(mirrors::MirrorLeases::new(settings, max_mirror_leases));
+        // A bumper need not wait for itself — its mirror learnt the versions before the call
+        // returns — unless client mirrors hold leases from it: they learn only through its
+        // acknowledgement path (docs/design.md, "Read leases in client mirrors").
+        let own = holder
+            .as_ref()
+            .filter(|_| !mirrors.enabled())
+            .map(|h| h.id.clone());
         Leases {
             holder,
+            mirrors,
             bumper: bumper::Bumper::new(shards, settings, own),
         }
     }
@@ -69,7 +87,8 @@ impl LeaseSettings {
     }
 }
 
-fn slower(d: Duration) -> Duration {
+/// `d · (1 − ρ)`.
+pub fn slower(d: Duration) -> Duration {
     d - d * DRIFT_PPM / 1_000_000
 }
 

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63oherence/v1/coherence.proto\x12\x0c\x63oherence.v1\"?\n\x07Version\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x16\n\x0e\x61s_of_sequence\x18\x03 \x01(\x04\"J\n\nGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.coherence.v1.Consistency\"6\n\x0bGetResponse\x12\'\n\x08versions\x18\x01 \x03(\x0b\x32\x15.coherence.v1.Version\"A\n\nKeyVersion\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\"i\n\x0c\x43heckRequest\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.coherence.v1.KeyVersion\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.coherence.v1.Consistency\"\x85\x01\n\x0b\x43heckResult\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x08\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\x12)\n\x06source\x18\x03 \x01(\x0e\x32\x19.coherence.v1.CheckSource\x12\x12\n\nno_version\x18\x04 \x01(\x08\";\n\rCheckResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.coherence.v1.CheckResult\"\x1b\n\x0b\x42umpRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\"7\n\x0c\x42umpResponse\x12\'\n\x08versions\x18\x01 \x03(\x0b\x32\x15.coherence.v1.Version\" \n\x0cWatchRequest\x12\x10\n\x08prefixes\x18\x01 \x03(\t\"\x7f\n\x0cInvalidation\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05shard\x18\x04 \x01(\r\x12\x19\n\x11\x62umped_at_unix_ms\x18\x05 \x01(\x04\"\x18\n\x06Resync\x12\x0e\n\x06reason\x18\x01 \x01(\t\"s\n\tHeartbeat\x12\x14\n\x0c\x66\x65nce_age_ms\x18\x01 \x01(\x04\x12\x17\n\x0fsent_at_unix_us\x18\x02 \x01(\x04\x12\x18\n\x10max_staleness_ms\x18\x03 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\x04\"\x9e\x01\n\nWatchEvent\x12\x31\n\x0binvalidated\x18\x01 \x01(\x0b\x32\x1a.coherence.v1.InvalidationH\x00\x12&\n\x06resync\x18\x02 \x01(\x0b\x32\x14.coherence.v1.ResyncH\x00\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.coherence.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent*B\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONSISTENCY_STRONG\x10\x01*z\n\x0b\x43heckSource\x12\x1c\n\x18\x43HECK_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HECK_SOURCE_MIRROR\x10\x01\x12\x16\n\x12\x43HECK_SOURCE_REDIS\x10\x02\x12\x1c\n\x18\x43HECK_SOURCE_FAIL_CLOSED\x10\x03\x32\x8d\x02\n\rCacheVersions\x12:\n\x03Get\x12\x18.coherence.v1.GetRequest\x1a\x19.coherence.v1.GetResponse\x12@\n\x05\x43heck\x12\x1a.coherence.v1.CheckRequest\x1a\x1b.coherence.v1.CheckResponse\x12=\n\x04\x42ump\x12\x19.coherence.v1.BumpRequest\x1a\x1a.coherence.v1.BumpResponse\x12?\n\x05Watch\x12\x1a.coherence.v1.WatchRequest\x1a\x18.coherence.v1.WatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63oherence/v1/coherence.proto\x12\x0c\x63oherence.v1\"?\n\x07Version\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x16\n\x0e\x61s_of_sequence\x18\x03 \x01(\x04\"J\n\nGetRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.coherence.v1.Consistency\"6\n\x0bGetResponse\x12\'\n\x08versions\x18\x01 \x03(\x0b\x32\x15.coherence.v1.Version\"A\n\nKeyVersion\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\"i\n\x0c\x43heckRequest\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.coherence.v1.KeyVersion\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.coherence.v1.Consistency\"\x85\x01\n\x0b\x43heckResult\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x08\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\x12)\n\x06source\x18\x03 \x01(\x0e\x32\x19.coherence.v1.CheckSource\x12\x12\n\nno_version\x18\x04 \x01(\x08\";\n\rCheckResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.coherence.v1.CheckResult\"\x1b\n\x0b\x42umpRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\"7\n\x0c\x42umpResponse\x12\'\n\x08versions\x18\x01 \x03(\x0b\x32\x15.coherence.v1.Version\"2\n\x0cWatchRequest\x12\x10\n\x08prefixes\x18\x01 \x03(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"\x7f\n\x0cInvalidation\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x07version\x18\x02 \x01(\x0b\x32\x15.coherence.v1.Version\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\r\n\x05shard\x18\x04 \x01(\r\x12\x19\n\x11\x62umped_at_unix_ms\x18\x05 \x01(\x04\"\x18\n\x06Resync\x12\x0e\n\x06reason\x18\x01 \x01(\t\"s\n\tHeartbeat\x12\x14\n\x0c\x66\x65nce_age_ms\x18\x01 \x01(\x04\x12\x17\n\x0fsent_at_unix_us\x18\x02 \x01(\x04\x12\x18\n\x10max_staleness_ms\x18\x03 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\x04\"\xb0\x01\n\nWatchEvent\x12\x31\n\x0binvalidated\x18\x01 \x01(\x0b\x32\x1a.coherence.v1.InvalidationH\x00\x12&\n\x06resync\x18\x02 \x01(\x0b\x32\x14.coherence.v1.ResyncH\x00\x12,\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.coherence.v1.HeartbeatH\x00\x12\x10\n\x08position\x18\x04 \x01(\x04\x42\x07\n\x05\x65vent\"O\n\x12MirrorLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x18\n\x10\x61pplied_position\x18\x02 \x01(\x04\x12\r\n\x05renew\x18\x03 \x01(\x08\"P\n\x13MirrorLeaseResponse\x12\x12\n\ngranted_ms\x18\x01 \x01(\x04\x12\x14\n\x0cmin_position\x18\x02 \x01(\x04\x12\x0f\n\x07refused\x18\x03 \x01(\t*B\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONSISTENCY_STRONG\x10\x01*z\n\x0b\x43heckSource\x12\x1c\n\x18\x43HECK_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HECK_SOURCE_MIRROR\x10\x01\x12\x16\n\x12\x43HECK_SOURCE_REDIS\x10\x02\x12\x1c\n\x18\x43HECK_SOURCE_FAIL_CLOSED\x10\x03\x32\xe1\x02\n\rCacheVersions\x12:\n\x03Get\x12\x18.coherence.v1.GetRequest\x1a\x19.coherence.v1.GetResponse\x12@\n\x05\x43heck\x12\x1a.coherence.v1.CheckRequest\x1a\x1b.coherence.v1.CheckResponse\x12=\n\x04\x42ump\x12\x19.coherence.v1.BumpRequest\x1a\x1a.coherence.v1.BumpResponse\x12?\n\x05Watch\x12\x1a.coherence.v1.WatchRequest\x1a\x18.coherence.v1.WatchEvent0\x01\x12R\n\x0bMirrorLease\x12 .coherence.v1.MirrorLeaseRequest\x1a!.coherence.v1.MirrorLeaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coherence.v1.coherence_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSISTENCY']._serialized_start=1167
-  _globals['_CONSISTENCY']._serialized_end=1233
-  _globals['_CHECKSOURCE']._serialized_start=1235
-  _globals['_CHECKSOURCE']._serialized_end=1357
+  _globals['_CONSISTENCY']._serialized_start=1366
+  _globals['_CONSISTENCY']._serialized_end=1432
+  _globals['_CHECKSOURCE']._serialized_start=1434
+  _globals['_CHECKSOURCE']._serialized_end=1556
   _globals['_VERSION']._serialized_start=46
   _globals['_VERSION']._serialized_end=109
   _globals['_GETREQUEST']._serialized_start=111
@@ -54,15 +54,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUMPRESPONSE']._serialized_start=643
   _globals['_BUMPRESPONSE']._serialized_end=698
   _globals['_WATCHREQUEST']._serialized_start=700
-  _globals['_WATCHREQUEST']._serialized_end=732
-  _globals['_INVALIDATION']._serialized_start=734
-  _globals['_INVALIDATION']._serialized_end=861
-  _globals['_RESYNC']._serialized_start=863
-  _globals['_RESYNC']._serialized_end=887
-  _globals['_HEARTBEAT']._serialized_start=889
-  _globals['_HEARTBEAT']._serialized_end=1004
-  _globals['_WATCHEVENT']._serialized_start=1007
-  _globals['_WATCHEVENT']._serialized_end=1165
-  _globals['_CACHEVERSIONS']._serialized_start=1360
-  _globals['_CACHEVERSIONS']._serialized_end=1629
+  _globals['_WATCHREQUEST']._serialized_end=750
+  _globals['_INVALIDATION']._serialized_start=752
+  _globals['_INVALIDATION']._serialized_end=879
+  _globals['_RESYNC']._serialized_start=881
+  _globals['_RESYNC']._serialized_end=905
+  _globals['_HEARTBEAT']._serialized_start=907
+  _globals['_HEARTBEAT']._serialized_end=1022
+  _globals['_WATCHEVENT']._serialized_start=1025
+  _globals['_WATCHEVENT']._serialized_end=1201
+  _globals['_MIRRORLEASEREQUEST']._serialized_start=1203
+  _globals['_MIRRORLEASEREQUEST']._serialized_end=1282
+  _globals['_MIRRORLEASERESPONSE']._serialized_start=1284
+  _globals['_MIRRORLEASERESPONSE']._serialized_end=1364
+  _globals['_CACHEVERSIONS']._serialized_start=1559
+  _globals['_CACHEVERSIONS']._serialized_end=1912
 # @@protoc_insertion_point(module_scope)

@@ -96,10 +96,12 @@ class BumpResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[Version, _Mapping]]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("prefixes",)
+    __slots__ = ("prefixes", "lease_id")
     PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     prefixes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, prefixes: _Optional[_Iterable[str]] = ...) -> None: ...
+    lease_id: str
+    def __init__(self, prefixes: _Optional[_Iterable[str]] = ..., lease_id: _Optional[str] = ...) -> None: ...
 
 class Invalidation(_message.Message):
     __slots__ = ("key", "version", "sequence", "shard", "bumped_at_unix_ms")
@@ -134,11 +136,33 @@ class Heartbeat(_message.Message):
     def __init__(self, fence_age_ms: _Optional[int] = ..., sent_at_unix_us: _Optional[int] = ..., max_staleness_ms: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("invalidated", "resync", "heartbeat")
+    __slots__ = ("invalidated", "resync", "heartbeat", "position")
     INVALIDATED_FIELD_NUMBER: _ClassVar[int]
     RESYNC_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     invalidated: Invalidation
     resync: Resync
     heartbeat: Heartbeat
-    def __init__(self, invalidated: _Optional[_Union[Invalidation, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    position: int
+    def __init__(self, invalidated: _Optional[_Union[Invalidation, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., position: _Optional[int] = ...) -> None: ...
+
+class MirrorLeaseRequest(_message.Message):
+    __slots__ = ("lease_id", "applied_position", "renew")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    RENEW_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    applied_position: int
+    renew: bool
+    def __init__(self, lease_id: _Optional[str] = ..., applied_position: _Optional[int] = ..., renew: _Optional[bool] = ...) -> None: ...
+
+class MirrorLeaseResponse(_message.Message):
+    __slots__ = ("granted_ms", "min_position", "refused")
+    GRANTED_MS_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    granted_ms: int
+    min_position: int
+    refused: str
+    def __init__(self, granted_ms: _Optional[int] = ..., min_position: _Optional[int] = ..., refused: _Optional[str] = ...) -> None: ...

@@ -55,6 +55,11 @@ class CacheVersionsStub:
                 request_serializer=coherence_dot_v1_dot_coherence__pb2.WatchRequest.SerializeToString,
                 response_deserializer=coherence_dot_v1_dot_coherence__pb2.WatchEvent.FromString,
                 _registered_method=True)
+        self.MirrorLease = channel.unary_unary(
+                '/coherence.v1.CacheVersions/MirrorLease',
+                request_serializer=coherence_dot_v1_dot_coherence__pb2.MirrorLeaseRequest.SerializeToString,
+                response_deserializer=coherence_dot_v1_dot_coherence__pb2.MirrorLeaseResponse.FromString,
+                _registered_method=True)
 
 
 class CacheVersionsServicer:
@@ -98,6 +103,17 @@ class CacheVersionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MirrorLease(self, request, context):
+        """A client mirror's read lease (docs/client-protocol.md, rules 16-19): acknowledges what the
+        mirror applied from its Watch stream (opened with `lease_id`) and, with `renew`, grants a
+        lease under which the mirror may answer CONSISTENCY_STRONG in its own memory. Granted only
+        by a sidecar that holds read leases itself (read_lease_ms > 0); bumps then wait for the
+        mirror's acknowledgement or its lease's end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheVersionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +136,11 @@ def add_CacheVersionsServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=coherence_dot_v1_dot_coherence__pb2.WatchRequest.FromString,
                     response_serializer=coherence_dot_v1_dot_coherence__pb2.WatchEvent.SerializeToString,
+            ),
+            'MirrorLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.MirrorLease,
+                    request_deserializer=coherence_dot_v1_dot_coherence__pb2.MirrorLeaseRequest.FromString,
+                    response_serializer=coherence_dot_v1_dot_coherence__pb2.MirrorLeaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +252,33 @@ class CacheVersions:
             '/coherence.v1.CacheVersions/Watch',
             coherence_dot_v1_dot_coherence__pb2.WatchRequest.SerializeToString,
             coherence_dot_v1_dot_coherence__pb2.WatchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MirrorLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coherence.v1.CacheVersions/MirrorLease',
+            coherence_dot_v1_dot_coherence__pb2.MirrorLeaseRequest.SerializeToString,
+            coherence_dot_v1_dot_coherence__pb2.MirrorLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

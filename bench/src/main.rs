@@ -15,6 +15,7 @@ mod floor;
 mod leases;
 mod memory;
 mod observer;
+mod overload;
 mod pg;
 mod plan;
 mod propagation;
@@ -83,9 +84,18 @@ async fn run(plan: &Plan, server: tokio::runtime::Handle) -> anyhow::Result<Repo
     report.fact(machine_line());
     if plan.runs("soak") {
         soak::run(plan, &mut report).await?;
-        if plan.args.sections.iter().all(|s| s == "soak") {
-            return Ok(report);
-        }
+    }
+    if plan.runs("overload") {
+        overload::run(plan, &mut report).await?;
+    }
+    // Both start what they measure themselves; alone, they need nothing below.
+    if plan
+        .args
+        .sections
+        .iter()
+        .all(|s| s == "soak" || s == "overload")
+    {
+        return Ok(report);
     }
     if plan.runs("memory") {
         // First, while the heap is still small and nothing freed can be reused.

@@ -46,8 +46,9 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub pg_pool: usize,
     /// Sections to run (comma-separated): check, observer, bump, propagation, memory, strong,
-    /// scale, leases; and soak, never by default (two phases of --soak-minutes each; needs the
-    /// coherence-sidecar binary beside this one).
+    /// scale, leases; and, never by default, soak (two phases of --soak-minutes each) and
+    /// overload (issue 14's overload workloads, probed for a small Check/Get); both need the
+    /// coherence-sidecar binary beside this one.
     #[arg(
         long,
         value_delimiter = ',',
@@ -57,7 +58,16 @@ pub struct Args {
     /// Minutes of each soak phase (steady, then a Redis fault every 30 s).
     #[arg(long, default_value_t = 10.0)]
     pub soak_minutes: f64,
-    /// Where to write results.csv, results.md and chart.svg (and soak.md).
+    /// Phases of the soak (comma-separated): steady, faults.
+    #[arg(long, value_delimiter = ',', default_value = "steady,faults")]
+    pub soak_phases: Vec<String>,
+    /// Workloads of the overload section (comma-separated): 0 (no load: the probe alone),
+    /// a (200 stalled Watch streams,
+    /// 20,000 bumps), b (a stalled Subscribe stream, 2,000 notifications of 60 KiB),
+    /// c (abandoned 5,000-key Checks), d (idle connections up to and past max_connections).
+    #[arg(long, value_delimiter = ',', default_value = "0,a,b,c,d")]
+    pub overload_workloads: Vec<String>,
+    /// Where to write results.csv, results.md and chart.svg (and soak.md, overload.md).
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
 }

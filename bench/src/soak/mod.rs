@@ -71,7 +71,10 @@ pub async fn run(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
         sidecars.push(SidecarProcess::start(&redis_url, "soak", i, &plan.args.out).await?);
     }
     let mut phases = Vec::new();
-    for (name, faulty) in [("steady", false), ("faults", true)] {
+    for (name, faulty) in [("steady", false), ("faults", true)]
+        .into_iter()
+        .filter(|(name, _)| plan.args.soak_phases.iter().any(|p| p == name))
+    {
         eprintln!("soak: phase {name} for {length:?}");
         phases.push(phase(name, faulty, length, &sidecars, &redis, &redis_url).await?);
     }
@@ -274,7 +277,7 @@ fn render(phases: &[Phase]) -> String {
             "Notifications: {} Subscribe streams opened ({} stalled): {} messages and {} MissedMessages read; ended: {:?}.\n",
             p.notes.opened, p.notes.stalled, p.notes.messages, p.notes.missed, p.notes.ended
         );
-        let _ = writeln!(out, "| process | first MiB | last MiB | max MiB | slope MiB/min (after 1st min) |\n|---|---|---|---|---|");
+        let _ = writeln!(out, "| process | first MiB | last MiB | max MiB | slope MiB/min (after 1st min) | slope MiB/min per 10-minute window |\n|---|---|---|---|---|---|");
         let first_minute = Duration::from_secs(60).min(p.length / 2);
         for s in 0..SIDECARS {
             let points: Vec<(f64, f64)> = p
@@ -371,12 +374,30 @@ fn memory_row(out: &mut String, what: &str, points: &[(f64, f64)], skip: Duratio
         .filter(|(at, _)| *at >= skip_min)
         .collect();
     let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+    let slope = |points: &[(f64, f64)]| {
+        procs::slope_per_minute(points).map_or("-".into(), |s| format!("{s:+.2}"))
+    };
+    // Whether a creep levels off: the slope of each 10 minutes on its own.
+    let last_minute = points.last().map_or(0.0, |p| p.0);
+    let windows: Vec<String> = (0..)
+        .map(|w| f64::from(w) * 10.0)
+        .take_while(|start| *start < last_minute)
+        .map(|start| {
+            let window: Vec<(f64, f64)> = points
+                .iter()
+                .copied()
+                .filter(|(at, _)| *at >= start && *at < start + 10.0)
+                .collect();
+            format!("{:.0}–{:.0}: {}", start, start + 10.0, slope(&window))
+        })
+        .collect();
     let _ = writeln!(
         out,
-        "| {what} | {} | {} | {} | {} |",
+        "| {what} | {} | {} | {} | {} | {} |",
         f(points.first().map(|p| p.1)),
         f(points.last().map(|p| p.1)),
         f(points.iter().map(|p| p.1).reduce(f64::max)),
-        procs::slope_per_minute(&settled).map_or("-".into(), |s| format!("{s:+.2}")),
+        slope(&settled),
+        windows.join(", "),
     );
 }

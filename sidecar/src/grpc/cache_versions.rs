@@ -99,14 +99,14 @@ impl CacheVersions for CacheVersionsService {
             let mut entries = Vec::with_capacity(req.entries.len());
             for (i, entry) in req.entries.into_iter().enumerate() {
                 self.limits
-                    .check_key(&format!("entries[{i}].key"), &entry.key, false)?;
+                    .check_key(format_args!("entries[{i}].key"), &entry.key, false)?;
                 let Some(v) = entry.version else {
                     return Err(Status::invalid_argument(format!(
                         "entries[{i}].version: missing"
                     )));
                 };
                 self.limits
-                    .check_token(&format!("entries[{i}].version.token"), &v.token)?;
+                    .check_token(format_args!("entries[{i}].version.token"), &v.token)?;
                 entries.push((entry.key, v.token));
             }
             let outcomes = self

@@ -40,7 +40,7 @@ impl ObserverService {
         now_us: u64,
     ) -> Result<Sample, Status> {
         self.limits
-            .check_key(&format!("answers[{i}].key"), &answer.key, false)?;
+            .check_key(format_args!("answers[{i}].key"), &answer.key, false)?;
         if answer.token.is_empty() || answer.token.len() > MAX_TOKEN_BYTES {
             return Err(Status::invalid_argument(format!(
                 "answers[{i}].token: must be 1 to {MAX_TOKEN_BYTES} bytes"

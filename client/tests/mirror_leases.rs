@@ -25,10 +25,7 @@ async fn sidecar(redis: &RedisServer, id: &str, lease_ms: u64) -> TestSidecar {
     let sidecar = TestSidecar::builder(&redis.url())
         .server_id(id)
         .namespace("kit")
-        .settings(|s| {
-            s.read_lease_ms = lease_ms;
-            s.canary_interval_ms = 0;
-        })
+        .read_leases(lease_ms)
         .wait(Await::Connected)
         .start()
         .await;

@@ -26,10 +26,7 @@ fn leased(redis_url: &str, id: &str, lease_ms: u64) -> TestSidecarBuilder {
     TestSidecar::builder(redis_url)
         .server_id(id)
         .namespace("kit")
-        .settings(|s| {
-            s.read_lease_ms = lease_ms;
-            s.canary_interval_ms = 0;
-        })
+        .read_leases(lease_ms)
         .wait(Await::Connected)
 }
 

@@ -189,6 +189,15 @@ impl TestSidecarBuilder {
         self
     }
 
+    /// Read leases of `lease_ms` (`read_lease_ms`; 0: none) and no canary bumps: a canary's
+    /// bumps wait for lease holders too, and lease tests count the bumps that waited.
+    pub fn read_leases(self, lease_ms: u64) -> Self {
+        self.settings(|s| {
+            s.read_lease_ms = lease_ms;
+            s.canary_interval_ms = 0;
+        })
+    }
+
     /// What [`TestSidecarBuilder::start`] waits for (default [`Await::Ready`]).
     pub fn wait(mut self, wait: Await) -> Self {
         self.wait = wait;

@@ -212,7 +212,7 @@ impl MirrorLeases {
 
     /// Whether any mirror lease may be live at `now` (by this sidecar's reckoning).
     pub fn any_live(&self, now: Instant) -> bool {
-        self.enabled() && lock(&self.streams).values().any(|t| lock(t).live(now))
+        self.live(now) > 0
     }
 
     /// Mirror leases live now.

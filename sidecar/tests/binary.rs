@@ -3,14 +3,16 @@
 //! any form of `redis_url` with any parse error, nor in the log lines of failing connections;
 //! logs carry no colour escapes off a terminal and come as JSON lines on request; SIGTERM
 //! drops readiness, ends open Watch streams with a final status and exits within the drain
-//! bound even while a client holds a stream open.
+//! bound even while a client holds a stream open; out of file descriptors it pauses accepting
+//! instead of spinning, and serves again once they are free.
 
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use coherence_testkit::sentinel::SentinelOptions;
 use coherence_testkit::{
-    eventually, RedisCluster, RedisSentinels, RedisServer, SidecarProcess, SidecarProcessBuilder,
+    eventually, http_get, metric_sum, RedisCluster, RedisSentinels, RedisServer, SidecarProcess,
+    SidecarProcessBuilder,
 };
 use futures::StreamExt;
 use tokio::process::Command;
@@ -543,4 +545,71 @@ async fn sigterm_drops_readiness_ends_watch_streams_and_exits_within_the_drain_b
     let output = sidecar.output();
     assert!(output.contains("shutdown requested; draining"), "{output}");
     assert!(output.contains("coherence sidecar stopped"), "{output}");
+}
+
+/// Out of file descriptors (its `ulimit -n` lowered to what it holds plus a few, and more
+/// clients connecting than that allows), the sidecar pauses accepting instead of retrying in a
+/// loop — about 8 accept errors in the first second, where a loop makes hundreds (568 in a
+/// debug build, measured with the pause taken out) and burns a CPU of the pod — and once the
+/// clients are gone it accepts and serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_sidecar_pauses_accepting_and_serves_again_after() {
+    let redis = RedisServer::start();
+    let sidecar = spawn(&redis.url(), &[]).env("RUST_LOG", "warn").spawn();
+    assert!(wait_serving(&sidecar).await, "{}", sidecar.output());
+    let pid = sidecar.pid().to_string();
+    let open_descriptors = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the sidecar's descriptors")
+        .count();
+    let limit = |soft: String| {
+        let status = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={soft}:")])
+            .status()
+            .expect("run prlimit (util-linux)");
+        assert!(status.success(), "prlimit --nofile={soft}: failed");
+    };
+    let original = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .expect("the sidecar's limits")
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+        .expect("Max open files in /proc/<pid>/limits");
+    limit((open_descriptors + 4).to_string());
+
+    // More connections than descriptors: the kernel completes them all (the listen backlog);
+    // the sidecar accepts a few and then fails with EMFILE on every try.
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        clients.push(
+            tokio::net::TcpStream::connect(sidecar.grpc_addr())
+                .await
+                .expect("the kernel completes the connection"),
+        );
+    }
+    assert!(
+        eventually(WAIT, || async {
+            sidecar
+                .output()
+                .contains("accepting a connection failed; pausing accepts")
+        })
+        .await,
+        "no accept error logged:\n{}",
+        sidecar.output()
+    );
+    // The window in which a retry loop would spin: the shortage lasts a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(clients);
+    limit(original);
+
+    // Descriptors are free again: new clients are served and the pause is over.
+    assert!(wait_serving(&sidecar).await, "{}", sidecar.output());
+    let metrics = http_get(sidecar.admin_addr(), "/metrics", None)
+        .await
+        .expect("the admin listener answers");
+    let errors = metric_sum(&metrics.body, "coherence_accept_errors_total");
+    assert!(
+        (1.0..=40.0).contains(&errors),
+        "{errors} accept errors while out of descriptors for about a second: pauses of 10 ms \
+         doubling up to 1 s make about 8 (and one a second after), a retry loop hundreds or more"
+    );
 }

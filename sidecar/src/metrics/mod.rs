@@ -50,6 +50,8 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     /// Open gRPC connections (at most `max_connections`).
     pub connections_open: Gauge,
+    /// Errors accepting a gRPC connection (out of file descriptors …); each pauses accepting.
+    pub accept_errors: Counter,
     /// Bytes held by each bounded buffer (see `crate::buffers`), by `buffer`.
     pub buffer_bytes: Family<Labels1, Gauge>,
     /// Calls refused because a limit was reached, by `limit`.
@@ -100,6 +102,7 @@ impl Metrics {
             redis_errors: Family::default(),
             watch_streams: Gauge::default(),
             connections_open: Gauge::default(),
+            accept_errors: Counter::default(),
             buffer_bytes: Family::default(),
             limits_reached: Family::default(),
             calls_abandoned: Counter::default(),
@@ -212,6 +215,11 @@ impl Metrics {
             "connections_open",
             "Open connections to the gRPC port (TCP or Unix socket), at most max_connections",
             m.connections_open.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Errors accepting a connection to the gRPC port (out of file descriptors, ...); each error of the process as a whole pauses accepting, 10 ms doubling up to 1 s",
+            m.accept_errors.clone(),
         );
         r.register(
             "buffer_bytes",

@@ -546,3 +546,125 @@ async fn a_subscription_that_falls_behind_drops_past_its_push_budget_and_repairs
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// `request_buffer_bytes`: the bytes of requests the gRPC port holds, all connections together,
+/// stay within the budget. While one request holds most of it (its first 400 KiB sent, the
+/// rest never), a Check that would pass it is refused at once with `RESOURCE_EXHAUSTED` naming
+/// the setting, while a small Get is served; once the holder is gone the same Check is served,
+/// and a request larger than the whole budget is served when it is alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_request_budget_is_refused_while_others_hold_it() {
+    const BUDGET: usize = 512 * 1024;
+    const HELD: usize = 400 * 1024;
+    let redis = RedisServer::start();
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("request-budget")
+        .settings(|s| s.request_buffer_bytes = BUDGET)
+        .start()
+        .await;
+    let held_bytes = || async {
+        coherence_testkit::exposition::sample(
+            &sidecar.scrape().await,
+            "coherence_buffer_bytes{buffer=\"requests\"}",
+        )
+        .unwrap_or(-1.0)
+    };
+
+    // The holder: a Check announcing a 600 KiB message, of which it sends 400 KiB.
+    let tcp = tokio::net::TcpStream::connect(sidecar.grpc_addr())
+        .await
+        .expect("connect");
+    let (h2, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.expect("h2 ready");
+    let request = http::Request::post(format!(
+        "http://{}/coherence.v1.CacheVersions/Check",
+        sidecar.grpc_addr()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .expect("request");
+    let (holder_response, mut holder) = h2.send_request(request, false).expect("send");
+    let mut partial = vec![0u8];
+    partial.extend_from_slice(&(600u32 * 1024).to_be_bytes());
+    partial.resize(HELD, 0);
+    holder
+        .send_data(bytes::Bytes::from(partial), false)
+        .expect("send the first 400 KiB");
+    assert!(
+        coherence_testkit::eventually(WAIT, || async { held_bytes().await >= HELD as f64 }).await,
+        "the holder's bytes are counted ({} held)",
+        held_bytes().await
+    );
+
+    let mut client = CacheVersionsClient::new(sidecar.channel().await);
+    let version = client
+        .get(pb::GetRequest {
+            keys: vec!["k".into()],
+            consistency: 0,
+        })
+        .await
+        .expect("a small Get is served while the budget is nearly full")
+        .into_inner()
+        .versions
+        .remove(0);
+    let big_check = || pb::CheckRequest {
+        entries: (0..2_000)
+            .map(|i| pb::KeyVersion {
+                key: format!("big-check-{i:05}-{}", "x".repeat(60)),
+                version: Some(version.clone()),
+            })
+            .collect(),
+        consistency: 0,
+    };
+    let refused = match client.check(big_check()).await {
+        Ok(served) => panic!(
+            "a 260 KB Check would pass the budget, yet it was served ({} results)",
+            served.get_ref().results.len()
+        ),
+        Err(refused) => refused,
+    };
+    assert_refused_naming(&refused, "request_buffer_bytes");
+    assert!(held_bytes().await <= BUDGET as f64, "the budget held");
+
+    drop(holder);
+    drop(holder_response);
+    connection.abort();
+    assert!(
+        coherence_testkit::eventually(WAIT, || async { held_bytes().await == 0.0 }).await,
+        "the holder's bytes are given back when it is gone ({} held)",
+        held_bytes().await
+    );
+    client
+        .check(big_check())
+        .await
+        .expect("the same Check is served once the budget is free");
+
+    // Alone, a request may be larger than the budget (it is within the decoder's limit).
+    let alone = pb::CheckRequest {
+        entries: (0..8_000)
+            .map(|i| pb::KeyVersion {
+                key: format!("alone-{i:05}-{}", "x".repeat(60)),
+                version: Some(version.clone()),
+            })
+            .collect(),
+        consistency: 0,
+    };
+    client
+        .check(alone)
+        .await
+        .expect("a 1 MB Check alone is served whatever the budget");
+    assert_eq!(held_bytes().await, 0.0, "and everything is given back");
+    let scrape = sidecar.scrape().await;
+    assert!(
+        coherence_testkit::exposition::sample(
+            &scrape,
+            "coherence_limits_reached_total{limit=\"request_buffer_bytes\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "the refusal is counted"
+    );
+    sidecar.shutdown().await;
+}

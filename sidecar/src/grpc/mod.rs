@@ -3,8 +3,9 @@
 //! they share ([`validation`]), the admission of streams ([`admission`]), `grpc.health.v1` with bounded
 //! `Watch` streams ([`health`]), the Watch stream
 //! ([`watch`], [`prefix_set`]); the HTTP/2 transport's limits ([`transport`]) and the bound on connections
-//! ([`connections`]); and the two layers around the whole server, bearer-token
-//! authentication ([`auth`]) and call metrics ([`metrics`]).
+//! ([`connections`]); and the layers around the whole server: bearer-token
+//! authentication ([`auth`]), call metrics ([`metrics`]) and the bound on the bytes of requests
+//! held at once ([`request_budget`]).
 
 pub mod admission;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod observer;
 pub mod prefix_set;
+pub mod request_budget;
 pub mod servers;
 pub mod transport;
 pub mod validation;

@@ -223,7 +223,7 @@ impl Metrics {
         );
         r.register(
             "buffer_bytes",
-            "Bytes held by each bounded buffer (watch, notifications, push_invalidations, push_notifications, mirror, batch_get, batch_read, batch_bump); each is capped by its setting",
+            "Bytes held by each bounded buffer (watch, notifications, push_invalidations, push_notifications, mirror, requests, batch_get, batch_read, batch_bump); each is capped by its setting",
             m.buffer_bytes.clone(),
         );
         r.register(
@@ -357,6 +357,7 @@ pub const BUFFERS: &[&str] = &[
     "push_invalidations",
     "push_notifications",
     "mirror",
+    "requests",
     "batch_get",
     "batch_read",
     "batch_bump",

@@ -208,6 +208,8 @@ settings! {
         "Bytes of pub/sub messages from Redis queued for each of the two subscriptions (invalidations, notifications); past it the subscription is re-established and what was missed is repaired or announced.";
     batch_queue_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_BATCH_QUEUE_BYTES",
         "Most bytes of keys (each counted as its length + 64) waiting for or in a Redis round trip, for each of Get, Check and Bump; a call past it is refused at once: RESOURCE_EXHAUSTED for Get and Bump, current = false (fail closed) for Check. One call is always admitted when none waits.";
+    request_buffer_bytes: usize = 16 << 20, "16777216 (16 MiB)", "COHERENCE_REQUEST_BUFFER_BYTES",
+        "Most bytes of request messages the gRPC port holds at once, all connections together, each request counted from its first byte until its handler answered; a request that would pass it while others hold bytes is refused at once with RESOURCE_EXHAUSTED (a request alone is always admitted). See docs/operations.md, Memory budget.";
     max_connections: usize = 256, "256", "COHERENCE_MAX_CONNECTIONS",
         "Most connections open at once to the gRPC port (TCP or Unix socket); one more is closed as soon as it is accepted (its client sees the connection reset) and counted as limit max_connections in coherence_limits_reached_total. See docs/operations.md, Transport limits.";
     max_concurrent_streams: u32 = 1_024, "1024", "COHERENCE_MAX_CONCURRENT_STREAMS",
@@ -353,6 +355,7 @@ impl Config {
             ),
             ("push_buffer_bytes", settings.push_buffer_bytes),
             ("batch_queue_bytes", settings.batch_queue_bytes),
+            ("request_buffer_bytes", settings.request_buffer_bytes),
             ("max_connections", settings.max_connections),
             (
                 "max_concurrent_streams",

@@ -31,6 +31,7 @@ use crate::grpc::jobs::JobsService;
 use crate::grpc::metrics::{GrpcMetricsLayer, KnownMethods};
 use crate::grpc::notifications::NotificationsService;
 use crate::grpc::observer::ObserverService;
+use crate::grpc::request_budget::RequestBudgetLayer;
 use crate::grpc::servers::ServersService;
 use crate::grpc::transport::TransportLimits;
 use crate::grpc::validation::Limits;
@@ -278,6 +279,10 @@ impl Sidecar {
                 KnownMethods::from_descriptor_sets(DESCRIPTOR_SETS),
             ))
             .layer(AuthLayer::new(config.auth_token.as_ref()))
+            .layer(RequestBudgetLayer::new(
+                settings.request_buffer_bytes,
+                &metrics,
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

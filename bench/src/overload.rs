@@ -16,7 +16,10 @@
 //!   through the second sidecar;
 //! - (c) 20 callers each sending 5,000-key Checks and abandoning each after 250 ms, for 10 s;
 //! - (d) idle connections up to `max_connections` and past it: what each costs, for the
-//!   budget's connection term, and how a probe fares meanwhile.
+//!   budget's connection term, and how a probe fares meanwhile;
+//! - (e) 64 callers, a connection each, sending Checks of 10,000 keys of 1,000 bytes (10 MB
+//!   each, within the decoder limit) at once for 10 s: 640 MB of requests in flight if nothing
+//!   bounded them all together (`request_buffer_bytes` does).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -35,7 +38,7 @@ use crate::report::{fmt_dur, Report};
 use crate::stats::nearest_rank;
 
 /// The workloads, as `--overload-workloads` names them.
-const WORKLOADS: [&str; 5] = ["0", "a", "b", "c", "d"];
+const WORKLOADS: [&str; 6] = ["0", "a", "b", "c", "d", "e"];
 /// How often the probe asks (a Check, then a Get).
 const PROBE_EVERY: Duration = Duration::from_millis(10);
 /// The answer time issue 14 asks for.
@@ -143,6 +146,7 @@ async fn workload(name: &'static str, binary: &Path, redis_url: &str) -> anyhow:
             "no load for 10 s: the probe alone (what this machine does to it anyway)".to_string()
         }
         "c" => abandoned_checks(&watched.grpc_url()).await?,
+        "e" => huge_checks(&watched.grpc_url()).await?,
         _ => idle_connections(&watched.grpc_url(), pid).await?,
     };
     tokio::time::sleep(SETTLE).await;
@@ -408,6 +412,55 @@ async fn abandoned_checks(url: &str) -> anyhow::Result<String> {
     }
     Ok(format!(
         "20 callers, 10 s: {sent} Checks of 5,000 keys sent, {abandoned} abandoned at 250 ms"
+    ))
+}
+
+/// (e) 64 callers, each on a connection of its own, sending Checks of 10,000 keys of 1,000
+/// bytes (10 MB) back to back for 10 s; what became of them, by gRPC code.
+async fn huge_checks(url: &str) -> anyhow::Result<String> {
+    use coherence_proto::v1 as pb;
+    use coherence_proto::v1::cache_versions_client::CacheVersionsClient;
+    let request = Arc::new(pb::CheckRequest {
+        entries: (0..10_000)
+            .map(|i| pb::KeyVersion {
+                key: long_key("huge", i, 1_000),
+                version: Some(pb::Version {
+                    token: "1094ee851d359a3e.2.c79a922bb950a2aa".into(),
+                    ..Default::default()
+                }),
+            })
+            .collect(),
+        consistency: 0,
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        let mut client = CacheVersionsClient::new(channel);
+        let request = Arc::clone(&request);
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = BTreeMap::<String, u64>::new();
+            while Instant::now() < until {
+                let outcome = match client.check((*request).clone()).await {
+                    Ok(_) => "answered".to_string(),
+                    Err(status) => format!("{:?}", status.code()),
+                };
+                *outcomes.entry(outcome).or_default() += 1;
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = BTreeMap::<String, u64>::new();
+    for task in tasks {
+        for (outcome, n) in task.await.unwrap_or_default() {
+            *outcomes.entry(outcome).or_default() += n;
+        }
+    }
+    Ok(format!(
+        "64 callers, 10 s: Checks of 10,000 keys of 1,000 bytes (10 MB each), by outcome: {outcomes:?}"
     ))
 }
 

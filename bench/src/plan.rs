@@ -64,8 +64,9 @@ pub struct Args {
     /// Workloads of the overload section (comma-separated): 0 (no load: the probe alone),
     /// a (200 stalled Watch streams,
     /// 20,000 bumps), b (a stalled Subscribe stream, 2,000 notifications of 60 KiB),
-    /// c (abandoned 5,000-key Checks), d (idle connections up to and past max_connections).
-    #[arg(long, value_delimiter = ',', default_value = "0,a,b,c,d")]
+    /// c (abandoned 5,000-key Checks), d (idle connections up to and past max_connections),
+    /// e (64 callers sending 10 MB Checks at once, past request_buffer_bytes).
+    #[arg(long, value_delimiter = ',', default_value = "0,a,b,c,d,e")]
     pub overload_workloads: Vec<String>,
     /// Where to write results.csv, results.md and chart.svg (and soak.md, overload.md).
     #[arg(long, default_value = "bench/results")]

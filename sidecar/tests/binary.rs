@@ -102,6 +102,11 @@ async fn bad_configuration_exits_64_naming_the_setting() {
         &run(&["--redis-scripts", "lua"], &[]).await,
         "redis_scripts",
     );
+    // Below 1 MiB the quarter kept for small requests would not hold four of them.
+    assert_config_error(
+        &run(&[], &[("COHERENCE_REQUEST_BUFFER_BYTES", "1048575")]).await,
+        "request_buffer_bytes",
+    );
 }
 
 /// `functions load` takes the sidecar's Redis settings: a bad one exits 64 naming it, an

@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::grpc::request_budget::{MIN_REQUEST_BUFFER_BYTES, SMALL_REQUEST_BYTES};
 use crate::grpc::transport::TransportLimits;
 use crate::invalid_setting::InvalidSetting;
 use crate::load_balancing::servers::ServersConfig;
@@ -209,7 +210,7 @@ settings! {
     batch_queue_bytes: usize = 4 << 20, "4194304 (4 MiB)", "COHERENCE_BATCH_QUEUE_BYTES",
         "Most bytes of keys (each counted as its length + 64) waiting for or in a Redis round trip, for each of Get, Check and Bump; a call past it is refused at once: RESOURCE_EXHAUSTED for Get and Bump, current = false (fail closed) for Check. One call is always admitted when none waits.";
     request_buffer_bytes: usize = 16 << 20, "16777216 (16 MiB)", "COHERENCE_REQUEST_BUFFER_BYTES",
-        "Most bytes of request messages the gRPC port holds at once, all connections together, each request counted from its first byte until its handler answered; a request that would pass it while others hold bytes is refused at once with RESOURCE_EXHAUSTED (a request alone is always admitted). See docs/operations.md, Memory budget.";
+        "Most bytes of request messages the gRPC port holds at once, all connections together, each counted at the size its gRPC prefix announces until its handler answered; a quarter is kept for messages of at most 64 KiB. A message that does not fit its share while others hold it is refused at once with RESOURCE_EXHAUSTED (a large one alone is always admitted). At least 1 MiB. See docs/operations.md, Memory budget.";
     max_connections: usize = 256, "256", "COHERENCE_MAX_CONNECTIONS",
         "Most connections open at once to the gRPC port (TCP or Unix socket); one more is closed as soon as it is accepted (its client sees the connection reset) and counted as limit max_connections in coherence_limits_reached_total. See docs/operations.md, Transport limits.";
     max_concurrent_streams: u32 = 1_024, "1024", "COHERENCE_MAX_CONCURRENT_STREAMS",
@@ -369,6 +370,15 @@ impl Config {
             if value == 0 {
                 return Err(invalid(name, "must be at least 1".into()));
             }
+        }
+        if settings.request_buffer_bytes < MIN_REQUEST_BUFFER_BYTES {
+            return Err(invalid(
+                "request_buffer_bytes",
+                format!(
+                    "must be at least {MIN_REQUEST_BUFFER_BYTES} (1 MiB): a quarter of it is kept \
+                     for requests of at most {SMALL_REQUEST_BYTES} bytes"
+                ),
+            ));
         }
         for (name, value) in [
             ("heartbeat_interval_ms", settings.heartbeat_interval_ms),

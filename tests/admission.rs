@@ -74,6 +74,7 @@ async fn checks_past_their_deadline_are_never_sent_to_redis() {
             quiet(s);
             // Room for all 20 calls: this test is about deadlines, not admission.
             s.batch_queue_bytes = 64 << 20;
+            s.request_buffer_bytes = 64 << 20;
         })
         .start()
         .await;

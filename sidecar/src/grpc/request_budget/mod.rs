@@ -48,9 +48,12 @@ pub const BUFFER: &str = "requests";
 /// on the quarter of the budget kept for them.
 pub const SMALL_REQUEST_BYTES: usize = 64 * 1024;
 /// What a top-level field of a request is counted, beyond its bytes: what decoding it may
-/// allocate whatever its size on the wire — a `KeyVersion` is an 80-byte struct with up to
-/// three strings, each an allocation of at least 16 bytes.
-pub const FIELD_BYTES: usize = 128;
+/// allocate whatever its size on the wire — a `KeyVersion` is an 80-byte struct, as much again
+/// in the spare capacity of the `Vec` that holds it, and up to three strings, each an
+/// allocation of at least 32 bytes (glibc's smallest chunk). Measured (heap in use before and
+/// after prost decoded 10,000 entries): 112–259 bytes per entry decoded for keys of 1–25 bytes
+/// with or without a version, against 261–327 counted; 1,219 against 1,304 for 1,000-byte keys.
+pub const FIELD_BYTES: usize = 256;
 /// The least `request_buffer_bytes` can be: its small quarter holds four small messages.
 pub const MIN_REQUEST_BUFFER_BYTES: usize = 16 * SMALL_REQUEST_BYTES;
 

@@ -678,3 +678,183 @@ async fn a_request_past_the_request_budget_is_refused_while_others_hold_it() {
     );
     sidecar.shutdown().await;
 }
+
+/// A stream of requests (reflection's `ServerReflectionInfo`, the one bidirectional method the
+/// port serves) holds only the message it is being sent, not every message it was ever sent:
+/// its handler answers (returns the response stream) at once, and each message is handled
+/// before the next is read. Sent more bytes in all than the whole budget, one large message
+/// at a time and each answered, it holds none once answered, and a large Get is served
+/// while it stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_requests_gives_back_each_message_once_it_is_answered() {
+    use reflection::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1 as reflection;
+    const BUDGET: usize = 1024 * 1024;
+    const MESSAGE: usize = 64 * 1024;
+    let redis = RedisServer::start();
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("request-budget-stream")
+        .settings(|s| s.request_buffer_bytes = BUDGET)
+        .start()
+        .await;
+    let held_bytes = || async {
+        coherence_testkit::exposition::sample(
+            &sidecar.scrape().await,
+            "coherence_buffer_bytes{buffer=\"requests\"}",
+        )
+        .unwrap_or(-1.0)
+    };
+
+    let (requests, rx) = tokio::sync::mpsc::channel(1);
+    let mut responses =
+        reflection::server_reflection_client::ServerReflectionClient::new(sidecar.channel().await)
+            .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("the reflection stream opens")
+            .into_inner();
+    // 20 × 64 KiB (each counted large): more than the whole budget, one message at a time,
+    // each answered before the next.
+    for i in 0..20 {
+        requests
+            .send(reflection::ServerReflectionRequest {
+                host: format!("{i}").repeat(MESSAGE),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            })
+            .await
+            .expect("the stream takes the request");
+        let answer = tokio::time::timeout(WAIT, responses.message())
+            .await
+            .expect("answered within WAIT");
+        assert!(
+            matches!(answer, Ok(Some(_))),
+            "request {i} of the stream is answered: {answer:?}"
+        );
+    }
+    let mut client = CacheVersionsClient::new(sidecar.channel().await);
+    client
+        .get(pb::GetRequest {
+            keys: (0..1_000).map(|i| format!("large-{i}")).collect(),
+            consistency: 0,
+        })
+        .await
+        .expect("a large Get is served while the stream is open and idle");
+    assert!(
+        coherence_testkit::eventually(WAIT, || async { held_bytes().await == 0.0 }).await,
+        "the stream's answered messages are given back ({} held while it is open)",
+        held_bytes().await
+    );
+    drop(requests);
+    drop(responses);
+    sidecar.shutdown().await;
+}
+
+/// `grpc.health.v1.Health` answers anyone, token or not (probes cannot send a header), so its
+/// requests are kept out of the request budget (and bounded by a decoder limit of their own):
+/// a client without the token that holds a large health request half sent takes nothing from
+/// the calls of those with it, and a health Check answers `SERVING` meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_requests_anyone_may_send_take_nothing_from_the_request_budget() {
+    use coherence_client::{AuthToken, Client};
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    const BUDGET: usize = 1024 * 1024;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "0123456789abcdef-coherence-token\n").unwrap();
+    let sidecar = TestSidecar::builder(&redis.url())
+        .server_id("request-budget-health")
+        .settings(|s| {
+            s.listen = "0.0.0.0:0".parse().unwrap();
+            s.auth_token_file = Some(token_file.clone());
+            s.request_buffer_bytes = BUDGET;
+        })
+        .start()
+        .await;
+    let addr = format!("127.0.0.1:{}", sidecar.grpc_addr().port());
+
+    // Without the token: 80 health Checks, each announcing 4,000 bytes (within health's own
+    // decoder limit) and sending 100, the rest never. Counted, they would hold 320,000 bytes:
+    // more than the quarter of the budget kept for small requests (256 KiB).
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (h2, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.expect("h2 ready");
+    let mut partial = vec![0u8];
+    partial.extend_from_slice(&4_000u32.to_be_bytes());
+    partial.resize(100, 0);
+    let partial = bytes::Bytes::from(partial);
+    let mut holders = Vec::new();
+    for _ in 0..80 {
+        let request = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        h2 = h2.ready().await.expect("h2 ready");
+        let (response, mut body) = h2.send_request(request, false).expect("send");
+        body.send_data(partial.clone(), false).expect("send");
+        holders.push((response, body));
+    }
+    // They have reached the sidecar once a request sent after them on the same connection is
+    // answered (HTTP/2 delivers a connection's frames in order).
+    let request = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    h2 = h2.ready().await.expect("h2 ready");
+    let (answered, mut body) = h2.send_request(request, false).expect("send");
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .expect("send");
+    tokio::time::timeout(WAIT, answered)
+        .await
+        .expect("answered within WAIT")
+        .expect("a whole health Check sent after them is answered");
+
+    let client = Client::connect(&format!("http://{addr}"))
+        .await
+        .expect("connect")
+        .with_auth_token(AuthToken::from_file(&token_file).expect("token"));
+    // A small Get of 15 keys (counted ~4 KB: more than the 1,819 bytes the 65 health requests
+    // that would fit in the small quarter would leave of it).
+    let keys: Vec<String> = (0..15).map(|i| format!("k{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    client
+        .get(&keys)
+        .await
+        .expect("a small Get with the token is served while 80 health requests are half sent");
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    // SERVING once the health reporter has caught up with readiness (it follows it).
+    let serving = || {
+        let mut health = HealthClient::new(channel.clone());
+        async move {
+            let answer = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            matches!(answer, Ok(response) if response.get_ref().status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+        }
+    };
+    assert!(
+        coherence_testkit::eventually(WAIT, serving).await,
+        "health answers SERVING however full the budget: {:?}",
+        HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+    );
+
+    drop(holders);
+    connection.abort();
+    sidecar.shutdown().await;
+}

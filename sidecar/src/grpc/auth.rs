@@ -17,7 +17,8 @@ use tower_service::Service;
 
 use crate::secrets::Secret;
 
-const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+/// The path prefix of `grpc.health.v1.Health`, the one service that answers without a token.
+pub const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 /// Wraps every gRPC service with the token check (a no-op without a token).
 #[derive(Clone)]

@@ -5,6 +5,9 @@
 //! can reach anyone could open `Watch` streams; each may hold HTTP/2 send buffers while its
 //! client does not read. tonic-health bounds nothing, so this wrapper gives each stream a slot
 //! ([`StreamSlots`]) and answers `RESOURCE_EXHAUSTED` past them; `Check` is passed through.
+//! Its requests (a service name) are kept out of the request budget, which anyone could
+//! otherwise fill without a token, and bounded instead by a decoder limit of their own
+//! ([`MAX_REQUEST_BYTES`]).
 
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -12,6 +15,10 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService, WatchStream};
 
 use crate::grpc::admission::{Slotted, StreamSlots};
+
+/// The largest health request decoded: a service name (ours are `""` and
+/// `coherence.v1.CacheVersions`), far below tonic's default of 4 MiB.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
 
 /// tonic-health's service with bounded `Watch` streams.
 pub struct BoundedHealth {
@@ -27,6 +34,7 @@ impl BoundedHealth {
             inner: HealthService::from_health_reporter(reporter.clone()),
             watch_slots,
         })
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 }
 

@@ -124,6 +124,11 @@ impl Framing {
         Ok(())
     }
 
+    /// Whether the walk is within a message whose prefix it has read (and so counted).
+    pub fn within_message(&self) -> bool {
+        self.message_left > 0
+    }
+
     /// Moves `n` bytes on, within the current message.
     fn advance(&mut self, data: &mut &[u8], n: usize) {
         *data = &data[n..];

@@ -25,7 +25,7 @@ pub mod framing;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -38,6 +38,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use self::framing::{Found, Framing};
+use crate::grpc::auth::HEALTH_PREFIX;
 use crate::metrics::Metrics;
 
 /// The setting, as refusals are labelled.
@@ -75,16 +76,17 @@ impl Share {
     }
 
     /// Counts `bytes` more for a request that holds `mine` of this share already; false (and
-    /// nothing counted) when they do not fit.
+    /// nothing counted) when they do not fit. Decided on the total as it is and counted only
+    /// if admitted (one compare-and-swap), so that bytes being refused never make another
+    /// request look not alone.
     fn take(&self, bytes: usize, mine: usize) -> bool {
-        let before = self.held.fetch_add(bytes, Ordering::AcqRel);
-        let fits = before.saturating_add(bytes) <= self.limit;
-        let alone = before.saturating_sub(mine) == 0;
-        if fits || (self.alone_admitted && alone) {
-            return true;
-        }
-        self.held.fetch_sub(bytes, Ordering::AcqRel);
-        false
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |before| {
+                let fits = before.saturating_add(bytes) <= self.limit;
+                let alone = before.saturating_sub(mine) == 0;
+                (fits || (self.alone_admitted && alone)).then(|| before.saturating_add(bytes))
+            })
+            .is_ok()
     }
 
     fn give_back(&self, bytes: usize) {
@@ -128,6 +130,9 @@ struct Held {
     budget: Arc<Budget>,
     small: AtomicUsize,
     large: AtomicUsize,
+    /// The handler has answered: from then on, what the request holds is only the message
+    /// being read (a stream of requests goes on after the answer).
+    answered: AtomicBool,
 }
 
 impl Held {
@@ -136,6 +141,7 @@ impl Held {
             budget: Arc::clone(budget),
             small: AtomicUsize::new(0),
             large: AtomicUsize::new(0),
+            answered: AtomicBool::new(false),
         }
     }
 
@@ -173,13 +179,31 @@ impl Held {
     }
 
     fn release(&self) {
+        self.keep_only(None);
+    }
+
+    /// Gives back everything but `message` (the one being read, if any).
+    fn keep_only(&self, message: Option<&MessageCount>) {
         for small in [true, false] {
-            let bytes = self.mine(small).swap(0, Ordering::AcqRel);
+            let keep = message.filter(|m| m.small == small).map_or(0, |m| m.bytes);
+            let before = self
+                .mine(small)
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |mine| {
+                    Some(mine.min(keep))
+                })
+                .unwrap_or(0);
+            let bytes = before.saturating_sub(keep);
             if bytes > 0 {
                 self.budget.share(small).give_back(bytes);
                 self.budget.gauge.dec_by(bytes as i64);
             }
         }
+    }
+
+    /// The handler has answered: give back everything.
+    fn answered(&self) {
+        self.answered.store(true, Ordering::Release);
+        self.release();
     }
 }
 
@@ -244,6 +268,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path().starts_with(HEALTH_PREFIX) {
+            // Health answers anyone, token or not: counted here, its requests would let a
+            // client without the token take the budget from those with it. Its own decoder
+            // limit bounds them (`grpc::health`).
+            return Box::pin(self.inner.call(request));
+        }
         let held = Arc::new(Held::new(&self.budget));
         let request = request.map(|body| {
             tonic::body::Body::new(CountedBody {
@@ -258,7 +288,7 @@ where
             let answer = answer.await;
             // The handler has answered: the decoded request is gone (a response stream keeps
             // only what it reads from the rings, bounded on its own).
-            held.release();
+            held.answered();
             answer
         })
     }
@@ -322,6 +352,12 @@ impl Body for CountedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.held.answered.load(Ordering::Acquire) {
+            // A stream of requests whose handler answered at once (reflection's): tonic asks
+            // for more only once it handed the messages before on, so those are given back.
+            let reading = self.framing.within_message().then_some(&self.message);
+            self.held.keep_only(reading);
+        }
         let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if let Some(Ok(frame)) = &frame {
             if let Some(data) = frame.data_ref() {
@@ -390,6 +426,49 @@ mod tests {
         assert_eq!(budget.small.held.load(Ordering::Acquire), 0);
         assert_eq!(budget.large.held.load(Ordering::Acquire), 0);
         assert_eq!(metrics.buffer(BUFFER).get(), 0, "everything given back");
+    }
+
+    #[test]
+    fn a_request_alone_is_not_refused_for_the_bytes_of_others_being_refused() {
+        let metrics = Metrics::new();
+        let budget = Arc::new(Budget::new(MIN_REQUEST_BUFFER_BYTES, &metrics));
+        let alone = Held::new(&budget);
+        let past_its_share = budget.large.limit + 1;
+        assert!(alone.take(false, past_its_share), "alone, past its share");
+        let stop = AtomicBool::new(false);
+        let refused_alone = std::thread::scope(|s| {
+            s.spawn(|| {
+                let other = Held::new(&budget);
+                while !stop.load(Ordering::Relaxed) {
+                    assert!(!other.take(false, 1), "the others are refused");
+                }
+            });
+            let refused = (0..200_000).filter(|_| !alone.take(false, 1)).count();
+            stop.store(true, Ordering::Relaxed);
+            refused
+        });
+        assert_eq!(refused_alone, 0, "the lone request was refused");
+    }
+
+    #[test]
+    fn once_answered_a_request_keeps_only_the_message_being_read() {
+        let metrics = Metrics::new();
+        let budget = Arc::new(Budget::new(MIN_REQUEST_BUFFER_BYTES, &metrics));
+        let held = Held::new(&budget);
+        let mut message = MessageCount::default();
+        count(&held, &mut message, &[Found::Message(1_000)]).expect("fits");
+        held.answered();
+        assert_eq!(metrics.buffer(BUFFER).get(), 0, "given back at the answer");
+        count(&held, &mut message, &[Found::Message(2_000)]).expect("fits");
+        count(&held, &mut message, &[Found::Message(3_000)]).expect("fits");
+        held.keep_only(Some(&message));
+        assert_eq!(
+            metrics.buffer(BUFFER).get(),
+            3_000,
+            "only the message being read"
+        );
+        held.keep_only(None);
+        assert_eq!(metrics.buffer(BUFFER).get(), 0);
     }
 
     #[test]

@@ -112,36 +112,6 @@ async fn the_grpc_port_advertises_its_stream_limit_and_refuses_oversized_headers
     sidecar.shutdown().await;
 }
 
-/// The receive window: a client may send at most 64 KiB ahead of the sidecar reading it, on a
-/// stream and on a connection (hyper's default, which tonic keeps, is 1 MiB): what each of
-/// `max_connections` connections can make the sidecar buffer before the request budget has
-/// counted it. A client that asks for 1 MiB of send capacity on a request the sidecar has not
-/// begun to read is granted the window and no more.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_may_send_at_most_the_receive_window_ahead_of_the_sidecar() {
-    let redis = RedisServer::start();
-    let sidecar = TestSidecar::start(&redis).await;
-    let addr = sidecar.grpc_addr();
-    let (mut client, task, _limit) = raw_connection(addr).await;
-    let request = grpc_post(addr, "/coherence.v1.CacheVersions/Check")
-        .body(())
-        .unwrap();
-    let (response, mut body) = client.send_request(request, false).expect("send");
-    body.reserve_capacity(1 << 20);
-    let granted = tokio::time::timeout(WAIT, std::future::poll_fn(|cx| body.poll_capacity(cx)))
-        .await
-        .expect("capacity is granted")
-        .expect("the stream is open")
-        .expect("capacity");
-    assert!(
-        granted <= 64 * 1024,
-        "{granted} bytes may be sent ahead of the sidecar; the window is 64 KiB"
-    );
-    drop((response, body, client));
-    task.abort();
-    sidecar.shutdown().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_streams_the_server_must_reset_ends_with_goaway() {
     let redis = RedisServer::start();

@@ -14,11 +14,7 @@
 //! - at most [`MAX_LOCAL_ERROR_RESETS`] streams reset by the server for errors, and
 //!   [`MAX_PENDING_ACCEPT_RESETS`] streams reset by the client before they were accepted, per
 //!   connection, before it is closed with `GOAWAY` (`ENHANCE_YOUR_CALM`);
-//! - every call has a deadline even when the client sends none: [`TransportLimits::call_timeout`];
-//! - HTTP/2 receive windows of [`RECEIVE_WINDOW_BYTES`] per connection and per stream instead of
-//!   hyper's 1 MiB: the bytes a client may send that the sidecar has not read yet (before the
-//!   request budget has counted or refused them), so that `max_connections` of them stay a
-//!   small term of the memory budget.
+//! - every call has a deadline even when the client sends none: [`TransportLimits::call_timeout`].
 
 use std::time::Duration;
 
@@ -32,12 +28,6 @@ pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// Streams a client may reset before the server accepted them, on one connection, before it is
 /// closed (h2's default, made explicit).
 pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
-
-/// The HTTP/2 receive window of every connection and stream (the protocol's default size):
-/// what a client may send ahead of the sidecar reading it. On loopback it costs nothing
-/// measurable against hyper's 1 MiB: a 10 MB Check took 192 / 199 ms (p50 of 30), a 1,000-key
-/// Check 2.6 / 4.2 ms.
-pub const RECEIVE_WINDOW_BYTES: u32 = 64 * 1024;
 
 /// TCP keepalive probes on accepted connections start after this much silence.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -65,8 +55,6 @@ impl TransportLimits {
             .http2_keepalive_timeout(Some(self.keepalive_timeout))
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
-            .initial_connection_window_size(RECEIVE_WINDOW_BYTES)
-            .initial_stream_window_size(RECEIVE_WINDOW_BYTES)
             .timeout(self.call_timeout)
     }
 

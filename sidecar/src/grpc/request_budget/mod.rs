@@ -167,15 +167,7 @@ impl Held {
     }
 
     fn give_back(&self, small: bool, bytes: usize) {
-        let before = self
-            .mine(small)
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |mine| {
-                Some(mine.saturating_sub(bytes))
-            })
-            .unwrap_or(0);
-        let bytes = bytes.min(before);
-        self.budget.share(small).give_back(bytes);
-        self.budget.gauge.dec_by(bytes as i64);
+        self.lower(small, |mine| mine.saturating_sub(bytes));
     }
 
     fn release(&self) {
@@ -186,17 +178,23 @@ impl Held {
     fn keep_only(&self, message: Option<&MessageCount>) {
         for small in [true, false] {
             let keep = message.filter(|m| m.small == small).map_or(0, |m| m.bytes);
-            let before = self
-                .mine(small)
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |mine| {
-                    Some(mine.min(keep))
-                })
-                .unwrap_or(0);
-            let bytes = before.saturating_sub(keep);
-            if bytes > 0 {
-                self.budget.share(small).give_back(bytes);
-                self.budget.gauge.dec_by(bytes as i64);
-            }
+            self.lower(small, |mine| mine.min(keep));
+        }
+    }
+
+    /// Lowers what this request holds of a share to `to(what it holds)` and gives the
+    /// difference back to the share.
+    fn lower(&self, small: bool, to: impl Fn(usize) -> usize) {
+        let before = self
+            .mine(small)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |mine| {
+                Some(to(mine).min(mine))
+            })
+            .unwrap_or(0);
+        let bytes = before - to(before).min(before);
+        if bytes > 0 {
+            self.budget.share(small).give_back(bytes);
+            self.budget.gauge.dec_by(bytes as i64);
         }
     }
 
